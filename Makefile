@@ -1,0 +1,60 @@
+# Every target installs what it needs on a fresh Debian machine where you are
+# root: system packages (FUSE, headers, pkg-config) when missing, uv in .tools/,
+# and the locked Python dependencies in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The machine's global pip configuration points at extra local indexes; the
+# project's own installs ignore it and use PyPI through the lockfile.
+export PIP_CONFIG_FILE := /dev/null
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: all setup system-deps test lint typecheck demo bench-format clean
+
+all: test
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV) system-deps
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+setup: system-deps $(VENV)/.synced
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+# The test command (README): lint, type check, then the whole suite.
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The product end to end on wheels the project builds itself (README).
+demo: setup
+	$(BIN)/python -m bench.demo
+
+# Benchmark (not a test): real wheels from PyPI, downloaded at run time.
+bench-format: setup
+	$(BIN)/python -m bench.format $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) build *.egg-info

@@ -1,0 +1,1 @@
+"""The nwcache command line."""

@@ -1,0 +1,1 @@
+"""The nwcache daemon: store, view and socket server (see docs/ARCHITECTURE.md)."""
