@@ -44,10 +44,17 @@ def convert(
     with Archive.open(src, max_window_log=max_window_log) as archive:
         if to == 1:
             return write_v1(archive.iter_files(), dest, label=archive.label, timestamp=timestamp)
-        options = {"level": level, "window_log": window_log, "timestamp": timestamp, "content_links": content_links}
+        options = {
+            "level": level,
+            "window_log": window_log,
+            "timestamp": timestamp,
+            "content_links": content_links,
+        }
         if archive.format == 1:
             return write_v2(archive, dest, **options)  # type: ignore[arg-type]
-        tmp = Path(tempfile.mkdtemp(prefix=".nwcache-convert-", dir=dest.parent if dest.parent.exists() else None))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=".nwcache-convert-", dir=dest.parent if dest.parent.exists() else None)
+        )
         try:
             unpack(archive, tmp / "tree", links=LinkMode.HARDLINK)
             return write_v2(TreeSource(tmp / "tree", filename=archive.filename), dest, **options)  # type: ignore[arg-type]

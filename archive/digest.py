@@ -31,5 +31,7 @@ def content_digest(items: Iterable[DigestItem]) -> str:
     hasher = hashlib.sha256(PREFIX)
     for item in sorted(items, key=lambda i: i.path.encode("utf-8")):
         mode = b"755" if item.executable else b"644"
-        hasher.update(b"%s\0%s\0%s\0%d\n" % (item.path.encode("utf-8"), mode, item.sha256.hex().encode(), item.size))
+        hasher.update(
+            b"%s\0%s\0%s\0%d\n" % (item.path.encode("utf-8"), mode, item.sha256.hex().encode(), item.size)
+        )
     return "sha256:" + hasher.hexdigest()

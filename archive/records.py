@@ -73,7 +73,10 @@ def parse_record(data: bytes, *, dist_info: str, archive: str) -> list[RecordEnt
             continue
         name, eq, encoded = hash_text.partition("=")
         if not eq or name not in ALLOWED_HASHES:
-            raise fail(f"line {number}: hash {name!r} is not allowed (sha256 or stronger)", "record-hash-algorithm")
+            raise fail(
+                f"line {number}: hash {name!r} is not allowed (sha256 or stronger)",
+                "record-hash-algorithm",
+            )
         try:
             digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except ValueError:

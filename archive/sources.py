@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 
@@ -25,14 +26,16 @@ from . import tarfmt
 from .digest import DigestItem, content_digest
 from .errors import ArchiveError, InvalidArchive, RecordMismatch, UnsupportedArchive
 from .paths import check_collisions, check_path
-from .records import RECORD_SIGNATURES, RecordEntry, parse_record
+from .records import RECORD_SIGNATURES, RecordEntry, format_record, parse_record
 from .wheelinfo import (
+    FORMAT_VERSION,
     MAX_WINDOW_LOG,
     V2Header,
     WheelFields,
     WheelName,
     check_dist_info_name,
     classic_version,
+    declared_version,
     from_v2,
     parse_filename,
     parse_wheel,
@@ -115,16 +118,31 @@ def _verified(info: FileInfo, chunks: Iterable[bytes], out: FileData, label: str
     for chunk in chunks:
         size += len(chunk)
         if size > info.size:
-            raise RecordMismatch(f"larger than the {info.size} bytes RECORD lists", rule="record-size", archive=label, member=info.path)
+            raise RecordMismatch(
+                f"larger than the {info.size} bytes RECORD lists",
+                rule="record-size",
+                archive=label,
+                member=info.path,
+            )
         if hasher is not None:
             hasher.update(chunk)
         if sha is not hasher:
             sha.update(chunk)
         yield chunk
     if size != info.size:
-        raise RecordMismatch(f"{size} bytes, RECORD lists {info.size}", rule="record-size", archive=label, member=info.path)
+        raise RecordMismatch(
+            f"{size} bytes, RECORD lists {info.size}",
+            rule="record-size",
+            archive=label,
+            member=info.path,
+        )
     if hasher is not None and hasher.digest() != info.record.digest:
-        raise RecordMismatch("content does not match its RECORD hash", rule="record-hash", archive=label, member=info.path)
+        raise RecordMismatch(
+            "content does not match its RECORD hash",
+            rule="record-hash",
+            archive=label,
+            member=info.path,
+        )
     out.sha256 = sha.digest()
 
 
@@ -162,7 +180,7 @@ class _Limited(io.RawIOBase):
 class _CountingReader:
     """Refuses to hand out more decompressed bytes than the payload declared."""
 
-    def __init__(self, raw: io.BufferedReader, limit: int, fail: ArchiveError) -> None:
+    def __init__(self, raw: io.BufferedReader[io.RawIOBase], limit: int, fail: ArchiveError) -> None:
         self.raw = raw
         self.left = limit
         self.fail = fail
@@ -217,10 +235,10 @@ class Archive:
     def _validate(self) -> None:
         members = self.zip.entries
         files: list[ZipEntry] = []
-        for entry in members:
-            check_path(entry.name.removesuffix("/") if entry.is_dir else entry.name, archive=self.label)
-            if not entry.is_dir:
-                files.append(entry)
+        for member in members:
+            check_path(member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label)
+            if not member.is_dir:
+                files.append(member)
         tops = {e.name.split("/", 1)[0] for e in files if "/" in e.name}
         dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
         if len(dist_infos) != 1:
@@ -231,13 +249,14 @@ class Archive:
         record_member = self.zip.by_name.get(f"{self.dist_info}/RECORD")
         if wheel_member is None or record_member is None:
             raise self._fail("WHEEL or RECORD missing from .dist-info", "dist-info-missing")
+        self.v2: V2Header | None
         self.wheel_bytes = self._read_small(wheel_member)
         self.record_bytes = self._read_small(record_member)
         self.record = parse_record(self.record_bytes, dist_info=self.dist_info, archive=self.label)
         record_by_path = {entry.path: entry for entry in self.record}
         check_collisions(record_by_path, archive=self.label)
         wheel_label = f"{self.dist_info}/WHEEL"
-        if self.wheel_bytes.startswith(b"Wheel-Version: 2.") or b"\nWheel-Version: 2." in self.wheel_bytes:
+        if declared_version(self.wheel_bytes, archive=self.label, member=wheel_label) == FORMAT_VERSION:
             self.format = 2
             self.classic_wheel, self.v2 = from_v2(self.wheel_bytes, archive=self.label, member=wheel_label)
             self.classic_version = self.v2.classic_version
@@ -250,20 +269,28 @@ class Archive:
         prefix = self.dist_info + "/"
         unlisted = {f"{prefix}RECORD"} | {prefix + sig for sig in RECORD_SIGNATURES}
         zip_files = {e.name: e for e in files}
-        for name, entry in zip_files.items():
-            if name not in record_by_path and name not in unlisted:
-                if self.format == 2 and entry.header_offset == 0:
-                    continue
-                raise RecordMismatch("file is not listed in RECORD", rule="record-unlisted", archive=self.label, member=name)
         self.files: list[FileInfo] = []
         self.payload: ZipEntry | None = None
         if self.format == 2:
             self._validate_v2(zip_files, record_by_path)
+        for name in zip_files:
+            if name not in record_by_path and name not in unlisted and (self.payload is None or name != self.payload.name):
+                raise RecordMismatch(
+                    "file is not listed in RECORD",
+                    rule="record-unlisted",
+                    archive=self.label,
+                    member=name,
+                )
         for entry in self.record:
             zip_entry = zip_files.get(entry.path)
             if entry.path.startswith(prefix) or self.format == 1:
                 if zip_entry is None:
-                    raise RecordMismatch("listed in RECORD but missing", rule="record-missing-file", archive=self.label, member=entry.path)
+                    raise RecordMismatch(
+                        "listed in RECORD but missing",
+                        rule="record-missing-file",
+                        archive=self.label,
+                        member=entry.path,
+                    )
                 size = len(self.classic_wheel) if entry.path == wheel_label else zip_entry.file_size
                 if entry.size is not None and entry.size != size:
                     raise RecordMismatch(
@@ -274,12 +301,20 @@ class Archive:
                     )
                 self.files.append(FileInfo(entry.path, zip_entry.mode == 0o755, size, entry))
             else:
-                assert self.v2 is not None and entry.size is not None
+                assert self.v2 is not None
+                assert entry.size is not None
                 self.files.append(FileInfo(entry.path, entry.path in self._executables, entry.size, entry))
         for name in unlisted - {f"{prefix}RECORD"}:
             if name in zip_files and name not in record_by_path:
                 member = zip_files[name]
-                self.files.append(FileInfo(name, member.mode == 0o755, member.file_size, RecordEntry(name, "", b"", None)))
+                self.files.append(
+                    FileInfo(
+                        name,
+                        member.mode == 0o755,
+                        member.file_size,
+                        RecordEntry(name, "", b"", None),
+                    )
+                )
         self.files.sort(key=lambda f: f.path.encode())
         if self.format == 2 and all(f.record.hash_name in ("sha256", "") for f in self.files):
             assert self.v2 is not None
@@ -305,14 +340,21 @@ class Archive:
             if entry.is_dir:
                 raise self._fail("directory entry in a 2.0 archive", "zip-directory", entry.name)
             if entry is not payload and not entry.name.startswith(self.dist_info + "/"):
-                raise self._fail("only the payload and .dist-info files may be zip members", "member-outside-dist-info", entry.name)
+                raise self._fail(
+                    "only the payload and .dist-info files may be zip members",
+                    "member-outside-dist-info",
+                    entry.name,
+                )
         self.payload = payload
         self._executables = set(self.v2.executables)
         prefix = self.dist_info + "/"
         payload_paths = {p for p in record if not p.startswith(prefix)}
         stray = self._executables - payload_paths
         if stray:
-            raise self._fail(f"Executable names {sorted(stray)[0]!r}, which is not a payload file in RECORD", "wheel-field")
+            raise self._fail(
+                f"Executable names {sorted(stray)[0]!r}, which is not a payload file in RECORD",
+                "wheel-field",
+            )
         if self.v2.window_log > self.max_window_log:
             raise UnsupportedArchive(
                 f"Payload-Window-Log {self.v2.window_log} exceeds this reader's limit of {self.max_window_log}"
@@ -321,7 +363,9 @@ class Archive:
                 archive=self.label,
                 member=name,
             )
-        bound = sum(tarfmt.member_size(p, record[p].size or 0) for p in payload_paths) + len(tarfmt.END_OF_ARCHIVE)
+        bound = sum(tarfmt.member_size(p, record[p].size or 0) for p in payload_paths) + len(
+            tarfmt.END_OF_ARCHIVE
+        )
         if self.v2.payload_size > bound:
             raise RecordMismatch(
                 f"Payload-Size {self.v2.payload_size} exceeds what RECORD allows ({bound})",
@@ -361,7 +405,11 @@ class Archive:
             if f.record.hash_name == "sha256":
                 items.append(DigestItem(f.path, f.executable, f.record.digest, f.size))
             elif f.record.hash_name == "":
-                data = self.record_bytes if f.path.endswith("/RECORD") else self.zip.read(self.zip.by_name[f.path])
+                data = (
+                    self.record_bytes
+                    if f.path.endswith("/RECORD")
+                    else self.zip.read(self.zip.by_name[f.path])
+                )
                 items.append(DigestItem(f.path, f.executable, hashlib.sha256(data).digest(), f.size))
             else:
                 return None
@@ -396,9 +444,13 @@ class Archive:
         for data in produced:
             if data.sha256 is None:
                 raise RuntimeError(f"{data.path} was not read before iter_files advanced")
-        self.verified_digest = content_digest(DigestItem(d.path, d.info.executable, d.sha256 or b"", d.info.size) for d in produced)
+        self.verified_digest = content_digest(
+            DigestItem(d.path, d.info.executable, d.sha256 or b"", d.info.size) for d in produced
+        )
         if self.v2 is not None and self.verified_digest != self.v2.content_digest:
-            raise RecordMismatch("content does not match Content-Digest", rule="content-digest", archive=self.label)
+            raise RecordMismatch(
+                "content does not match Content-Digest", rule="content-digest", archive=self.label
+            )
 
     def open_file(self, info: FileInfo, chunk: int = CHUNK) -> FileData:
         """Random access to one zip member (any file of a classic wheel, a
@@ -466,21 +518,28 @@ class Archive:
             raise self._fail(f"{end - pos} bytes follow the payload frame", "payload-trailing-data", name)
 
     def _iter_payload(self, produced: list[FileData], chunk: int) -> Iterator[FileData]:
-        assert self.payload is not None and self.v2 is not None
+        assert self.payload is not None
+        assert self.v2 is not None
         payload = self.payload
         self._frame_end(payload)
         # The zip CRC of the payload is checked too: stored members are read raw.
         raw = _Limited(self.fh, payload.data_offset, payload.compressed_size)
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << min(self.v2.window_log, MAX_WINDOW_LOG))
-        zreader = dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=False, closefd=False)
-        buffered = io.BufferedReader(zreader, buffer_size=CHUNK)  # type: ignore[arg-type]
+        zreader = dctx.stream_reader(
+            cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=False, closefd=False
+        )
+        buffered = io.BufferedReader(cast(io.RawIOBase, zreader), buffer_size=CHUNK)
         too_big = RecordMismatch(
             f"payload decompresses past its declared {self.v2.payload_size} bytes",
             rule="payload-size",
             archive=self.label,
             member=payload.name,
         )
-        tar = tarfmt.TarReader(_CountingReader(buffered, self.v2.payload_size, too_big), archive=self.label, member=payload.name)
+        tar = tarfmt.TarReader(
+            _CountingReader(buffered, self.v2.payload_size, too_big),
+            archive=self.label,
+            member=payload.name,
+        )
         prefix = self.dist_info + "/"
         infos = {f.path: f for f in self.files if not f.path.startswith(prefix)}
         stored: dict[tuple[str, int], FileData] = {}
@@ -491,17 +550,29 @@ class Archive:
                 if info is None:
                     check_path(member.path, archive=self.label)
                     rule, message = (
-                        ("duplicate-name", "stored twice in the payload") if member.path in seen else
-                        ("payload-dist-info", ".dist-info file inside the payload") if member.path.startswith(prefix) else
-                        ("record-unlisted", "file is not listed in RECORD")
-                    )  # fmt: skip
+                        ("duplicate-name", "stored twice in the payload")
+                        if member.path in seen
+                        else ("payload-dist-info", ".dist-info file inside the payload")
+                        if member.path.startswith(prefix)
+                        else ("record-unlisted", "file is not listed in RECORD")
+                    )
                     raise RecordMismatch(message, rule=rule, archive=self.label, member=member.path)
                 del infos[member.path]
                 seen.add(member.path)
                 if member.size != info.size:
-                    raise RecordMismatch(f"{member.size} bytes, RECORD lists {info.size}", rule="record-size", archive=self.label, member=info.path)
+                    raise RecordMismatch(
+                        f"{member.size} bytes, RECORD lists {info.size}",
+                        rule="record-size",
+                        archive=self.label,
+                        member=info.path,
+                    )
                 if member.executable != info.executable:
-                    raise InvalidArchive("executable bit differs from the WHEEL Executable list", rule="payload-mode", archive=self.label, member=info.path)
+                    raise InvalidArchive(
+                        "executable bit differs from the WHEEL Executable list",
+                        rule="payload-mode",
+                        archive=self.label,
+                        member=info.path,
+                    )
                 data = self._file_data(info, tar.data(member, chunk))
                 stored.setdefault(info.link_key, data)
                 produced.append(data)
@@ -512,7 +583,9 @@ class Archive:
             if buffered.read(1):
                 raise self._fail("data after the tar stream", "tar-trailing-data", payload.name)
         except zstandard.ZstdError as exc:
-            raise self._fail(f"payload does not decompress ({exc})", "payload-corrupt", payload.name) from None
+            raise self._fail(
+                f"payload does not decompress ({exc})", "payload-corrupt", payload.name
+            ) from None
         raw.drain()
         if raw.crc != payload.crc:
             raise self._fail("CRC-32 mismatch", "zip-crc", payload.name)
@@ -531,7 +604,6 @@ class Archive:
             yield link
 
 
-
 class TreeSource:
     """A directory laid out as a wheel's root: payload files and exactly one
     .dist-info with a classic WHEEL. RECORD, when present, must describe the
@@ -543,14 +615,22 @@ class TreeSource:
         if not self.root.is_dir():
             raise ArchiveError("not a directory", rule="tree-not-directory", archive=self.label)
         on_disk = self._scan()
-        dist_infos = sorted({p.split("/", 1)[0] for p in on_disk if "/" in p and p.split("/", 1)[0].endswith(".dist-info")})
+        dist_infos = sorted(
+            {p.split("/", 1)[0] for p in on_disk if "/" in p and p.split("/", 1)[0].endswith(".dist-info")}
+        )
         if len(dist_infos) != 1:
-            raise InvalidArchive(f"expected one .dist-info directory, found {len(dist_infos)}", rule="dist-info-count", archive=self.label)
+            raise InvalidArchive(
+                f"expected one .dist-info directory, found {len(dist_infos)}",
+                rule="dist-info-count",
+                archive=self.label,
+            )
         self.dist_info = dist_infos[0]
         prefix = self.dist_info + "/"
         wheel_path = f"{prefix}WHEEL"
         if wheel_path not in on_disk:
-            raise InvalidArchive("WHEEL missing from .dist-info", rule="dist-info-missing", archive=self.label)
+            raise InvalidArchive(
+                "WHEEL missing from .dist-info", rule="dist-info-missing", archive=self.label
+            )
         self.classic_wheel = (self.root / wheel_path).read_bytes()
         self.classic_version = classic_version(self.classic_wheel, archive=self.label, member=wheel_path)
         self.wheel = parse_wheel(self.classic_wheel, archive=self.label, member=wheel_path)
@@ -569,17 +649,32 @@ class TreeSource:
         unlisted = {record_path} | {prefix + sig for sig in RECORD_SIGNATURES}
         for path in on_disk:
             if path not in listed and path not in unlisted:
-                raise RecordMismatch("file is not listed in RECORD", rule="record-unlisted", archive=self.label, member=path)
+                raise RecordMismatch(
+                    "file is not listed in RECORD",
+                    rule="record-unlisted",
+                    archive=self.label,
+                    member=path,
+                )
         self.files: list[FileInfo] = []
         for path, executable in on_disk.items():
             entry = listed.get(path) or RecordEntry(path, "", b"", None)
             size = len(self.record_bytes) if path == record_path else (self.root / path).stat().st_size
             if entry.size is not None and entry.size != size:
-                raise RecordMismatch(f"RECORD says {entry.size} bytes, the file has {size}", rule="record-size", archive=self.label, member=path)
+                raise RecordMismatch(
+                    f"RECORD says {entry.size} bytes, the file has {size}",
+                    rule="record-size",
+                    archive=self.label,
+                    member=path,
+                )
             self.files.append(FileInfo(path, executable, size, entry))
         missing = set(listed) - set(on_disk)
         if missing:
-            raise RecordMismatch("listed in RECORD but missing", rule="record-missing-file", archive=self.label, member=sorted(missing)[0])
+            raise RecordMismatch(
+                "listed in RECORD but missing",
+                rule="record-missing-file",
+                archive=self.label,
+                member=sorted(missing)[0],
+            )
         self.files.sort(key=lambda f: f.path.encode())
 
     def _scan(self) -> dict[str, bool]:
@@ -595,10 +690,20 @@ class TreeSource:
                 if os.path.islink(full):
                     target = os.path.realpath(full)
                     if not target.startswith(root + os.sep) or not os.path.isfile(target):
-                        raise UnsafePathError(rel, self.label)
+                        raise InvalidArchive(
+                            "symlink that does not point to a file inside the tree",
+                            rule="tree-symlink",
+                            archive=self.label,
+                            member=rel,
+                        )
                 st = os.stat(full)
-                if not stat_is_regular(st.st_mode):
-                    raise InvalidArchive("not a regular file", rule="tree-special-file", archive=self.label, member=rel)
+                if not stat.S_ISREG(st.st_mode):
+                    raise InvalidArchive(
+                        "not a regular file",
+                        rule="tree-special-file",
+                        archive=self.label,
+                        member=rel,
+                    )
                 found[rel] = bool(st.st_mode & 0o111)
         return found
 
@@ -609,14 +714,18 @@ class TreeSource:
             raise InvalidArchive("WHEEL has no Tag lines", rule="wheel-field", archive=self.label)
         pythons, abis, platforms = ({t[i] for t in tags} for i in range(3))
         if len(tags) != len(pythons) * len(abis) * len(platforms) or len(set(tags)) != len(tags):
-            raise InvalidArchive("WHEEL tags do not form a compressed tag set; pass a file name", rule="wheel-field", archive=self.label)
+            raise InvalidArchive(
+                "WHEEL tags do not form a compressed tag set; pass a file name",
+                rule="wheel-field",
+                archive=self.label,
+            )
         build = self.wheel.get("Build")
-        parts = [stem] + ([build] if build else []) + [".".join(sorted(x)) for x in (pythons, abis, platforms)]
+        parts = (
+            [stem] + ([build] if build else []) + [".".join(sorted(x)) for x in (pythons, abis, platforms)]
+        )
         return "-".join(parts) + ".whl"
 
     def _generate_record(self, on_disk: dict[str, bool], record_path: str) -> bytes:
-        from .records import format_record, urlsafe_b64  # noqa: F401 - local use
-
         entries = []
         infos = [FileInfo(p, x, 0, RecordEntry(p, "", b"", None)) for p, x in on_disk.items()]
         for info in member_order(infos, self.dist_info):
@@ -624,7 +733,9 @@ class TreeSource:
             with open(self.root / info.path, "rb") as fh:
                 for block in iter(lambda: fh.read(CHUNK), b""):
                     hasher.update(block)
-            entries.append(RecordEntry(info.path, "sha256", hasher.digest(), (self.root / info.path).stat().st_size))
+            entries.append(
+                RecordEntry(info.path, "sha256", hasher.digest(), (self.root / info.path).stat().st_size)
+            )
         entries.append(RecordEntry(record_path, "", b"", None))
         return format_record(entries)
 
@@ -644,13 +755,3 @@ def parse_tag(text: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(parts):
         raise InvalidArchive(f"malformed Tag {text!r}", rule="wheel-field")
     return parts[0], parts[1], parts[2]
-
-
-def stat_is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
-
-
-def UnsafePathError(rel: str, label: str) -> InvalidArchive:  # noqa: N802
-    return InvalidArchive("symlink that does not point to a file inside the tree", rule="tree-symlink", archive=label, member=rel)

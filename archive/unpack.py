@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from .errors import DestinationError
@@ -14,7 +14,7 @@ from .sources import Archive, FileData
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class LinkMode(str, Enum):
+class LinkMode(StrEnum):
     """How a content link is materialised on disk."""
 
     COPY = "copy"
@@ -24,9 +24,16 @@ class LinkMode(str, Enum):
 
 def _prepare_destination(dest: Path, label: str) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise DestinationError("exists and is not a directory", rule="destination-exists", archive=label, member=str(dest))
+        raise DestinationError(
+            "exists and is not a directory",
+            rule="destination-exists",
+            archive=label,
+            member=str(dest),
+        )
     if dest.is_dir() and any(dest.iterdir()):
-        raise DestinationError("exists and is not empty", rule="destination-exists", archive=label, member=str(dest))
+        raise DestinationError(
+            "exists and is not empty", rule="destination-exists", archive=label, member=str(dest)
+        )
 
 
 def unpack(archive: Archive, dest: Path, *, links: LinkMode = LinkMode.COPY) -> int:

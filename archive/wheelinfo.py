@@ -63,7 +63,9 @@ def parse_filename(filename: str, *, archive: str) -> WheelName:
     try:
         name, version, build, tags = parse_wheel_filename(filename)
     except (InvalidWheelFilename, InvalidVersion) as exc:
-        raise InvalidArchive(f"not a wheel file name ({exc})", rule="wheel-filename", archive=archive) from None
+        raise InvalidArchive(
+            f"not a wheel file name ({exc})", rule="wheel-filename", archive=archive
+        ) from None
     return WheelName(name, version, build, frozenset(tags))
 
 
@@ -101,7 +103,9 @@ def parse_wheel(data: bytes, *, archive: str, member: str) -> WheelFields:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidArchive("WHEEL is not valid UTF-8", rule="wheel-syntax", archive=archive, member=member) from None
+        raise InvalidArchive(
+            "WHEEL is not valid UTF-8", rule="wheel-syntax", archive=archive, member=member
+        ) from None
     fields = WheelFields()
     for line in text.splitlines():
         if not line.strip():
@@ -112,7 +116,9 @@ def parse_wheel(data: bytes, *, archive: str, member: str) -> WheelFields:
                 k, v = fields.items[-1]
                 fields.items[-1] = (k, v + " " + line.strip())
                 continue
-            raise InvalidArchive(f"malformed line {line!r}", rule="wheel-syntax", archive=archive, member=member)
+            raise InvalidArchive(
+                f"malformed line {line!r}", rule="wheel-syntax", archive=archive, member=member
+            )
         fields.items.append((key, value.strip()))
     return fields
 
@@ -139,8 +145,8 @@ class V2Header:
         return out
 
 
-def classic_version(data: bytes, *, archive: str, member: str) -> str:
-    """The Wheel-Version of a classic WHEEL, checking that it can be converted."""
+def declared_version(data: bytes, *, archive: str, member: str) -> str:
+    """The Wheel-Version a WHEEL file declares (exactly one such line)."""
     matches = _VERSION_LINE.findall(data)
     if len(matches) != 1:
         raise InvalidArchive(
@@ -149,7 +155,12 @@ def classic_version(data: bytes, *, archive: str, member: str) -> str:
             archive=archive,
             member=member,
         )
-    version = matches[0][0].decode()
+    return str(matches[0][0].decode())
+
+
+def classic_version(data: bytes, *, archive: str, member: str) -> str:
+    """The Wheel-Version of a classic WHEEL, checking that it can be converted."""
+    version = declared_version(data, archive=archive, member=member)
     if not version.startswith("1."):
         raise UnsupportedArchive(
             f"Wheel-Version {version} (this reader handles 1.x and {FORMAT_VERSION})",

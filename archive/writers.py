@@ -18,7 +18,14 @@ from . import tarfmt
 from .digest import DigestItem, content_digest
 from .errors import ArchiveError
 from .sources import FileData, FileInfo, member_order, payload_name
-from .wheelinfo import DEFAULT_LEVEL, DEFAULT_WINDOW_LOG, MAX_WINDOW_LOG, MIN_WINDOW_LOG, V2Header, to_v2
+from .wheelinfo import (
+    DEFAULT_LEVEL,
+    DEFAULT_WINDOW_LOG,
+    MAX_WINDOW_LOG,
+    MIN_WINDOW_LOG,
+    V2Header,
+    to_v2,
+)
 from .zipfmt import CHUNK, DEFLATED, STORED, ZIP_EPOCH, ZipWriter
 
 _BATCH = 256 << 10
@@ -103,7 +110,9 @@ def write_v2(
     order: Callable[[FileInfo], object] = by_path,
 ) -> WriteResult:
     if not MIN_WINDOW_LOG <= window_log <= MAX_WINDOW_LOG:
-        raise ArchiveError(f"window log {window_log} outside {MIN_WINDOW_LOG}..{MAX_WINDOW_LOG}", rule="usage")
+        raise ArchiveError(
+            f"window log {window_log} outside {MIN_WINDOW_LOG}..{MAX_WINDOW_LOG}", rule="usage"
+        )
     if not 1 <= level <= 22:
         raise ArchiveError(f"zstd level {level} outside 1..22", rule="usage")
     timestamp = default_timestamp() if timestamp is None else max(timestamp, ZIP_EPOCH)
@@ -139,7 +148,9 @@ def write_v2(
         for info in payload:
             data = source.open_file(info)
             if info.path in stored_set:
-                batch += tarfmt.member_header(info.path, info.size, 0o755 if info.executable else 0o644, timestamp)
+                batch += tarfmt.member_header(
+                    info.path, info.size, 0o755 if info.executable else 0o644, timestamp
+                )
                 for chunk in data.chunks():
                     if len(batch) + len(chunk) > _BATCH and batch:
                         yield bytes(batch)
@@ -161,7 +172,7 @@ def write_v2(
         chunker = compressor.chunker(size=tar_size, chunk_size=CHUNK)
         for piece in tar_stream():
             yield from chunker.compress(piece)
-        yield from chunker.finish()
+        yield from chunker.finish()  # type: ignore[no-untyped-call]
 
     with atomic_output(dest, source.label) as fh:
         writer = ZipWriter(fh, timestamp=timestamp)
@@ -184,7 +195,9 @@ def write_v2(
         for info, body in meta_bytes:
             if info.path == f"{prefix}WHEEL":
                 body = to_v2(body, header)
-            writer.add_bytes(info.path, body, mode=0o755 if info.executable else 0o644, method=metadata_method)
+            writer.add_bytes(
+                info.path, body, mode=0o755 if info.executable else 0o644, method=metadata_method
+            )
         writer.close()
         size = fh.tell()
     return WriteResult(dest, 2, size, digest, len(source.files), len(links))
@@ -211,7 +224,14 @@ def write_v1(
                 writer.add_copy(data.path, of=data.link_to.path, mode=mode)
                 links += 1
             else:
-                writer.add_stream(data.path, data.chunks(), size_bound=data.info.size, mode=mode, method=DEFLATED, level=level)
+                writer.add_stream(
+                    data.path,
+                    data.chunks(),
+                    size_bound=data.info.size,
+                    mode=mode,
+                    method=DEFLATED,
+                    level=level,
+                )
             assert data.sha256 is not None
             digests.append(DigestItem(data.path, data.info.executable, data.sha256, data.info.size))
         writer.close()

@@ -159,8 +159,27 @@ class ZipReader:
     def _parse_central(self, central: bytes, pos: int) -> tuple[ZipEntry, int]:
         if pos + _CENTRAL.size > len(central):
             raise self._fail("central directory is truncated", "zip-structure")
-        (sig, _ver, host, _need, _needhost, flags, method, mtime, mdate, crc, csize, usize,
-         name_len, extra_len, comment_len, disk, _iattr, eattr, offset) = _CENTRAL.unpack_from(central, pos)  # fmt: skip
+        (
+            sig,
+            _ver,
+            host,
+            _need,
+            _needhost,
+            flags,
+            method,
+            _mtime,
+            _mdate,
+            crc,
+            csize,
+            usize,
+            name_len,
+            extra_len,
+            comment_len,
+            disk,
+            _iattr,
+            eattr,
+            offset,
+        ) = _CENTRAL.unpack_from(central, pos)
         if sig != _CENTRAL_SIG:
             raise self._fail("bad central directory entry signature", "zip-structure")
         pos += _CENTRAL.size
@@ -171,7 +190,9 @@ class ZipReader:
             raise self._fail("central directory is truncated", "zip-structure")
         name = self._decode_name(raw_name, flags)
         if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION | _FLAG_MASKED_HEADER):
-            raise UnsupportedArchive("encrypted member", rule="zip-encrypted", archive=self.archive, member=name)
+            raise UnsupportedArchive(
+                "encrypted member", rule="zip-encrypted", archive=self.archive, member=name
+            )
         if method not in (STORED, DEFLATED):
             raise UnsupportedArchive(
                 f"compression method {method} (only stored and deflate)",
@@ -183,7 +204,9 @@ class ZipReader:
             raise self._fail("member on another disk", "zip-multi-disk", name)
         usize, csize, offset = self._zip64_fields(extra, usize, csize, offset, name)
         if method == STORED and csize != usize:
-            raise self._fail("stored member with different compressed and file sizes", "zip-inconsistent", name)
+            raise self._fail(
+                "stored member with different compressed and file sizes", "zip-inconsistent", name
+            )
         file_type = stat.S_IFMT(eattr >> 16) if host == _UNIX else 0
         is_dir = name.endswith("/") or file_type == stat.S_IFDIR
         if file_type == stat.S_IFLNK:
@@ -195,8 +218,9 @@ class ZipReader:
             mode = 0o755
         # The local header must agree with the central directory.
         local = self._pread(offset, _LOCAL.size)
-        (lsig, _lneed, _lhost, lflags, lmethod, _lt, _ld, lcrc, lcsize, lusize, lname_len,
-         lextra_len) = _LOCAL.unpack(local)  # fmt: skip
+        (lsig, _lneed, _lhost, lflags, lmethod, _lt, _ld, lcrc, lcsize, lusize, lname_len, lextra_len) = (
+            _LOCAL.unpack(local)
+        )
         if lsig != _LOCAL_SIG:
             raise self._fail("no local header where the central directory points", "zip-inconsistent", name)
         lname = self._pread(offset + _LOCAL.size, lname_len)
@@ -210,7 +234,11 @@ class ZipReader:
             lextra = self._pread(offset + _LOCAL.size + lname_len, lextra_len)
             lusize, lcsize, _ = self._zip64_fields(lextra, lusize, lcsize, 0, name, local=True)
             if (lcrc, lcsize, lusize) != (crc, csize, usize):
-                raise self._fail("local header sizes or CRC disagree with the central directory", "zip-inconsistent", name)
+                raise self._fail(
+                    "local header sizes or CRC disagree with the central directory",
+                    "zip-inconsistent",
+                    name,
+                )
         if end > self.size:
             raise self._fail("member data runs past the end of the file", "zip-truncated", name)
         entry = ZipEntry(name, method, flags, crc, csize, usize, offset, data_offset, end, mode, is_dir)
@@ -289,12 +317,17 @@ class ZipReader:
                     try:
                         out = inflater.decompress(data, chunk)
                     except zlib.error as exc:
-                        raise self._fail(f"corrupt deflate stream ({exc})", "zip-corrupt", entry.name) from None
+                        raise self._fail(
+                            f"corrupt deflate stream ({exc})", "zip-corrupt", entry.name
+                        ) from None
                     data = inflater.unconsumed_tail
                     produced += len(out)
                     if produced > entry.file_size:
                         raise RecordMismatch(
-                            "inflates past its declared size", rule="zip-size", archive=self.archive, member=entry.name
+                            "inflates past its declared size",
+                            rule="zip-size",
+                            archive=self.archive,
+                            member=entry.name,
                         )
                     crc = zlib.crc32(out, crc)
                     if out:
@@ -350,11 +383,29 @@ class ZipWriter:
         self.members: list[_Written] = []
         self.names: set[str] = set()
 
-    def _local_header(self, name: bytes, flags: int, method: int, crc: int, csize: int, usize: int, zip64: bool) -> bytes:
+    def _local_header(
+        self, name: bytes, flags: int, method: int, crc: int, csize: int, usize: int, zip64: bool
+    ) -> bytes:
         extra = struct.pack("<2H2Q", 1, 16, usize, csize) if zip64 else b""
         need = 45 if zip64 else 20
         sizes = (_MAX32, _MAX32) if zip64 else (csize, usize)
-        return _LOCAL.pack(_LOCAL_SIG, need, 0, flags, method, self.clock, self.date, crc, *sizes, len(name), len(extra)) + name + extra
+        return (
+            _LOCAL.pack(
+                _LOCAL_SIG,
+                need,
+                0,
+                flags,
+                method,
+                self.clock,
+                self.date,
+                crc,
+                *sizes,
+                len(name),
+                len(extra),
+            )
+            + name
+            + extra
+        )
 
     def _start(self, name: str) -> tuple[bytes, int]:
         if name in self.names:
@@ -363,7 +414,9 @@ class ZipWriter:
         raw = name.encode("utf-8")
         return raw, (_FLAG_UTF8 if not raw.isascii() else 0)
 
-    def add_bytes(self, name: str, data: bytes, *, mode: int = 0o644, method: int = DEFLATED, level: int = 9) -> None:
+    def add_bytes(
+        self, name: str, data: bytes, *, mode: int = 0o644, method: int = DEFLATED, level: int = 9
+    ) -> None:
         raw, flags = self._start(name)
         crc = zlib.crc32(data)
         if method == DEFLATED:
@@ -376,7 +429,9 @@ class ZipWriter:
         self.fh.write(self._local_header(raw, flags, method, crc, len(body), len(data), zip64))
         data_offset = self.fh.tell()
         self.fh.write(body)
-        self.members.append(_Written(raw, flags, method, crc, len(body), len(data), offset, mode, data_offset))
+        self.members.append(
+            _Written(raw, flags, method, crc, len(body), len(data), offset, mode, data_offset)
+        )
 
     def add_stream(
         self,
@@ -425,7 +480,17 @@ class ZipWriter:
         raw, flags = self._start(name)
         zip64 = max(source.file_size, source.compressed_size) >= _MAX32
         offset = self.fh.tell()
-        self.fh.write(self._local_header(raw, flags, source.method, source.crc, source.compressed_size, source.file_size, zip64))
+        self.fh.write(
+            self._local_header(
+                raw,
+                flags,
+                source.method,
+                source.crc,
+                source.compressed_size,
+                source.file_size,
+                zip64,
+            )
+        )
         data_offset = self.fh.tell()
         position = source.data_offset
         remaining = source.compressed_size
@@ -438,7 +503,17 @@ class ZipWriter:
             position += len(data)
             remaining -= len(data)
         self.members.append(
-            _Written(raw, flags, source.method, source.crc, source.compressed_size, source.file_size, offset, mode, data_offset)
+            _Written(
+                raw,
+                flags,
+                source.method,
+                source.crc,
+                source.compressed_size,
+                source.file_size,
+                offset,
+                mode,
+                data_offset,
+            )
         )
 
     def close(self) -> None:
@@ -454,8 +529,27 @@ class ZipWriter:
             need = 45 if zip64 else 20
             eattr = (stat.S_IFREG | m.mode) << 16
             self.fh.write(
-                _CENTRAL.pack(_CENTRAL_SIG, need, _UNIX, need, 0, m.flags, m.method, self.clock, self.date,
-                              m.crc, sizes[0], sizes[1], len(m.name), len(extra), 0, 0, 0, eattr, sizes[2])  # fmt: skip
+                _CENTRAL.pack(
+                    _CENTRAL_SIG,
+                    need,
+                    _UNIX,
+                    need,
+                    0,
+                    m.flags,
+                    m.method,
+                    self.clock,
+                    self.date,
+                    m.crc,
+                    sizes[0],
+                    sizes[1],
+                    len(m.name),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    eattr,
+                    sizes[2],
+                )
                 + m.name
                 + extra
             )
@@ -463,7 +557,20 @@ class ZipWriter:
         cd_size = cd_end - cd_offset
         count = len(self.members)
         if count >= _MAX16 or cd_size >= _MAX32 or cd_offset >= _MAX32:
-            self.fh.write(_Z64_EOCD.pack(_Z64_EOCD_SIG, _Z64_EOCD.size - 12, 45, 45, 0, 0, count, count, cd_size, cd_offset))
+            self.fh.write(
+                _Z64_EOCD.pack(
+                    _Z64_EOCD_SIG,
+                    _Z64_EOCD.size - 12,
+                    45,
+                    45,
+                    0,
+                    0,
+                    count,
+                    count,
+                    cd_size,
+                    cd_offset,
+                )
+            )
             self.fh.write(_Z64_LOCATOR.pack(_Z64_LOCATOR_SIG, 0, cd_end, 1))
             self.fh.write(_EOCD.pack(_EOCD_SIG, 0, 0, _MAX16, _MAX16, _MAX32, _MAX32, 0))
         else:

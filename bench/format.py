@@ -1,0 +1,890 @@
+"""Wheel 2.0 against classic wheels, on real wheels from PyPI (a benchmark, not a test).
+
+    python -m bench.format [--out docs/BENCH-FORMAT.md] [--levels 3,10,19] [--cache DIR]
+
+Downloads the pinned wheels below into a cache directory (kept between runs),
+then for each wheel: converts it to 2.0 at the default level and window
+(timed), unpacks the 2.0 archive with `unpack` (which verifies every file
+against RECORD) and extracts the classic wheel with `zipfile`, best of three
+each, into fresh directories on the same filesystem, checks that both trees
+hold the same bytes, and writes it again with the sweep settings (other zstd
+levels, stored .dist-info members, a larger window). Every figure in the
+Markdown report comes from the run. A wheel that fails is reported and the run
+goes on; the exit status is 1 when any wheel failed, after writing the report.
+
+pip runs with its own environment: PIP_CONFIG_FILE=/dev/null and no
+PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS or PIP_NO_INDEX, so the
+machine's pip configuration (extra local indexes, find-links) does not choose
+the files; PYTHONDONTWRITEBYTECODE is set explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import filecmp
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from nwcache.archive import (
+    DEFAULT_LEVEL,
+    DEFAULT_WINDOW_LOG,
+    Archive,
+    LinkMode,
+    convert,
+    unpack,
+    write_v2,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = ROOT / "bench" / ".cache" / "wheels"
+DEFAULT_OUT = ROOT / "docs" / "BENCH-FORMAT.md"
+
+# The corpus: exact versions, so that runs stay comparable.
+WHEELS: tuple[tuple[str, str], ...] = (
+    ("numpy", "2.1.3"),
+    ("pandas", "2.2.3"),
+    ("scipy", "1.14.1"),
+    ("pyarrow", "18.1.0"),
+    ("cryptography", "44.0.0"),
+    ("grpcio", "1.68.1"),
+    ("setuptools", "75.6.0"),
+    ("pip", "24.3.1"),
+    ("requests", "2.32.3"),
+    ("urllib3", "2.2.3"),
+    ("boto3", "1.35.80"),
+    ("botocore", "1.35.80"),
+    ("pydantic-core", "2.27.1"),
+    ("lxml", "5.3.0"),
+    ("pillow", "11.0.0"),
+    ("matplotlib", "3.9.3"),
+    ("psutil", "6.1.0"),
+    ("charset-normalizer", "3.4.0"),
+    ("aiohttp", "3.11.10"),
+    ("PyYAML", "6.0.2"),
+    ("SQLAlchemy", "2.0.36"),
+    ("regex", "2024.11.6"),
+    ("MarkupSafe", "3.0.2"),
+    ("protobuf", "5.29.1"),
+    ("google-api-core", "2.24.0"),
+)
+
+# Wheels for the window-log-27 row: one extra level-19 pass over the whole
+# corpus would take as long as the main table, so it runs on the wheels whose
+# payload exceeds the 8 MiB window of log 23, where a larger one can matter,
+# plus two small ones. --full-sweep runs it on every wheel.
+WINDOW_SUBSET: frozenset[str] = frozenset(
+    canonicalize_name(n)
+    for n in ("numpy", "pandas", "scipy", "pyarrow", "botocore", "grpcio", "requests", "PyYAML")
+)
+
+PYTHON_VERSION = "3.11"
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
+PIP_UNSET = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")
+
+SIZE_TARGET = 0.55  # 2.0 total size at most this share of 1.0
+SPEED_TARGET = 2.0  # unpack+verify at least this many times faster than zipfile extract
+LARGE_WINDOW_LOG = 27
+DEFLATED, STORED = 8, 0
+MB = 1_000_000
+
+
+# -- the environment ------------------------------------------------------------
+
+
+def pip_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in PIP_UNSET:
+        env.pop(name, None)
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def pip_version(env: dict[str, str]) -> str:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "--version"], env=env, capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unavailable ({exc})"
+    words = proc.stdout.split()
+    return words[1] if proc.returncode == 0 and len(words) > 1 else "unavailable"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / (1 << 20):.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "unknown"
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding `path`, from /proc/self/mounts."""
+    best, kind = "", "unknown"
+    target = str(path.resolve())
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, parts[2]
+    return kind
+
+
+# -- the corpus -------------------------------------------------------------------
+
+
+def cached_wheel(cache: Path, name: str, version: str) -> Path | None:
+    want = canonicalize_name(name), Version(version)
+    for path in sorted(cache.glob("*.whl")):
+        try:
+            found_name, found_version, _, _ = parse_wheel_filename(path.name)
+        except InvalidWheelFilename:
+            continue
+        if (found_name, found_version) == want:
+            return path
+    return None
+
+
+def download_command(name: str, version: str, cache: Path) -> list[str]:
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        *platforms,
+        "--dest",
+        str(cache),
+        f"{name}=={version}",
+    ]
+
+
+def fetch_wheel(name: str, version: str, cache: Path, env: dict[str, str]) -> tuple[Path, bool]:
+    """The cached wheel, downloading it first if needed; True when downloaded."""
+    found = cached_wheel(cache, name, version)
+    if found is not None:
+        return found, False
+    cache.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        download_command(name, version, cache), env=env, capture_output=True, text=True, timeout=1200
+    )
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"pip download exited {proc.returncode}: {tail}")
+    found = cached_wheel(cache, name, version)
+    if found is None:
+        raise RuntimeError("pip download succeeded but no matching wheel is in the cache")
+    return found, True
+
+
+# -- measurements -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of writing a 2.0 archive."""
+
+    key: str
+    label: str
+    level: int
+    window_log: int
+    metadata_method: int
+    subset: frozenset[str] | None = None  # canonical names; None: every wheel
+
+    def applies_to(self, name: str) -> bool:
+        return self.subset is None or canonicalize_name(name) in self.subset
+
+
+DEFAULT_SETTING = Setting("default", "", DEFAULT_LEVEL, DEFAULT_WINDOW_LOG, DEFLATED)
+
+
+def setting_label(level: int, window_log: int, metadata_method: int) -> str:
+    meta = "deflated" if metadata_method == DEFLATED else "stored"
+    return f"level {level}, window log {window_log}, .dist-info {meta}"
+
+
+@dataclass(frozen=True)
+class Point:
+    size: int
+    payload: int
+    pack_s: float
+    pack_cpu_s: float
+
+
+@dataclass
+class WheelResult:
+    name: str
+    version: str
+    filename: str
+    files: int
+    installed: int
+    dist_info_installed: int
+    v1_size: int
+    v1_dist_info: int  # compressed bytes of the .dist-info members
+    v2_size: int
+    v2_payload: int
+    v2_dist_info: int
+    links: int
+    pack_s: float
+    pack_cpu_s: float
+    extract_s: float
+    unpack_s: float
+    sweep: dict[str, Point] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    wheel: str
+    stage: str
+    error: str
+
+
+def dist_info_bytes(path: Path) -> int:
+    """Compressed bytes of the .dist-info members of a zip (data only)."""
+    with zipfile.ZipFile(path) as zf:
+        return sum(
+            info.compress_size
+            for info in zf.infolist()
+            if info.filename.split("/", 1)[0].endswith(".dist-info")
+        )
+
+
+def warm(paths: Iterable[Path]) -> None:
+    """Read each file once, so that no measurement pays for the disk."""
+    for path in paths:
+        with open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+
+
+def tree_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def compare_trees(expected: Path, actual: Path) -> str | None:
+    """None when both trees hold the same files with the same bytes."""
+    want, got = tree_files(expected), tree_files(actual)
+    if want != got:
+        missing, extra = sorted(want - got), sorted(got - want)
+        return f"file sets differ: missing {missing[:3]}, extra {extra[:3]}"
+    _, mismatch, errors = filecmp.cmpfiles(expected, actual, sorted(want), shallow=False)
+    if mismatch or errors:
+        return f"contents differ: {sorted(mismatch + errors)[:3]}"
+    return None
+
+
+def pack(src: Path, dest: Path, setting: Setting) -> tuple[Point, int]:
+    """Write `src` as 2.0 with `setting`, timed; returns the point and the
+    number of content links."""
+    if dest.exists():
+        dest.unlink()
+    os.sync()
+    start, cpu = time.perf_counter(), time.process_time()
+    if setting == DEFAULT_SETTING:
+        result = convert(src, dest, to=2, level=setting.level, window_log=setting.window_log)
+    else:
+        with Archive.open(src) as archive:
+            result = write_v2(
+                archive,
+                dest,
+                level=setting.level,
+                window_log=setting.window_log,
+                content_links=True,
+                metadata_method=setting.metadata_method,
+            )
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    with Archive.open(dest) as check:
+        if check.format != 2 or check.window_log != setting.window_log or check.payload is None:
+            raise RuntimeError(f"wrote format {check.format}, window log {check.window_log}")
+        payload = check.payload.compressed_size
+    if result.size != dest.stat().st_size:
+        raise RuntimeError(
+            f"WriteResult.size {result.size} differs from the file's {dest.stat().st_size} bytes"
+        )
+    return Point(result.size, payload, wall, cpu), result.content_links
+
+
+def time_extractions(v1: Path, v2: Path, scratch: Path, repeat: int) -> tuple[float, float, str | None]:
+    """Best-of-`repeat` wall times of zipfile's extractall of `v1` and of
+    opening and unpacking `v2`, each into a fresh directory under `scratch`;
+    the two trees of the first round are compared byte for byte."""
+    warm([v1, v2])
+    best_zip, best_v2 = math.inf, math.inf
+    difference: str | None = None
+    for round_ in range(repeat):
+        base = Path(tempfile.mkdtemp(prefix="round-", dir=scratch))
+        try:
+            zip_dest, v2_dest = base / "zip", base / "v2"
+            os.sync()
+            start = time.perf_counter()
+            with zipfile.ZipFile(v1) as zf:
+                zf.extractall(zip_dest)
+            best_zip = min(best_zip, time.perf_counter() - start)
+            os.sync()
+            start = time.perf_counter()
+            with Archive.open(v2) as archive:
+                unpack(archive, v2_dest, links=LinkMode.COPY)
+            best_v2 = min(best_v2, time.perf_counter() - start)
+            if round_ == 0:
+                difference = compare_trees(zip_dest, v2_dest)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+    return best_zip, best_v2, difference
+
+
+def measure(
+    name: str,
+    version: str,
+    src: Path,
+    settings: Sequence[Setting],
+    scratch: Path,
+    repeat: int,
+    failures: list[Failure],
+) -> WheelResult:
+    label = f"{name} {version}"
+    with Archive.open(src) as archive:
+        if archive.format != 1:
+            raise RuntimeError(f"the downloaded wheel is format {archive.format}")
+        prefix = archive.dist_info + "/"
+        files = len(archive.files)
+        installed = archive.installed_size
+        dist_info_installed = sum(f.size for f in archive.files if f.path.startswith(prefix))
+    out = scratch / "out"
+    out.mkdir(exist_ok=True)
+    v2 = out / src.name
+    point, links = pack(src, v2, DEFAULT_SETTING)
+    extract_s, unpack_s, difference = time_extractions(src, v2, scratch, repeat)
+    if difference is not None:
+        failures.append(Failure(label, "2.0 unpack differs from zipfile extract", difference))
+    result = WheelResult(
+        name=name,
+        version=version,
+        filename=src.name,
+        files=files,
+        installed=installed,
+        dist_info_installed=dist_info_installed,
+        v1_size=src.stat().st_size,
+        v1_dist_info=dist_info_bytes(src),
+        v2_size=point.size,
+        v2_payload=point.payload,
+        v2_dist_info=dist_info_bytes(v2),
+        links=links,
+        pack_s=point.pack_s,
+        pack_cpu_s=point.pack_cpu_s,
+        extract_s=extract_s,
+        unpack_s=unpack_s,
+    )
+    result.sweep[DEFAULT_SETTING.key] = point
+    v2.unlink()
+    for setting in settings:
+        if not setting.applies_to(name):
+            continue
+        dest = out / f"sweep-{src.name}"
+        try:
+            result.sweep[setting.key], _ = pack(src, dest, setting)
+        except Exception as exc:
+            failures.append(Failure(label, f"pack with {setting.label}", describe(exc)))
+            traceback.print_exc()
+        finally:
+            dest.unlink(missing_ok=True)
+    return result
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+# -- the report -------------------------------------------------------------------
+
+
+def mb(n: float) -> str:
+    return f"{n / MB:,.2f}"
+
+
+def pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "n/a"
+
+
+def speedup(slow: float, fast: float) -> str:
+    return f"{slow / fast:.2f}x" if fast else "n/a"
+
+
+def rate(nbytes: float, seconds: float) -> str:
+    return f"{nbytes / MB / seconds:.1f}" if seconds else "n/a"
+
+
+def verdict(ok: bool) -> str:
+    return "**PASS**" if ok else "**FAIL**"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    started: dt.datetime
+    duration_s: float
+    download_s: float
+    downloaded: int
+    wheels: int
+    command: str
+    cache: Path
+    scratch: Path
+    repeat: int
+    pip: str
+    inherited_pip: tuple[str, ...]
+    unset_present: tuple[str, ...]
+    caller_bytecode: str | None
+
+
+def render(
+    results: list[WheelResult],
+    failures: list[Failure],
+    settings: Sequence[Setting],
+    info: RunInfo,
+) -> str:
+    lines: list[str] = []
+    add = lines.append
+    total_v1 = sum(r.v1_size for r in results)
+    total_v2 = sum(r.v2_size for r in results)
+    total_installed = sum(r.installed for r in results)
+    total_extract = sum(r.extract_s for r in results)
+    total_unpack = sum(r.unpack_s for r in results)
+    total_pack = sum(r.pack_s for r in results)
+    total_pack_cpu = sum(r.pack_cpu_s for r in results)
+    size_ok = bool(results) and total_v2 <= SIZE_TARGET * total_v1
+    speed_ok = bool(results) and total_extract >= SPEED_TARGET * total_unpack
+    size_each = sum(r.v2_size <= SIZE_TARGET * r.v1_size for r in results)
+    speed_each = sum(r.extract_s >= SPEED_TARGET * r.unpack_s for r in results)
+    zstd_version = ".".join(str(x) for x in zstandard.ZSTD_VERSION)
+
+    add("# Wheel 2.0 format benchmark")
+    add("")
+    add(
+        "Generated by `bench/format.py` (`make bench-format`); every figure below comes from the run"
+        " recorded here. Rerun to refresh it."
+    )
+    add("")
+    add("## Run")
+    add("")
+    add(f"- Date: {info.started.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    add(f"- Command: `{info.command}`")
+    add(
+        f"- Run time: {info.duration_s / 60:.1f} min in all, of which {info.download_s:.0f} s downloading"
+        f" ({info.downloaded} wheels fetched, {info.wheels - info.downloaded} from the cache)"
+    )
+    add(f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM, Linux {platform.release()}")
+    add(f"- Python {platform.python_version()} ({platform.python_implementation()}), {sys.executable}")
+    add(f"- zstandard {zstandard.__version__} ({zstandard.backend} backend), libzstd {zstd_version}")
+    add(f"- pip {info.pip}")
+    add(
+        f"- Scratch directories: {info.scratch} ({filesystem_of(info.scratch)}); wheel cache:"
+        f" {info.cache} ({filesystem_of(info.cache)})"
+    )
+    add("")
+    add("### pip environment")
+    add("")
+    unset = ", ".join(f"`{n}`" for n in PIP_UNSET)
+    add(
+        "This machine has a global pip configuration with extra local indexes and find-links, and its"
+        " environment exports `PYTHONDONTWRITEBYTECODE=1`. The benchmark therefore runs pip with an"
+        " explicit environment of its own, so that every wheel comes from PyPI as pinned:"
+    )
+    add("")
+    add("- `PIP_CONFIG_FILE=/dev/null` (no global, user or site configuration file is read)")
+    add(f"- {unset} removed from pip's environment, so PyPI (pip's default index) is the only source")
+    add("- `PYTHONDONTWRITEBYTECODE=1` set explicitly")
+    inherited = ", ".join(f"`{n}`" for n in info.inherited_pip) or "none"
+    add(f"- other `PIP_*` variables passed on unchanged from the caller: {inherited}")
+    present = ", ".join(f"`{n}`" for n in info.unset_present) or "none of them"
+    caller = "unset" if info.caller_bytecode is None else f"`{info.caller_bytecode}`"
+    add(
+        f"- in the caller's environment of this run: {present} set (removed for pip); PYTHONDONTWRITEBYTECODE {caller}"
+    )
+    add("")
+    add("Download command, per wheel missing from the cache:")
+    add("")
+    add("```")
+    add(shlex.join(["python", *download_command("NAME", "VERSION", Path("CACHE"))[1:]]))
+    add("```")
+    add("")
+    add("## Method")
+    add("")
+    add(
+        f"- 1.0: the wheel as published. 2.0: `convert(wheel, out, to=2)` at the default level {DEFAULT_LEVEL}"
+        f" and window log {DEFAULT_WINDOW_LOG}, content links on, .dist-info members deflated; the pack time"
+        " is its wall time (reading, inflating and verifying the 1.0 wheel included; the writer runs"
+        f" {os.cpu_count()} zstd worker threads)."
+    )
+    add(
+        "- Unpack: a fresh directory per round on the scratch filesystem; 1.0 is"
+        " `zipfile.ZipFile(path).extractall(dir)` (CRC-32 checks only), 2.0 is `Archive.open` +"
+        " `unpack(archive, dir, links=LinkMode.COPY)`, which checks every file's size and RECORD hash and the"
+        " payload's checksums. Both archive files are read once beforehand so that neither pays for the disk,"
+        f" `os.sync()` runs before every timed step, and the best of {info.repeat} rounds counts. The trees of"
+        " the first round are compared byte for byte."
+    )
+    add(
+        "- .dist-info share: of the installed bytes, and of the 2.0 archive (compressed bytes of its"
+        " .dist-info members, which stay plain zip members)."
+    )
+    add("- MB = 10^6 bytes; speeds are installed (uncompressed) MB per second.")
+    add("")
+    add("## Targets")
+    add("")
+    add("| target | measured | result |")
+    add("| --- | --- | --- |")
+    add(
+        f"| 2.0 total size at most {SIZE_TARGET:.0%} of 1.0 | {mb(total_v2)} MB / {mb(total_v1)} MB ="
+        f" {pct(total_v2, total_v1)} ({size_each} of {len(results)} wheels within it on their own)"
+        f" | {verdict(size_ok)} |"
+    )
+    add(
+        f"| unpack+verify at least {SPEED_TARGET:g}x faster than zipfile extract | {total_extract:.2f} s /"
+        f" {total_unpack:.2f} s = {speedup(total_extract, total_unpack)} ({speed_each} of {len(results)}"
+        f" wheels within it on their own) | {verdict(speed_ok)} |"
+    )
+    add("")
+    if failures:
+        add(f"The totals cover the {len(results)} wheels that were measured; see Failures below.")
+        add("")
+    add("## Totals")
+    add("")
+    add(f"- Wheels measured: {len(results)} of {len(WHEELS)}, {sum(r.files for r in results):,} files")
+    add(f"- Installed: {mb(total_installed)} MB")
+    add(f"- 1.0: {mb(total_v1)} MB ({total_v1:,} bytes)")
+    add(f"- 2.0: {mb(total_v2)} MB ({total_v2:,} bytes), {ratio(total_v2, total_v1)} of 1.0")
+    add(
+        f"- Pack 1.0 -> 2.0: {total_pack:.1f} s wall, {total_pack_cpu:.1f} s CPU,"
+        f" {rate(total_installed, total_pack)} MB/s"
+    )
+    add(
+        f"- zipfile extract of 1.0: {total_extract:.2f} s ({rate(total_installed, total_extract)} MB/s);"
+        f" 2.0 unpack+verify: {total_unpack:.2f} s ({rate(total_installed, total_unpack)} MB/s);"
+        f" {speedup(total_extract, total_unpack)} faster"
+    )
+    add(f"- Content links: {sum(r.links for r in results):,}")
+    add(
+        f"- .dist-info share: {pct(sum(r.dist_info_installed for r in results), total_installed)} of the installed"
+        f" bytes, {pct(sum(r.v1_dist_info for r in results), total_v1)} of 1.0,"
+        f" {pct(sum(r.v2_dist_info for r in results), total_v2)} of 2.0"
+    )
+    add("")
+    add("## Per wheel")
+    add("")
+    add(
+        "| wheel | files | installed MB | 1.0 MB | 2.0 MB | 2.0/1.0 | pack s | zip extract s | 2.0 unpack s"
+        " | speed-up | links | .dist-info % installed / 2.0 |"
+    )
+    add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        add(
+            f"| {r.name} {r.version} | {r.files:,} | {mb(r.installed)} | {mb(r.v1_size)} | {mb(r.v2_size)}"
+            f" | {ratio(r.v2_size, r.v1_size)} | {r.pack_s:.2f} | {r.extract_s:.3f} | {r.unpack_s:.3f}"
+            f" | {speedup(r.extract_s, r.unpack_s)} | {r.links:,}"
+            f" | {pct(r.dist_info_installed, r.installed)} / {pct(r.v2_dist_info, r.v2_size)} |"
+        )
+    add(
+        f"| **total** | {sum(r.files for r in results):,} | {mb(total_installed)} | {mb(total_v1)} | {mb(total_v2)}"
+        f" | {ratio(total_v2, total_v1)} | {total_pack:.2f} | {total_extract:.3f} | {total_unpack:.3f}"
+        f" | {speedup(total_extract, total_unpack)} | {sum(r.links for r in results):,}"
+        f" | {pct(sum(r.dist_info_installed for r in results), total_installed)}"
+        f" / {pct(sum(r.v2_dist_info for r in results), total_v2)} |"
+    )
+    add("")
+    add("Files: " + ", ".join(f"`{r.filename}`" for r in results))
+    add("")
+    add("## Settings sweep")
+    add("")
+    add(
+        'Each row writes the wheels it covers with `write_v2` (content links on); "default, same wheels"'
+        " is the default setting's 2.0 size over the same wheels, so rows on a subset compare like with like."
+    )
+    add("")
+    add(
+        "| setting | wheels | 1.0 MB | 2.0 MB | 2.0/1.0 | default, same wheels MB | vs default"
+        " | pack s | pack MB/s |"
+    )
+    add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for setting in [DEFAULT_SETTING, *settings]:
+        covered = [r for r in results if setting.key in r.sweep and DEFAULT_SETTING.key in r.sweep]
+        if not covered:
+            continue
+        size = sum(r.sweep[setting.key].size for r in covered)
+        base = sum(r.sweep[DEFAULT_SETTING.key].size for r in covered)
+        v1 = sum(r.v1_size for r in covered)
+        seconds = sum(r.sweep[setting.key].pack_s for r in covered)
+        installed = sum(r.installed for r in covered)
+        name = (
+            setting.label
+            or setting_label(setting.level, setting.window_log, setting.metadata_method) + " (default)"
+        )
+        scope = f"{len(covered)}" if setting.subset is None else f"{len(covered)} (subset)"
+        add(
+            f"| {name} | {scope} | {mb(v1)} | {mb(size)} | {ratio(size, v1)} | {mb(base)}"
+            f" | {(size - base) / base:+.2%} | {seconds:.1f} | {rate(installed, seconds)} |"
+        )
+    add("")
+    notes = sweep_notes(results, settings)
+    for note in notes:
+        add(f"- {note}")
+    if notes:
+        add("")
+    add("## Failures")
+    add("")
+    if not failures:
+        add("None: every wheel downloaded, converted, unpacked, verified and matched its zipfile extraction.")
+    else:
+        add("| wheel | stage | error |")
+        add("| --- | --- | --- |")
+        for f in failures:
+            error = f.error.replace("|", "\\|")
+            add(f"| {f.wheel} | {f.stage} | {error} |")
+    add("")
+    return "\n".join(lines)
+
+
+def sweep_notes(results: list[WheelResult], settings: Sequence[Setting]) -> list[str]:
+    notes: list[str] = []
+    for setting in settings:
+        if setting.subset is not None:
+            names = sorted(r.name for r in results if setting.key in r.sweep)
+            notes.append(f"{setting.label}: run on a subset to keep the run short: {', '.join(names)}.")
+        if setting.metadata_method == STORED:
+            pair = next(
+                (
+                    s
+                    for s in [DEFAULT_SETTING, *settings]
+                    if s.level == setting.level
+                    and s.window_log == setting.window_log
+                    and s.metadata_method == DEFLATED
+                ),
+                None,
+            )
+            if pair is None:
+                continue
+            both = [r for r in results if setting.key in r.sweep and pair.key in r.sweep]
+            same_payload = all(r.sweep[setting.key].payload == r.sweep[pair.key].payload for r in both)
+            stored = sum(r.sweep[setting.key].size - r.sweep[setting.key].payload for r in both)
+            deflated = sum(r.sweep[pair.key].size - r.sweep[pair.key].payload for r in both)
+            notes.append(
+                f".dist-info stored vs deflated at level {setting.level}: the archives outside the payload take"
+                f" {mb(stored)} MB stored and {mb(deflated)} MB deflated over {len(both)} wheels"
+                f" ({stored - deflated:+,} bytes)"
+                + (
+                    "; the payloads are byte-for-byte the same size, so the difference is the metadata alone."
+                    if same_payload
+                    else "; the payload sizes differ between the two, which they should not."
+                )
+            )
+    return notes
+
+
+# -- the run ----------------------------------------------------------------------
+
+
+def sweep_settings(levels: Sequence[int], full: bool) -> list[Setting]:
+    settings = [
+        Setting(
+            f"level-{level}",
+            setting_label(level, DEFAULT_WINDOW_LOG, DEFLATED),
+            level,
+            DEFAULT_WINDOW_LOG,
+            DEFLATED,
+        )
+        for level in levels
+        if level != DEFAULT_LEVEL
+    ]
+    settings.append(
+        Setting(
+            "metadata-stored",
+            setting_label(DEFAULT_LEVEL, DEFAULT_WINDOW_LOG, STORED),
+            DEFAULT_LEVEL,
+            DEFAULT_WINDOW_LOG,
+            STORED,
+        )
+    )
+    if DEFAULT_LEVEL in levels:
+        settings.append(
+            Setting(
+                "window-27",
+                setting_label(DEFAULT_LEVEL, LARGE_WINDOW_LOG, DEFLATED),
+                DEFAULT_LEVEL,
+                LARGE_WINDOW_LOG,
+                DEFLATED,
+                None if full else WINDOW_SUBSET,
+            )
+        )
+    return settings
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of levels: {text!r}") from None
+    if not levels or not all(1 <= x <= 22 for x in levels):
+        raise argparse.ArgumentTypeError("levels must be within 1..22")
+    return levels
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.format", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--levels",
+        type=parse_levels,
+        default=[3, 10, DEFAULT_LEVEL],
+        help="zstd levels of the sweep, comma-separated (default: 3,10,19); the per-wheel table is always at"
+        f" level {DEFAULT_LEVEL}, and the window log {LARGE_WINDOW_LOG} row runs only when {DEFAULT_LEVEL} is listed",
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="wheel cache (default: %(default)s)"
+    )
+    parser.add_argument("--only", default="", help="comma-separated project names: measure just these")
+    parser.add_argument("--repeat", type=int, default=3, help="unpack rounds, best counts (default: 3)")
+    parser.add_argument(
+        "--full-sweep",
+        action="store_true",
+        help=f"window log {LARGE_WINDOW_LOG} on every wheel, not a subset",
+    )
+    parser.add_argument(
+        "--scratch", type=Path, default=Path(tempfile.gettempdir()), help="temporary directories here"
+    )
+    args = parser.parse_args(argv)
+
+    started = dt.datetime.now(dt.UTC)
+    clock = time.perf_counter()
+    env = pip_environment()
+    only = {canonicalize_name(n) for n in args.only.split(",") if n.strip()}
+    wheels = [(n, v) for n, v in WHEELS if not only or canonicalize_name(n) in only]
+    if only and len(wheels) != len(only):
+        parser.error(
+            f"--only names not in the corpus: {sorted(only - {canonicalize_name(n) for n, _ in wheels})}"
+        )
+    settings = sweep_settings(args.levels, args.full_sweep)
+    cache: Path = args.cache.resolve()
+    print(
+        f"bench.format: {len(wheels)} wheels, cache {cache}, sweep: {', '.join(s.label for s in settings)}",
+        flush=True,
+    )
+
+    failures: list[Failure] = []
+    sources: list[tuple[str, str, Path]] = []
+    downloaded = 0
+    for name, version in wheels:
+        try:
+            path, fetched = fetch_wheel(name, version, cache, env)
+        except Exception as exc:
+            failures.append(Failure(f"{name} {version}", "download", describe(exc)))
+            print(f"  download {name}=={version}: FAILED {describe(exc)}", flush=True)
+            continue
+        downloaded += fetched
+        sources.append((name, version, path))
+        print(
+            f"  {'downloaded' if fetched else 'cached'} {path.name} ({mb(path.stat().st_size)} MB)",
+            flush=True,
+        )
+    download_s = time.perf_counter() - clock
+
+    results: list[WheelResult] = []
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="nwcache-bench-", dir=args.scratch) as tmp:
+        scratch = Path(tmp)
+        for i, (name, version, path) in enumerate(sources, 1):
+            t0 = time.perf_counter()
+            try:
+                r = measure(name, version, path, settings, scratch, args.repeat, failures)
+            except Exception as exc:
+                failures.append(Failure(f"{name} {version}", "convert or unpack", describe(exc)))
+                traceback.print_exc()
+                print(f"[{i}/{len(sources)}] {name} {version}: FAILED {describe(exc)}", flush=True)
+                continue
+            results.append(r)
+            sweep = " ".join(
+                f"{s.key}={mb(r.sweep[s.key].size)}MB/{r.sweep[s.key].pack_s:.1f}s"
+                for s in settings
+                if s.key in r.sweep
+            )
+            print(
+                f"[{i}/{len(sources)}] {name} {version}: 1.0 {mb(r.v1_size)} MB -> 2.0 {mb(r.v2_size)} MB"
+                f" ({ratio(r.v2_size, r.v1_size)}), pack {r.pack_s:.1f}s, unpack {r.unpack_s:.3f}s"
+                f" vs zip {r.extract_s:.3f}s ({speedup(r.extract_s, r.unpack_s)}), {r.links} links; {sweep};"
+                f" {time.perf_counter() - t0:.0f}s, {(time.perf_counter() - clock) / 60:.1f} min in all",
+                flush=True,
+            )
+
+    info = RunInfo(
+        started=started,
+        duration_s=time.perf_counter() - clock,
+        download_s=download_s,
+        downloaded=downloaded,
+        wheels=len(wheels),
+        command=shlex.join(["python", "-m", "bench.format", *(sys.argv[1:] if argv is None else argv)]),
+        cache=cache,
+        scratch=args.scratch.resolve(),
+        repeat=args.repeat,
+        pip=pip_version(env),
+        inherited_pip=tuple(sorted(n for n in env if n.startswith("PIP_") and n != "PIP_CONFIG_FILE")),
+        unset_present=tuple(n for n in PIP_UNSET if n in os.environ),
+        caller_bytecode=os.environ.get("PYTHONDONTWRITEBYTECODE"),
+    )
+    report = render(results, failures, settings, info)
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(
+        f"wrote {out} in {info.duration_s / 60:.1f} min; {len(results)} wheels measured, {len(failures)} failures"
+    )
+    for f in failures:
+        print(f"FAILED {f.wheel} ({f.stage}): {f.error}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from nwcache.client.cli import main
+
+sys.exit(main())

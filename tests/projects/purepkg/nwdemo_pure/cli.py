@@ -1,0 +1,15 @@
+"""The console_scripts entry point."""
+
+import sys
+
+from nwdemo_pure import __version__
+from nwdemo_pure.core import greeting
+
+
+def main() -> int:
+    print(greeting("entry-point"), __version__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Subpackage a."""
+
+
+def shout(text: str) -> str:
+    return text.upper()
