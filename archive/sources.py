@@ -270,11 +270,13 @@ class Archive:
         unlisted = {f"{prefix}RECORD"} | {prefix + sig for sig in RECORD_SIGNATURES}
         zip_files = {e.name: e for e in files}
         self.files: list[FileInfo] = []
-        self.payload: ZipEntry | None = None
-        if self.format == 2:
-            self._validate_v2(zip_files, record_by_path)
+        self.payload = self._validate_v2(zip_files, record_by_path) if self.format == 2 else None
         for name in zip_files:
-            if name not in record_by_path and name not in unlisted and (self.payload is None or name != self.payload.name):
+            if (
+                name not in record_by_path
+                and name not in unlisted
+                and (self.payload is None or name != self.payload.name)
+            ):
                 raise RecordMismatch(
                     "file is not listed in RECORD",
                     rule="record-unlisted",
@@ -326,7 +328,7 @@ class Archive:
                     member=wheel_label,
                 )
 
-    def _validate_v2(self, zip_files: dict[str, ZipEntry], record: dict[str, RecordEntry]) -> None:
+    def _validate_v2(self, zip_files: dict[str, ZipEntry], record: dict[str, RecordEntry]) -> ZipEntry:
         assert self.v2 is not None
         name = payload_name(self.dist_info)
         payload = self.zip.by_name.get(name)
@@ -345,7 +347,6 @@ class Archive:
                     "member-outside-dist-info",
                     entry.name,
                 )
-        self.payload = payload
         self._executables = set(self.v2.executables)
         prefix = self.dist_info + "/"
         payload_paths = {p for p in record if not p.startswith(prefix)}
@@ -373,6 +374,7 @@ class Archive:
                 archive=self.label,
                 member=name,
             )
+        return payload
 
     def _read_small(self, entry: ZipEntry) -> bytes:
         if entry.file_size > 64 << 20:

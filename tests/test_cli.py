@@ -48,7 +48,8 @@ def test_level_with_to_1_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_missing_archive_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", str(tmp_path / "nope-1.0-py3-none-any.whl")]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("error: ") and "No such file or directory" in err[0]
+    assert err[0].startswith("error: ")
+    assert "No such file or directory" in err[0]
     assert err[1].startswith("hint: ")
 
 
@@ -133,11 +134,14 @@ def test_unpack_link_modes(links: str, tmp_path: Path) -> None:
         elif links == "hardlink":
             assert path.stat().st_ino == real.stat().st_ino
         else:
-            assert path.stat().st_ino != real.stat().st_ino and not path.is_symlink()
+            assert path.stat().st_ino != real.stat().st_ino
+            assert not path.is_symlink()
     wheel = (dest / "demo-1.0.dist-info/WHEEL").read_bytes()
     assert wheel.startswith(b"Wheel-Version: 1.0\n")  # the classic form RECORD describes
     assert os.access(dest / "demo-1.0.data/scripts/demo-tool", os.X_OK)
-    assert not os.access(dest / "demo/core.py" if (dest / "demo/core.py").exists() else dest / "demo/__init__.py", os.X_OK)
+    assert not os.access(
+        dest / "demo/core.py" if (dest / "demo/core.py").exists() else dest / "demo/__init__.py", os.X_OK
+    )
 
 
 def test_unpack_refuses_a_non_empty_destination(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,7 @@ REJECT = [name for name, v in VECTORS.items() if v["expect"] == "reject"]
 
 
 def archive_of(name: str) -> Path:
-    return ROOT / name / MANIFEST["archive"]
+    return ROOT / name / str(MANIFEST["archive"])
 
 
 def read_everything(path: Path) -> tuple[Archive, int, int]:

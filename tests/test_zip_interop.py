@@ -3,8 +3,8 @@ data descriptors, members stored by a non-Unix creator."""
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -37,14 +37,15 @@ def build(path: Path, *, force_zip64: bool = False, streaming: bool = False) -> 
             self.buffer += data
             return len(data)
 
-    sink: io.RawIOBase | io.BytesIO = Unseekable() if streaming else io.BytesIO()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    unseekable = Unseekable()
+    seekable = io.BytesIO()
+    with zipfile.ZipFile(unseekable if streaming else seekable, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w", force_zip64=force_zip64) as fh:
                 fh.write(data)
-    path.write_bytes(bytes(sink.buffer) if isinstance(sink, Unseekable) else sink.getvalue())
+    path.write_bytes(bytes(unseekable.buffer) if streaming else seekable.getvalue())
 
 
 @pytest.mark.parametrize(("force_zip64", "streaming"), [(False, False), (True, False), (False, True)])
