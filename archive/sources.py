@@ -15,7 +15,8 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -82,68 +83,101 @@ class FileInfo:
 
 
 class FileData:
-    """A file produced by `Archive.iter_files`: either bytes to stream, or a
-    content link to a file already produced (`link_to`)."""
+    """A file produced by `Archive.iter_files` (or a source's `open_file`):
+    either bytes to read, verified as they are read, or a content link to a
+    file already produced (`link_to`). After reading, `sha256` is set."""
 
-    def __init__(self, info: FileInfo, chunks: Iterator[bytes] | None, link_to: FileData | None = None):
+    def __init__(
+        self,
+        info: FileInfo,
+        raw: Iterable[bytes] | None,
+        label: str = "",
+        link_to: FileData | None = None,
+    ) -> None:
         self.info = info
-        self._chunks = chunks
+        self._raw = raw
+        self.label = label
         self.link_to = link_to
-        self.sha256: bytes | None = link_to.sha256 if link_to else None
+        self._sha256: bytes | None = None
+        self.pending: Future[None] | None = None
 
     @property
     def path(self) -> str:
         return self.info.path
 
+    @property
+    def sha256(self) -> bytes | None:
+        """Set once the content verified (a link's: its target's)."""
+        return self.link_to.sha256 if self.link_to is not None else self._sha256
+
+    def _take(self) -> Iterable[bytes]:
+        if self._raw is None:
+            what = f"a content link to {self.link_to.path}" if self.link_to else "already read"
+            raise TypeError(f"{self.path} is {what}")
+        raw, self._raw = self._raw, None
+        return raw
+
     def chunks(self) -> Iterator[bytes]:
-        if self._chunks is None:
-            raise TypeError(f"{self.path} is a content link; read {self.link_to and self.link_to.path}")
-        chunks, self._chunks = self._chunks, None
-        return chunks
+        """The content, checked against RECORD as it streams; the last chunk
+        is followed by the size and hash checks."""
+        checker = _Checker(self)
+        for chunk in self._take():
+            checker.update(chunk)
+            yield chunk
+        checker.finish()
+
+    def read_then(self, executor: Executor, then: Callable[[bytes], None]) -> Future[None]:
+        """Read the whole file now, in stream order, and on `executor` verify
+        it and hand the bytes to `then`. For small files: hashing leaves the
+        reading thread. The archive waits for the future before its final
+        check, so a failure still fails the whole iteration."""
+        content = b"".join(self._take())
+
+        def job() -> None:
+            checker = _Checker(self)
+            checker.update(content)
+            checker.finish()
+            then(content)
+
+        self.pending = executor.submit(job)
+        return self.pending
+
+
+class _Checker:
+    """Size and RECORD hash of one file, plus its sha256 for the digest."""
+
+    def __init__(self, data: FileData) -> None:
+        self.data = data
+        info = data.info
+        self.hasher = hashlib.new(info.record.hash_name) if info.record.hash_name else None
+        self.sha = self.hasher if info.record.hash_name == "sha256" else hashlib.sha256()
+        self.size = 0
+
+    def _fail(self, message: str, rule: str) -> RecordMismatch:
+        return RecordMismatch(message, rule=rule, archive=self.data.label, member=self.data.path)
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.data.info.size:
+            raise self._fail(f"larger than the {self.data.info.size} bytes RECORD lists", "record-size")
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+        if self.sha is not self.hasher:
+            assert self.sha is not None
+            self.sha.update(chunk)
+
+    def finish(self) -> None:
+        info = self.data.info
+        if self.size != info.size:
+            raise self._fail(f"{self.size} bytes, RECORD lists {info.size}", "record-size")
+        if self.hasher is not None and self.hasher.digest() != info.record.digest:
+            raise self._fail("content does not match its RECORD hash", "record-hash")
+        assert self.sha is not None
+        self.data._sha256 = self.sha.digest()
 
 
 def verified_file(info: FileInfo, chunks: Iterable[bytes], label: str) -> FileData:
-    """Wrap `chunks` so that reading them checks size and RECORD hash and
-    leaves the sha256 on the returned FileData."""
-    data = FileData(info, None)
-    data._chunks = _verified(info, chunks, data, label)
-    return data
-
-
-def _verified(info: FileInfo, chunks: Iterable[bytes], out: FileData, label: str) -> Iterator[bytes]:
-    hasher = hashlib.new(info.record.hash_name) if info.record.hash_name else None
-    sha = hashlib.sha256() if info.record.hash_name != "sha256" else hasher
-    assert sha is not None
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > info.size:
-            raise RecordMismatch(
-                f"larger than the {info.size} bytes RECORD lists",
-                rule="record-size",
-                archive=label,
-                member=info.path,
-            )
-        if hasher is not None:
-            hasher.update(chunk)
-        if sha is not hasher:
-            sha.update(chunk)
-        yield chunk
-    if size != info.size:
-        raise RecordMismatch(
-            f"{size} bytes, RECORD lists {info.size}",
-            rule="record-size",
-            archive=label,
-            member=info.path,
-        )
-    if hasher is not None and hasher.digest() != info.record.digest:
-        raise RecordMismatch(
-            "content does not match its RECORD hash",
-            rule="record-hash",
-            archive=label,
-            member=info.path,
-        )
-    out.sha256 = sha.digest()
+    return FileData(info, chunks, label)
 
 
 class _Limited(io.RawIOBase):
@@ -444,6 +478,8 @@ class Archive:
                 produced.append(data)
                 yield data
         for data in produced:
+            if data.pending is not None:
+                data.pending.result()
             if data.sha256 is None:
                 raise RuntimeError(f"{data.path} was not read before iter_files advanced")
         self.verified_digest = content_digest(
@@ -579,7 +615,7 @@ class Archive:
                 stored.setdefault(info.link_key, data)
                 produced.append(data)
                 yield data
-                if data._chunks is not None:
+                if data._raw is not None:  # the consumer skipped it: still verify
                     for _ in data.chunks():
                         pass
             if buffered.read(1):
@@ -601,7 +637,7 @@ class Archive:
                     archive=self.label,
                     member=info.path,
                 )
-            link = FileData(info, None, link_to=target)
+            link = FileData(info, None, self.label, link_to=target)
             produced.append(link)
             yield link
 

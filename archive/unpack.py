@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 
 from .errors import DestinationError
 from .sources import Archive, FileData
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Files up to this size are read whole and verified + written by a worker
+# thread (hashing and file creation leave the decoding thread); larger ones
+# stream through the decoding thread in chunks, so memory stays bounded.
+SMALL_FILE = 1 << 20
+MAX_IN_FLIGHT = 32 << 20
 
 
 class LinkMode(StrEnum):
@@ -25,10 +33,7 @@ class LinkMode(StrEnum):
 def _prepare_destination(dest: Path, label: str) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise DestinationError(
-            "exists and is not a directory",
-            rule="destination-exists",
-            archive=label,
-            member=str(dest),
+            "exists and is not a directory", rule="destination-exists", archive=label, member=str(dest)
         )
     if dest.is_dir() and any(dest.iterdir()):
         raise DestinationError(
@@ -36,7 +41,9 @@ def _prepare_destination(dest: Path, label: str) -> None:
         )
 
 
-def unpack(archive: Archive, dest: Path, *, links: LinkMode = LinkMode.COPY) -> int:
+def unpack(
+    archive: Archive, dest: Path, *, links: LinkMode = LinkMode.COPY, workers: int | None = None
+) -> int:
     """Write every file of `archive` under `dest` (which must not exist or be
     empty). Files land in a temporary sibling directory that is renamed into
     place once the whole archive verified; on failure nothing is left.
@@ -46,22 +53,10 @@ def unpack(archive: Archive, dest: Path, *, links: LinkMode = LinkMode.COPY) -> 
     _prepare_destination(dest, archive.label)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpacking"))
+    workers = workers or min(4, os.cpu_count() or 1)
     try:
-        made: set[str] = set()
-        linked: list[FileData] = []
-        count = 0
-        for data in archive.iter_files():
-            parent = data.path.rpartition("/")[0]
-            if parent and parent not in made:
-                os.makedirs(tmp / parent, exist_ok=True)
-                made.add(parent)
-            if data.link_to is not None:
-                linked.append(data)
-            else:
-                _write(tmp / data.path, data)
-            count += 1
-        for data in linked:
-            _link(tmp, data, links)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nwcache-unpack") as pool:
+            count = _unpack_into(archive, tmp, links, pool)
         if dest.is_dir():
             dest.rmdir()
         os.rename(tmp, dest)
@@ -71,8 +66,53 @@ def unpack(archive: Archive, dest: Path, *, links: LinkMode = LinkMode.COPY) -> 
     return count
 
 
-def _write(path: Path, data: FileData) -> None:
-    mode = 0o755 if data.info.executable else 0o644
+def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: ThreadPoolExecutor) -> int:
+    made: set[str] = set()
+    linked: list[FileData] = []
+    in_flight: deque[tuple[Future[None], int]] = deque()
+    in_flight_bytes = 0
+    count = 0
+    for data in archive.iter_files():
+        count += 1
+        parent = data.path.rpartition("/")[0]
+        if parent and parent not in made:
+            os.makedirs(root / parent, exist_ok=True)
+            made.add(parent)
+        if data.link_to is not None:
+            linked.append(data)
+        elif data.info.size <= SMALL_FILE:
+            future = data.read_then(pool, partial(_write_bytes, root / data.path, _mode(data)))
+            in_flight.append((future, data.info.size))
+            in_flight_bytes += data.info.size
+            while in_flight_bytes > MAX_IN_FLIGHT or len(in_flight) > 512:
+                done, size = in_flight.popleft()
+                done.result()  # a failure surfaces here, early
+                in_flight_bytes -= size
+        else:
+            _write_stream(root / data.path, data)
+    # iter_files waited for every verification before its final check.
+    for data in linked:
+        _link(root, data, links)
+    return count
+
+
+def _mode(data: FileData) -> int:
+    return 0o755 if data.info.executable else 0o644
+
+
+def _write_bytes(path: Path, mode: int, content: bytes) -> None:
+    fd = os.open(path, _WRITE_FLAGS, mode)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _write_stream(path: Path, data: FileData) -> None:
+    mode = _mode(data)
     fd = os.open(path, _WRITE_FLAGS, mode)
     try:
         for chunk in data.chunks():
@@ -97,4 +137,4 @@ def _link(root: Path, data: FileData, mode: LinkMode) -> None:
         return
     # A copy, also for a hardlink that would change the target's mode.
     shutil.copyfile(target, path, follow_symlinks=False)
-    os.chmod(path, 0o755 if data.info.executable else 0o644)
+    os.chmod(path, _mode(data))
