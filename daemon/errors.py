@@ -1,0 +1,46 @@
+"""Errors of the store and the daemon: one base class, one line each."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class; `hint` says what to do about it."""
+
+    hint = "see docs/ARCHITECTURE.md"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class NotAVenv(StoreError):
+    hint = "pass the root of a virtual environment (the directory holding pyvenv.cfg)"
+
+
+class InterpreterError(StoreError):
+    hint = "check that the environment's python runs (CPython 3.9 or newer)"
+
+
+class UnknownEnv(StoreError):
+    hint = "register it first with 'nwcache env register VENV'"
+
+
+class UnknownPackage(StoreError):
+    hint = "'nwcache list --env VENV' shows what is installed"
+
+
+class PathConflict(StoreError):
+    hint = "uninstall one of the two distributions first"
+
+
+class IncompatibleTags(StoreError):
+    hint = "use a wheel built for this environment's interpreter and platform"
+
+
+class NoSuchGeneration(StoreError):
+    hint = "'nwcache history --env VENV' lists the generations kept"
+
+
+class StoreBusy(StoreError):
+    hint = "another nwcache daemon owns this NWCACHE_HOME; stop it or use another"

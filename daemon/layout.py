@@ -1,0 +1,122 @@
+"""Where a package's files go in an environment, as pip would put them.
+
+Archive paths map to site-packages (the root, `.data/purelib`, `.data/platlib`)
+or outside it (`.data/scripts` -> bin, `.data/headers` -> include/site/...,
+`.data/data` -> the venv root). Installing also generates files for one
+environment: console and gui scripts (with `installer`, for the venv's
+interpreter), `#!python` shebangs rewritten, INSTALLER, REQUESTED and an
+installed RECORD that lists everything with paths relative to site-packages.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from installer.scripts import Script
+from installer.utils import parse_entrypoints
+
+from .schema import EnvRecord, FileRef, Installed, PackageRecord
+
+INSTALLER_NAME = b"nwcache\n"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """An archive path's destination: ("site", path) or ("outside", path)."""
+
+    where: str
+    path: str
+
+
+def place(pkg: PackageRecord, env: EnvRecord, path: str) -> Placement | None:
+    """None for files installing replaces (the archive's RECORD)."""
+    if pkg.source == "adopted":
+        return Placement("site", path)
+    if path == f"{pkg.dist_info}/RECORD" or path.startswith(f"{pkg.dist_info}/RECORD."):
+        return None
+    data_dir = pkg.dist_info.removesuffix(".dist-info") + ".data/"
+    if not path.startswith(data_dir):
+        return Placement("site", path)
+    category, _, rest = path[len(data_dir) :].partition("/")
+    if category in ("purelib", "platlib"):
+        return Placement("site", rest)
+    if category == "scripts":
+        return Placement("outside", f"{env.scripts}/{rest}")
+    if category == "headers":
+        return Placement("outside", f"{env.include}/{pkg.name}/{rest}")
+    if category == "data":
+        return Placement("outside", rest)
+    raise ValueError(f"unknown .data category {category!r} in {path}")
+
+
+def site_tree(pkg: PackageRecord, env: EnvRecord) -> dict[str, FileRef]:
+    """The package's own files that land in site-packages."""
+    tree: dict[str, FileRef] = {}
+    for path, ref in pkg.files.items():
+        placement = place(pkg, env, path)
+        if placement is not None and placement.where == "site":
+            tree[placement.path] = ref
+    return tree
+
+
+def _b64(hex_digest: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).rstrip(b"=").decode()
+
+
+def plan_install(
+    pkg: PackageRecord,
+    env: EnvRecord,
+    *,
+    requested: bool,
+    read_blob: Callable[[str], bytes],
+    put_blob: Callable[[bytes, bool], FileRef],
+) -> Installed:
+    """The environment-specific files of installing `pkg` into `env`. Blobs
+    of generated files are stored through `put_blob(content, executable)`."""
+    site_gen: dict[str, FileRef] = {}
+    outside: dict[str, FileRef] = {}
+    if pkg.source == "adopted":
+        return Installed(
+            pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside
+        )
+    for path, ref in pkg.files.items():
+        placement = place(pkg, env, path)
+        if placement is None or placement.where != "outside":
+            continue
+        if placement.path.startswith(env.scripts + "/"):
+            content = read_blob(ref.blob)
+            if content.startswith(b"#!python"):
+                # pip's rule: '#!python' or '#!pythonw' becomes the venv's interpreter.
+                _, nl, rest = content.partition(b"\n")
+                content = b"#!" + env.python.encode() + nl + rest
+            outside[placement.path] = put_blob(content, True)
+        else:
+            outside[placement.path] = ref
+    entry_points = pkg.files.get(f"{pkg.dist_info}/entry_points.txt")
+    if entry_points is not None:
+        text = read_blob(entry_points.blob).decode("utf-8")
+        for name, module, attr, section in parse_entrypoints(text):
+            _, content = Script(name, module, attr, section).generate(env.python, "posix")
+            outside[f"{env.scripts}/{name}"] = put_blob(content, True)
+    site_gen[f"{pkg.dist_info}/INSTALLER"] = put_blob(INSTALLER_NAME, False)
+    if requested:
+        site_gen[f"{pkg.dist_info}/REQUESTED"] = put_blob(b"", False)
+    # The installed RECORD, as pip writes it: every file with its hash and
+    # size, paths relative to site-packages, RECORD itself without either.
+    rows: dict[str, FileRef] = {**site_tree(pkg, env), **site_gen}
+    site_dir = os.path.join(env.path, env.site_packages)
+    for path, ref in outside.items():
+        rows[os.path.relpath(os.path.join(env.path, path), site_dir)] = ref
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    record_path = f"{pkg.dist_info}/RECORD"
+    for path in sorted(rows):
+        writer.writerow([path, f"sha256={_b64(rows[path].blob)}", rows[path].size])
+    writer.writerow([record_path, "", ""])
+    site_gen[record_path] = put_blob(out.getvalue().encode(), False)
+    return Installed(pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside)

@@ -1,0 +1,204 @@
+"""The store's on-disk layout: every LMDB key and value, in one place.
+
+    $NWCACHE_HOME/
+      index/          LMDB environment (data.mdb, lock.mdb): the databases below
+      blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
+      tmp/            bodies being written; anything here at start-up is debris
+
+Databases (all keys are bytes; integers big-endian so that keys sort numerically):
+
+    meta         b"schema"                 -> b"1"
+    blobs        sha256 (32)               -> BLOB: kind (1) | size (u64) | inline body
+                                              kind 0: body in blobs/, kind 1: body follows
+    packages     package id (32)           -> JSON PackageRecord
+    envs         env id (16)               -> JSON EnvRecord
+    generations  env id (16) | number (u64)-> JSON GenerationRecord
+
+A package id is the raw content digest (docs/FORMAT.md section 7) of the
+distribution as installed from its archive, so the classic and 2.0 forms of
+one wheel are one package. An env id is the first 16 bytes of sha256 over the
+venv's real path.
+
+GC roots are the generations each environment keeps; a blob or package that
+no kept generation reaches is garbage. Reachability is computed, not
+counted: no write has to maintain a reference count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = b"1"
+DATABASES = ("meta", "blobs", "packages", "envs", "generations")
+# Bodies up to this size live in LMDB itself: below half a page they need no
+# overflow page, and a file per tiny blob costs an inode and a 4 KiB block.
+# bench/store measures the choice (docs/BENCH-STORE.md).
+INLINE_MAX = 2000
+BLOB_IN_FILE = 0
+BLOB_INLINE = 1
+_BLOB_HEAD = struct.Struct(">BQ")
+
+
+def encode_blob(size: int, inline: bytes | None) -> bytes:
+    if inline is None:
+        return _BLOB_HEAD.pack(BLOB_IN_FILE, size)
+    return _BLOB_HEAD.pack(BLOB_INLINE, size) + inline
+
+
+def decode_blob(value: bytes | memoryview) -> tuple[int, bytes | None]:
+    """(size, inline body or None when the body is a file)."""
+    kind, size = _BLOB_HEAD.unpack_from(value)
+    return size, (bytes(value[_BLOB_HEAD.size :]) if kind == BLOB_INLINE else None)
+
+
+def env_id(real_path: str) -> bytes:
+    return hashlib.sha256(real_path.encode()).digest()[:16]
+
+
+def generation_key(env: bytes, number: int) -> bytes:
+    return env + struct.pack(">Q", number)
+
+
+def split_generation_key(key: bytes) -> tuple[bytes, int]:
+    return key[:16], struct.unpack(">Q", key[16:24])[0]
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of a tree: which blob, how big, executable or not."""
+
+    blob: str  # sha256 hex
+    size: int
+    executable: bool
+
+    def to_json(self) -> list[Any]:
+        return [self.blob, self.size, self.executable]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> FileRef:
+        return cls(str(value[0]), int(value[1]), bool(value[2]))
+
+
+@dataclass
+class PackageRecord:
+    """A distribution in the store: its files as the archive lays them out
+    (or, for an adopted package, as site-packages holds them)."""
+
+    name: str
+    version: str
+    digest: str  # "sha256:..."
+    tags: list[str]
+    filename: str
+    source: str  # "archive" or "adopted"
+    dist_info: str
+    files: dict[str, FileRef]
+    # Adopted packages: RECORD paths outside site-packages (scripts pip wrote),
+    # relative to site-packages as RECORD writes them.
+    external: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> bytes:
+        return bytes.fromhex(self.digest.removeprefix("sha256:"))
+
+    def encode(self) -> bytes:
+        data = asdict(self)
+        data["files"] = {path: ref.to_json() for path, ref in self.files.items()}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, value: bytes | memoryview) -> PackageRecord:
+        data = json.loads(bytes(value))
+        data["files"] = {path: FileRef.from_json(ref) for path, ref in data["files"].items()}
+        return cls(**data)
+
+
+@dataclass
+class EnvRecord:
+    """A registered virtual environment and what its interpreter said of itself."""
+
+    path: str
+    python: str  # the venv's interpreter, as a path inside the venv
+    version: str  # "3.11.7"
+    cache_tag: str  # "cpython-311"
+    tags: list[str]  # supported tags, most preferred first (packaging.tags.sys_tags)
+    site_packages: str  # relative to path
+    scripts: str  # relative to path
+    include: str  # relative to path
+    current: int
+    next: int
+    created: float
+
+    @property
+    def id(self) -> bytes:
+        return env_id(self.path)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, value: bytes | memoryview) -> EnvRecord:
+        return cls(**json.loads(bytes(value)))
+
+
+@dataclass
+class Installed:
+    """One package in a generation, with the files installing it generated for
+    this environment: the installed RECORD, INSTALLER and REQUESTED in
+    site-packages, and scripts, headers and data outside it."""
+
+    package: str  # package id hex
+    name: str
+    version: str
+    requested: bool
+    site: dict[str, FileRef]  # generated files, relative to site-packages
+    outside: dict[str, FileRef]  # relative to the venv root: bin/x, include/..., data
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "name": self.name,
+            "version": self.version,
+            "requested": self.requested,
+            "site": {p: r.to_json() for p, r in self.site.items()},
+            "outside": {p: r.to_json() for p, r in self.outside.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Installed:
+        return cls(
+            package=data["package"],
+            name=data["name"],
+            version=data["version"],
+            requested=data["requested"],
+            site={p: FileRef.from_json(r) for p, r in data["site"].items()},
+            outside={p: FileRef.from_json(r) for p, r in data["outside"].items()},
+        )
+
+
+@dataclass
+class GenerationRecord:
+    number: int
+    parent: int | None
+    created: float
+    action: str
+    packages: list[Installed]
+
+    def encode(self) -> bytes:
+        data = {
+            "number": self.number,
+            "parent": self.parent,
+            "created": self.created,
+            "action": self.action,
+            "packages": [p.to_json() for p in self.packages],
+        }
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, value: bytes | memoryview) -> GenerationRecord:
+        data = json.loads(bytes(value))
+        data["packages"] = [Installed.from_json(p) for p in data["packages"]]
+        return cls(**data)

@@ -1,0 +1,808 @@
+"""The content-addressed store: blobs, packages, environments, generations.
+
+Synchronous by design: the daemon calls it through `trio.to_thread.run_sync`.
+Every write transaction begins and commits inside one method call, on the
+calling thread, and holds the writer lock only for the short index update:
+hashing, decompression and writing bodies happen before it. Readers use their
+own short read transactions and never wait on a writer (LMDB's MVCC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmdb
+from packaging.utils import canonicalize_name
+
+from nwcache.archive import Archive
+from nwcache.archive.digest import DigestItem, content_digest
+
+from . import schema
+from .blobs import BlobFiles, syncfs
+from .errors import (
+    IncompatibleTags,
+    NoSuchGeneration,
+    PathConflict,
+    StoreBusy,
+    StoreError,
+    UnknownEnv,
+    UnknownPackage,
+)
+from .layout import plan_install, site_tree
+from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
+from .venvs import probe, scan_site_packages, sha256_file, venv_root
+
+MAP_SIZE = 1 << 40  # address space only; the file grows as data does
+CHUNK = 1 << 20
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: die here when NWCACHE_CRASH_AT names this point (the crash
+    tests kill the process at every write phase)."""
+    if os.environ.get("NWCACHE_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
+
+
+class _Gate:
+    """Shared for writers of new bodies, exclusive for GC: GC never deletes a
+    body that an ingest in progress found present or is about to point at."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._shared:
+                self._cond.wait()
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _Pending:
+    """Blobs an operation has prepared but the index does not hold yet."""
+
+    inline: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, tuple[Path, int]] = field(default_factory=dict)  # blob -> (temp, size)
+
+    def discard(self) -> None:
+        for temp, _ in self.files.values():
+            try:
+                temp.unlink()
+            except FileNotFoundError:
+                pass
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class GCReport:
+    generations: int
+    packages: int
+    blobs: int
+    bytes_freed: int
+
+
+class Store:
+    def __init__(self, home: str | os.PathLike[str], *, sweep: bool = True) -> None:
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.bodies = BlobFiles(self.home)
+        try:
+            self.env = lmdb.open(
+                str(self.home / "index"),
+                map_size=MAP_SIZE,
+                max_dbs=len(schema.DATABASES),
+                subdir=True,
+                lock=True,
+                readahead=False,
+                max_spare_txns=4,
+            )
+        except lmdb.Error as exc:
+            raise StoreBusy(f"cannot open the index in {self.home}: {exc}") from None
+        self.db = {name: self.env.open_db(name.encode()) for name in schema.DATABASES}
+        with self.env.begin(write=True) as txn:
+            version = txn.get(b"schema", db=self.db["meta"])
+            if version is None:
+                txn.put(b"schema", schema.SCHEMA_VERSION, db=self.db["meta"])
+            elif version != schema.SCHEMA_VERSION:
+                raise StoreError(f"index schema {version!r} is not {schema.SCHEMA_VERSION!r}")
+        self._write_lock = threading.Lock()
+        self._gate = _Gate()
+        if sweep:
+            self.sweep()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        with self._write_lock, self.env.begin(write=True) as txn:
+            yield txn
+
+    # -- blobs ------------------------------------------------------------------
+
+    def has_blob(self, blob: str, txn: lmdb.Transaction | None = None) -> bool:
+        key = bytes.fromhex(blob)
+        if txn is not None:
+            return txn.get(key, db=self.db["blobs"]) is not None
+        with self.env.begin() as read:
+            return read.get(key, db=self.db["blobs"]) is not None
+
+    def read_blob(self, blob: str) -> bytes:
+        with self.env.begin() as txn:
+            value = txn.get(bytes.fromhex(blob), db=self.db["blobs"])
+        if value is None:
+            raise StoreError(f"blob {blob} is not in the store")
+        _size, inline = schema.decode_blob(value)
+        return inline if inline is not None else self.bodies.read(blob)
+
+    def blob_location(self, blob: str) -> tuple[int, bytes | Path]:
+        """(size, inline bytes or the body's path) for the view."""
+        with self.env.begin() as txn:
+            value = txn.get(bytes.fromhex(blob), db=self.db["blobs"])
+        if value is None:
+            raise StoreError(f"blob {blob} is not in the store")
+        size, inline = schema.decode_blob(value)
+        return size, inline if inline is not None else self.bodies.path(blob)
+
+    def _stage_bytes(self, pending: _Pending, content: bytes) -> str:
+        blob = hashlib.sha256(content).hexdigest()
+        if blob in pending.inline or blob in pending.files:
+            return blob
+        if len(content) <= schema.INLINE_MAX:
+            pending.inline[blob] = content
+        else:
+            fd, temp = self.bodies.new_temp()
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+            pending.files[blob] = (temp, len(content))
+        return blob
+
+    def _commit_blobs(self, txn: lmdb.Transaction, pending: _Pending) -> None:
+        """Index the pending blobs (bodies already published and durable)."""
+        for blob, content in pending.inline.items():
+            txn.put(
+                bytes.fromhex(blob),
+                schema.encode_blob(len(content), content),
+                db=self.db["blobs"],
+                overwrite=False,
+            )
+        for blob, (_temp, size) in pending.files.items():
+            txn.put(bytes.fromhex(blob), schema.encode_blob(size, None), db=self.db["blobs"], overwrite=False)
+
+    def _publish(self, pending: _Pending) -> None:
+        """Bodies into place, durably, before any index entry names them."""
+        if not pending.files:
+            return
+        for blob, (temp, _size) in pending.files.items():
+            if self.bodies.exists(blob):
+                temp.unlink()
+            else:
+                self.bodies.publish(temp, blob)
+        _crash_point("bodies-published")
+        syncfs(self.bodies.root)
+        _crash_point("bodies-durable")
+
+    # -- packages ---------------------------------------------------------------
+
+    def get_package(self, package: str | bytes, txn: lmdb.Transaction | None = None) -> PackageRecord | None:
+        key = bytes.fromhex(package) if isinstance(package, str) else package
+        value: bytes | memoryview | None
+        if txn is None:
+            with self.env.begin() as read:
+                value = read.get(key, db=self.db["packages"])
+        else:
+            value = txn.get(key, db=self.db["packages"])
+        return PackageRecord.decode(value) if value is not None else None
+
+    def packages(self) -> list[PackageRecord]:
+        with self.env.begin() as txn:
+            return [PackageRecord.decode(v) for _, v in txn.cursor(db=self.db["packages"])]
+
+    def ingest(self, path: str | os.PathLike[str], *, tags: list[str] | None = None) -> PackageRecord:
+        """Store a classic or 2.0 archive, verifying every file against RECORD.
+        Writes only the blobs the store lacks; reads no payload byte when the
+        package, or every one of its blobs, is already stored. With `tags`
+        (an environment's), refuses an archive that fits none before reading
+        its payload."""
+        with Archive.open(path) as archive:
+            if tags is not None:
+                supported = set(tags)
+                wheel_tags = sorted(str(t) for t in archive.wheel_name.tags)
+                if not supported.intersection(wheel_tags):
+                    raise IncompatibleTags(
+                        f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
+                    )
+            with self._gate.shared():
+                return self._ingest(archive)
+
+    def _ingest(self, archive: Archive) -> PackageRecord:
+        claimed = archive.metadata_digest()
+        if claimed is not None:
+            existing = self.get_package(bytes.fromhex(claimed.removeprefix("sha256:")))
+            if existing is not None:
+                return existing
+        known = {f.path: f.record.digest.hex() for f in archive.files if f.record.hash_name == "sha256"}
+        wheel_path = f"{archive.dist_info}/WHEEL"
+        if archive.format == 2:
+            # RECORD hashes WHEEL in its classic form; the store keeps that form.
+            known[wheel_path] = hashlib.sha256(archive.classic_wheel).hexdigest()
+        record_path = f"{archive.dist_info}/RECORD"
+        known[record_path] = hashlib.sha256(archive.record_bytes).hexdigest()
+        pending = _Pending()
+        with self.env.begin() as txn:
+            missing = {blob for blob in known.values() if not self.has_blob(blob, txn)}
+        try:
+            if claimed is not None and len(known) == len(archive.files) and not missing:
+                files = {f.path: FileRef(known[f.path], f.size, f.executable) for f in archive.files}
+                digest = claimed
+            else:
+                files = self._read_payload(archive, pending)
+                digest = archive.verified_digest
+            record = PackageRecord(
+                name=str(archive.wheel_name.name),
+                version=archive.version,
+                digest=digest,
+                tags=sorted(str(t) for t in archive.wheel_name.tags),
+                filename=archive.path.name,
+                source="archive",
+                dist_info=archive.dist_info,
+                files=files,
+            )
+            self._publish(pending)
+            with self._write() as txn:
+                self._commit_blobs(txn, pending)
+                self._check_blobs(txn, record.files.values())
+                _crash_point("package-commit")
+                txn.put(record.id, record.encode(), db=self.db["packages"], overwrite=False)
+            _crash_point("package-committed")
+        except BaseException:
+            pending.discard()
+            raise
+        return record
+
+    def _check_blobs(self, txn: lmdb.Transaction, refs: Iterable[FileRef]) -> None:
+        for ref in refs:
+            if not self.has_blob(ref.blob, txn):
+                raise StoreError(f"blob {ref.blob} vanished before commit")
+
+    def _read_payload(self, archive: Archive, pending: _Pending) -> dict[str, FileRef]:
+        """Stream every file, verified; stage the contents the store lacks."""
+        files: dict[str, FileRef] = {}
+        links: list[tuple[str, str]] = []
+        for data in archive.iter_files():
+            info = data.info
+            if data.link_to is not None:
+                links.append((info.path, data.link_to.path))
+                continue
+            known = info.record.digest.hex() if info.record.hash_name == "sha256" else None
+            if known is not None and (
+                known in pending.inline or known in pending.files or self.has_blob(known)
+            ):
+                for _ in data.chunks():  # verify, store nothing
+                    pass
+            elif info.size <= schema.INLINE_MAX:
+                self._stage_bytes(pending, b"".join(data.chunks()))
+            else:
+                fd, temp = self.bodies.new_temp()
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        for chunk in data.chunks():
+                            fh.write(chunk)
+                except BaseException:
+                    temp.unlink()
+                    raise
+                assert data.sha256 is not None
+                blob = data.sha256.hex()
+                if blob in pending.files or self.has_blob(blob):
+                    temp.unlink()
+                else:
+                    pending.files[blob] = (temp, info.size)
+            assert data.sha256 is not None
+            files[info.path] = FileRef(data.sha256.hex(), info.size, info.executable)
+        for path, target in links:
+            ref = files[target]
+            files[path] = FileRef(
+                ref.blob, ref.size, next(f.executable for f in archive.files if f.path == path)
+            )
+        return files
+
+    # -- environments -------------------------------------------------------------
+
+    def _env_by_path(self, path: str | os.PathLike[str], txn: lmdb.Transaction) -> EnvRecord:
+        root = os.path.realpath(path)
+        value = txn.get(schema.env_id(root), db=self.db["envs"])
+        if value is None:
+            raise UnknownEnv(f"{path} is not a registered environment")
+        return EnvRecord.decode(value)
+
+    def get_env(self, path: str | os.PathLike[str]) -> EnvRecord:
+        with self.env.begin() as txn:
+            return self._env_by_path(path, txn)
+
+    def envs(self) -> list[EnvRecord]:
+        with self.env.begin() as txn:
+            return [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]
+
+    def register(self, path: str | os.PathLike[str]) -> EnvRecord:
+        """Adopt a venv: ask its interpreter what it is, store what its
+        site-packages holds as generation 1. Registering twice is a no-op."""
+        root = venv_root(path)
+        with self.env.begin() as txn:
+            value = txn.get(schema.env_id(str(root)), db=self.db["envs"])
+        if value is not None:
+            return EnvRecord.decode(value)
+        interp = probe(root)
+        env = EnvRecord(
+            path=str(root),
+            python=interp.python,
+            version=interp.version,
+            cache_tag=interp.cache_tag,
+            tags=interp.tags,
+            site_packages=interp.site_packages,
+            scripts=interp.scripts,
+            include=interp.include,
+            current=1,
+            next=2,
+            created=time.time(),
+        )
+        site = root / env.site_packages
+        dists, unowned = scan_site_packages(site)
+        pending = _Pending()
+        with self._gate.shared():
+            try:
+                packages = [
+                    self._adopt(site, d.name, d.version, d.dist_info, d.files, d.external, pending)
+                    for d in dists
+                ]
+                if unowned:
+                    packages.append(self._adopt(site, "(unowned)", "0", "", unowned, [], pending))
+                self._publish(pending)
+                installed = [
+                    Installed(p.digest.removeprefix("sha256:"), p.name, p.version, False, {}, {})
+                    for p in packages
+                ]
+                generation = GenerationRecord(
+                    1, None, time.time(), "register (adopted site-packages)", installed
+                )
+                with self._write() as txn:
+                    raced = txn.get(env.id, db=self.db["envs"])
+                    if raced is not None:
+                        pending.discard()
+                        return EnvRecord.decode(raced)
+                    self._commit_blobs(txn, pending)
+                    for pkg in packages:
+                        self._check_blobs(txn, pkg.files.values())
+                        txn.put(pkg.id, pkg.encode(), db=self.db["packages"], overwrite=False)
+                    txn.put(schema.generation_key(env.id, 1), generation.encode(), db=self.db["generations"])
+                    txn.put(env.id, env.encode(), db=self.db["envs"])
+            except BaseException:
+                pending.discard()
+                raise
+        return env
+
+    def _adopt(
+        self,
+        site: Path,
+        name: str,
+        version: str,
+        dist_info: str,
+        paths: dict[str, bool],
+        external: list[str],
+        pending: _Pending,
+    ) -> PackageRecord:
+        files: dict[str, FileRef] = {}
+        for rel, executable in sorted(paths.items()):
+            full = site / rel
+            blob, size = sha256_file(full)
+            if not (blob in pending.inline or blob in pending.files or self.has_blob(blob)):
+                if size <= schema.INLINE_MAX:
+                    pending.inline[blob] = full.read_bytes()
+                else:
+                    fd, temp = self.bodies.new_temp()
+                    with os.fdopen(fd, "wb") as out, open(full, "rb") as src:
+                        while block := src.read(CHUNK):
+                            out.write(block)
+                    if sha256_file(temp) != (blob, size):
+                        temp.unlink()
+                        raise StoreError(f"{full} changed while it was being adopted")
+                    pending.files[blob] = (temp, size)
+            files[rel] = FileRef(blob, size, executable)
+        digest = content_digest(
+            DigestItem(p, r.executable, bytes.fromhex(r.blob), r.size) for p, r in files.items()
+        )
+        return PackageRecord(name, version, digest, [], "", "adopted", dist_info, files, sorted(external))
+
+    def unregister(self, path: str | os.PathLike[str]) -> None:
+        """Forget an environment and its generations (GC frees what only it used)."""
+        with self._write() as txn:
+            env = self._env_by_path(path, txn)
+            cursor = txn.cursor(db=self.db["generations"])
+            keys = []
+            if cursor.set_range(env.id):
+                for key in cursor.iternext(values=False):
+                    if key[:16] != env.id:
+                        break
+                    keys.append(bytes(key))
+            for key in keys:
+                txn.delete(key, db=self.db["generations"])
+            txn.delete(env.id, db=self.db["envs"])
+
+    # -- generations ------------------------------------------------------------
+
+    def generation(self, path: str | os.PathLike[str], number: int | None = None) -> GenerationRecord:
+        with self.env.begin() as txn:
+            env = self._env_by_path(path, txn)
+            return self._generation(txn, env, env.current if number is None else number)
+
+    def _generation(self, txn: lmdb.Transaction, env: EnvRecord, number: int) -> GenerationRecord:
+        value = txn.get(schema.generation_key(env.id, number), db=self.db["generations"])
+        if value is None:
+            raise NoSuchGeneration(f"{env.path} has no generation {number}")
+        return GenerationRecord.decode(value)
+
+    def history(self, path: str | os.PathLike[str]) -> list[GenerationRecord]:
+        with self.env.begin() as txn:
+            env = self._env_by_path(path, txn)
+            out = []
+            cursor = txn.cursor(db=self.db["generations"])
+            if cursor.set_range(env.id):
+                for key, value in cursor:
+                    if key[:16] != env.id:
+                        break
+                    out.append(GenerationRecord.decode(value))
+            return out
+
+    def tree(self, path: str | os.PathLike[str], number: int | None = None) -> dict[str, FileRef]:
+        """site-packages of an environment at a generation (default: current)."""
+        with self.env.begin() as txn:
+            env = self._env_by_path(path, txn)
+            gen = self._generation(txn, env, env.current if number is None else number)
+            return self._site_of(txn, env, gen)
+
+    def _site_of(self, txn: lmdb.Transaction, env: EnvRecord, gen: GenerationRecord) -> dict[str, FileRef]:
+        tree: dict[str, FileRef] = {}
+        for installed in gen.packages:
+            pkg = self.get_package(installed.package, txn)
+            if pkg is None:
+                raise StoreError(
+                    f"generation {gen.number} of {env.path} names missing package {installed.package}"
+                )
+            tree.update(site_tree(pkg, env))
+            tree.update(installed.site)
+        return tree
+
+    def install(
+        self,
+        path: str | os.PathLike[str],
+        archives: list[str | os.PathLike[str]],
+        *,
+        requested: bool = True,
+        action: str | None = None,
+    ) -> GenerationRecord:
+        """Install archives into an environment as one new generation. A
+        distribution of the same name already there is replaced (upgrade)."""
+        env = self.get_env(path)
+        pending = _Pending()
+        # Shared from ingest to flip: GC must not collect the new packages
+        # before a generation reaches them.
+        with self._gate.shared():
+            packages = [self.ingest(a, tags=env.tags) for a in archives]
+            names = [canonicalize_name(p.name) for p in packages]
+            if len(set(names)) != len(names):
+                raise StoreError(f"the same distribution twice in one install: {', '.join(sorted(names))}")
+            try:
+                plans = [
+                    plan_install(
+                        pkg,
+                        env,
+                        requested=requested,
+                        read_blob=self.read_blob,
+                        put_blob=lambda content, executable: FileRef(
+                            self._stage_bytes(pending, content), len(content), executable
+                        ),
+                    )
+                    for pkg in packages
+                ]
+                self._publish(pending)
+                what = action or "install " + " ".join(f"{p.name}=={p.version}" for p in packages)
+                return self._flip(
+                    env.path,
+                    what,
+                    lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
+                    pending,
+                )
+            except BaseException:
+                pending.discard()
+                raise
+
+    def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
+        wanted = {canonicalize_name(n) for n in names}
+
+        def without(current: list[Installed]) -> list[Installed]:
+            present = {canonicalize_name(i.name) for i in current}
+            absent = sorted(wanted - present)
+            if absent:
+                raise UnknownPackage(f"not installed in {path}: {', '.join(absent)}")
+            return [i for i in current if canonicalize_name(i.name) not in wanted]
+
+        return self._flip(str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending())
+
+    def _flip(
+        self,
+        path: str,
+        action: str,
+        change: Callable[[list[Installed]], list[Installed]],
+        pending: _Pending,
+    ) -> GenerationRecord:
+        """Build the next generation from the current one and point the
+        environment at it, in one transaction."""
+        with self._write() as txn:
+            env = self._env_by_path(path, txn)
+            current = self._generation(txn, env, env.current)
+            packages = change(list(current.packages))
+            self._commit_blobs(txn, pending)
+            self._check_conflicts(txn, env, packages)
+            gen = GenerationRecord(env.next, env.current, time.time(), action, packages)
+            txn.put(schema.generation_key(env.id, gen.number), gen.encode(), db=self.db["generations"])
+            _crash_point("generation-written")
+            env.current, env.next = gen.number, gen.number + 1
+            txn.put(env.id, env.encode(), db=self.db["envs"])
+            _crash_point("env-flipped")
+        _crash_point("flip-committed")
+        return gen
+
+    def _check_conflicts(self, txn: lmdb.Transaction, env: EnvRecord, packages: list[Installed]) -> None:
+        owner: dict[str, str] = {}
+        for installed in packages:
+            pkg = self.get_package(installed.package, txn)
+            if pkg is None:
+                raise StoreError(f"package {installed.package} is not in the store")
+            self._check_blobs(txn, [*installed.site.values(), *installed.outside.values()])
+            label = f"{pkg.name} {pkg.version}"
+            paths = [*site_tree(pkg, env), *installed.site, *(f"<venv>/{p}" for p in installed.outside)]
+            for p in paths:
+                other = owner.get(p)
+                if other is not None and other != label:
+                    raise PathConflict(f"{other} and {label} both install {p}")
+                owner[p] = label
+
+    def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
+        """Point the environment at a kept generation (default: the one the
+        current generation was built from)."""
+        with self._write() as txn:
+            env = self._env_by_path(path, txn)
+            current = self._generation(txn, env, env.current)
+            number = to if to is not None else current.parent
+            if number is None:
+                raise NoSuchGeneration(
+                    f"generation {current.number} of {env.path} has no parent to roll back to"
+                )
+            gen = self._generation(txn, env, number)
+            env.current = gen.number
+            txn.put(env.id, env.encode(), db=self.db["envs"])
+        return gen
+
+    # -- GC, fsck, sweep ------------------------------------------------------------
+
+    def gc(self, keep: int = 5) -> GCReport:
+        """Drop all but the newest `keep` generations of each environment (the
+        current one always stays), then every package and blob no kept
+        generation reaches. Bodies are deleted after the commit."""
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        with self._gate.exclusive():
+            with self._write() as txn:
+                dropped = 0
+                reachable_pkgs: set[str] = set()
+                reachable_blobs: set[str] = set()
+                for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
+                    numbers = sorted(g.number for g in self._generations(txn, env))
+                    kept = set(numbers[-keep:]) | {env.current}
+                    for number in numbers:
+                        key = schema.generation_key(env.id, number)
+                        if number not in kept:
+                            txn.delete(key, db=self.db["generations"])
+                            dropped += 1
+                            continue
+                        gen = self._generation(txn, env, number)
+                        for installed in gen.packages:
+                            reachable_pkgs.add(installed.package)
+                            reachable_blobs.update(
+                                r.blob for r in (*installed.site.values(), *installed.outside.values())
+                            )
+                packages = 0
+                for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
+                    if pkg_key.hex() in reachable_pkgs:
+                        reachable_blobs.update(r.blob for r in PackageRecord.decode(pkg_value).files.values())
+                    else:
+                        txn.delete(pkg_key, db=self.db["packages"])
+                        packages += 1
+                doomed: list[str] = []
+                freed = blobs = 0
+                for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
+                    if blob_key.hex() not in reachable_blobs:
+                        size, inline = schema.decode_blob(blob_value)
+                        txn.delete(blob_key, db=self.db["blobs"])
+                        freed += size
+                        blobs += 1
+                        if inline is None:
+                            doomed.append(blob_key.hex())
+                _crash_point("gc-commit")
+            _crash_point("gc-committed")
+            for blob in doomed:
+                self.bodies.delete(blob)
+        return GCReport(dropped, packages, blobs, freed)
+
+    def _generations(self, txn: lmdb.Transaction, env: EnvRecord) -> list[GenerationRecord]:
+        out = []
+        cursor = txn.cursor(db=self.db["generations"])
+        if cursor.set_range(env.id):
+            for key, value in cursor:
+                if key[:16] != env.id:
+                    break
+                out.append(GenerationRecord.decode(value))
+        return out
+
+    def sweep(self) -> tuple[int, int]:
+        """Start-up clean-up: temporary bodies of writes that never finished,
+        and published bodies no index entry names (a crash between making a
+        body durable and committing). Returns (temporary, orphans) removed."""
+        with self._gate.exclusive():
+            temps = self.bodies.sweep_temp()
+            with self.env.begin() as txn:
+                orphans = [
+                    b
+                    for b in self.bodies.all_bodies()
+                    if txn.get(bytes.fromhex(b), db=self.db["blobs"]) is None
+                ]
+            for blob in orphans:
+                self.bodies.delete(blob)
+        return temps, len(orphans)
+
+    def fsck(self, *, deep: bool = True) -> list[Problem]:
+        """Check every invariant; returns the failures (empty when clean)."""
+        problems: list[Problem] = []
+        with self.env.begin() as txn:
+            blob_sizes: dict[str, tuple[int, bytes | None]] = {}
+            for key, value in txn.cursor(db=self.db["blobs"]):
+                blob = key.hex()
+                size, inline = schema.decode_blob(value)
+                blob_sizes[blob] = (size, inline)
+                if inline is not None:
+                    if len(inline) != size or hashlib.sha256(inline).hexdigest() != blob:
+                        problems.append(
+                            Problem("bad-blob", f"inline blob {blob} does not match its hash or size")
+                        )
+                elif not self.bodies.exists(blob):
+                    problems.append(Problem("missing-body", f"blob {blob} has no body file"))
+                elif deep and sha256_file(self.bodies.path(blob)) != (blob, size):
+                    problems.append(Problem("bad-blob", f"body of {blob} does not match its hash or size"))
+            for blob in self.bodies.all_bodies():
+                if blob not in blob_sizes or blob_sizes[blob][1] is not None:
+                    problems.append(
+                        Problem("orphan-body", f"{self.bodies.path(blob)} is named by no index entry")
+                    )
+            leftovers = list(self.bodies.tmp.iterdir())
+            if leftovers:
+                problems.append(Problem("temporary-files", f"{len(leftovers)} files in {self.bodies.tmp}"))
+
+            def check_ref(ref: FileRef, where: str) -> None:
+                known = blob_sizes.get(ref.blob)
+                if known is None:
+                    problems.append(Problem("dangling-blob", f"{where} names missing blob {ref.blob}"))
+                elif known[0] != ref.size:
+                    problems.append(
+                        Problem(
+                            "size-mismatch", f"{where}: blob {ref.blob} is {known[0]} bytes, not {ref.size}"
+                        )
+                    )
+
+            package_ids: set[str] = set()
+            for key, value in txn.cursor(db=self.db["packages"]):
+                pkg = PackageRecord.decode(value)
+                package_ids.add(key.hex())
+                if pkg.id != bytes(key):
+                    problems.append(
+                        Problem("bad-package", f"{pkg.name} {pkg.version} is filed under {key.hex()}")
+                    )
+                for path, ref in pkg.files.items():
+                    check_ref(ref, f"package {pkg.name} {pkg.version}: {path}")
+            env_ids: set[bytes] = set()
+            for key, value in txn.cursor(db=self.db["envs"]):
+                env = EnvRecord.decode(value)
+                env_ids.add(bytes(key))
+                if env.id != bytes(key):
+                    problems.append(Problem("bad-env", f"{env.path} is filed under the wrong id"))
+                numbers = {g.number for g in self._generations(txn, env)}
+                if env.current not in numbers:
+                    problems.append(
+                        Problem(
+                            "dangling-generation", f"{env.path} points at missing generation {env.current}"
+                        )
+                    )
+                if numbers and max(numbers) >= env.next:
+                    problems.append(
+                        Problem(
+                            "bad-env", f"{env.path}: generation {max(numbers)} is not below next {env.next}"
+                        )
+                    )
+            for key, value in txn.cursor(db=self.db["generations"]):
+                env_key, number = schema.split_generation_key(bytes(key))
+                gen = GenerationRecord.decode(value)
+                if env_key not in env_ids:
+                    problems.append(
+                        Problem(
+                            "orphan-generation", f"generation {number} of unknown environment {env_key.hex()}"
+                        )
+                    )
+                if gen.number != number:
+                    problems.append(Problem("bad-generation", f"generation {number} says it is {gen.number}"))
+                for installed in gen.packages:
+                    if installed.package not in package_ids:
+                        problems.append(
+                            Problem(
+                                "dangling-package",
+                                f"generation {number} names missing package {installed.name}",
+                            )
+                        )
+                    for path, ref in (*installed.site.items(), *installed.outside.items()):
+                        check_ref(ref, f"generation {number}: {installed.name}: {path}")
+        return problems
+
+    def stats(self) -> dict[str, int]:
+        """Stored bytes (unique blobs) against logical bytes (every file of every
+        environment's current site-packages)."""
+        with self.env.begin() as txn:
+            stored = sum(schema.decode_blob(v)[0] for _, v in txn.cursor(db=self.db["blobs"]))
+            blobs = txn.stat(self.db["blobs"])["entries"]
+            logical = 0
+            files = 0
+            for _, value in txn.cursor(db=self.db["envs"]):
+                env = EnvRecord.decode(value)
+                tree = self._site_of(txn, env, self._generation(txn, env, env.current))
+                logical += sum(r.size for r in tree.values())
+                files += len(tree)
+        return {"stored_bytes": stored, "blobs": blobs, "logical_bytes": logical, "files": files}

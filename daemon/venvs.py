@@ -1,0 +1,197 @@
+"""Virtual environments: asking a venv's own interpreter what it is, and
+reading what its site-packages already holds (adoption)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import packaging
+
+from .errors import InterpreterError, NotAVenv
+
+# Runs inside the venv's interpreter (CPython 3.9+): the version, tags and
+# paths must come from that interpreter, never from the daemon's. packaging is
+# pure Python and supports 3.9; it is appended to sys.path so that nothing of
+# the daemon's environment shadows the venv's own modules.
+_PROBE = r"""
+import json, platform, sys, sysconfig
+sys.path.append(sys.argv[1])
+from packaging import tags
+paths = sysconfig.get_paths()
+print(json.dumps({
+    "implementation": sys.implementation.name,
+    "version": platform.python_version(),
+    "version_info": list(sys.version_info[:2]),
+    "cache_tag": sys.implementation.cache_tag,
+    "prefix": sys.prefix,
+    "base_prefix": sys.base_prefix,
+    "purelib": paths["purelib"],
+    "platlib": paths["platlib"],
+    "scripts": paths["scripts"],
+    "tags": [str(t) for t in tags.sys_tags()],
+}))
+"""
+PROBE_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    python: str
+    version: str
+    cache_tag: str
+    tags: list[str]
+    site_packages: str  # relative to the venv root
+    scripts: str
+    include: str
+
+
+def venv_root(path: str | os.PathLike[str]) -> Path:
+    """The venv's canonical root; refuses anything that is not a venv, and a
+    path that is itself a symlink (it could point anywhere later)."""
+    given = Path(path)
+    if given.is_symlink():
+        raise NotAVenv(f"{given} is a symlink; pass the real directory ({given.resolve()})")
+    root = given.resolve()
+    if not root.is_dir():
+        raise NotAVenv(f"{given} does not exist or is not a directory")
+    if not (root / "pyvenv.cfg").is_file():
+        raise NotAVenv(f"{given} is not a virtual environment (no pyvenv.cfg)")
+    return root
+
+
+def probe(root: Path) -> Interpreter:
+    python = root / "bin" / "python"
+    if not python.exists():
+        raise InterpreterError(f"{root} has no bin/python")
+    packaging_parent = str(Path(packaging.__file__).parent.parent)
+    try:
+        done = subprocess.run(
+            [str(python), "-E", "-s", "-c", _PROBE, packaging_parent],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InterpreterError(f"{python} did not run: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InterpreterError(f"{python} failed to describe itself: {last}")
+    info = json.loads(done.stdout)
+    if info["implementation"] != "cpython" or tuple(info["version_info"]) < (3, 9):
+        raise InterpreterError(
+            f"{python} is {info['implementation']} {info['version']}; nwcache needs CPython 3.9+"
+        )
+    if os.path.realpath(info["prefix"]) != str(root) or info["prefix"] == info["base_prefix"]:
+        raise NotAVenv(f"{python} does not run as a virtual environment rooted at {root}")
+    if info["purelib"] != info["platlib"]:
+        raise NotAVenv(
+            f"{root} installs pure and platform libraries in different directories; nwcache serves one site-packages"
+        )
+
+    def rel(path: str) -> str:
+        return os.path.relpath(os.path.realpath(path), root)
+
+    major, minor = info["version_info"]
+    return Interpreter(
+        python=str(python),
+        version=info["version"],
+        cache_tag=info["cache_tag"],
+        tags=info["tags"],
+        site_packages=rel(info["purelib"]),
+        scripts=rel(info["scripts"]),
+        include=f"include/site/python{major}.{minor}",
+    )
+
+
+@dataclass
+class AdoptedDist:
+    """A distribution found installed in site-packages."""
+
+    name: str
+    version: str
+    dist_info: str
+    files: dict[str, bool] = field(default_factory=dict)  # site-relative path -> executable
+    external: list[str] = field(default_factory=list)
+
+
+def _metadata_field(text: str, key: str) -> str:
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        k, _, v = line.partition(":")
+        if k.strip().lower() == key.lower():
+            return v.strip()
+    return ""
+
+
+def scan_site_packages(site: Path) -> tuple[list[AdoptedDist], dict[str, bool]]:
+    """Every regular file under site-packages, grouped by the distribution
+    whose RECORD lists it; files no RECORD claims are returned apart.
+    Symlinks and special files are refused: the view serves regular files."""
+    on_disk: dict[str, bool] = {}
+    for path, executable in _walk(site):
+        on_disk[path] = executable
+    dists: list[AdoptedDist] = []
+    claimed: set[str] = set()
+    for dist_info in sorted(p for p in os.listdir(site) if p.endswith(".dist-info") and (site / p).is_dir()):
+        record = site / dist_info / "RECORD"
+        metadata = site / dist_info / "METADATA"
+        text = metadata.read_text(encoding="utf-8", errors="replace") if metadata.is_file() else ""
+        stem = dist_info.removesuffix(".dist-info")
+        name = _metadata_field(text, "Name") or stem.rpartition("-")[0]
+        version = _metadata_field(text, "Version") or stem.rpartition("-")[2]
+        dist = AdoptedDist(name, version, dist_info)
+        listed: list[str] = []
+        if record.is_file():
+            rows = csv.reader(io.StringIO(record.read_text(encoding="utf-8", errors="replace")))
+            listed = [row[0] for row in rows if row]
+        for entry in listed:
+            normal = os.path.normpath(entry)
+            if normal.startswith(".."):
+                dist.external.append(entry)
+            elif normal in on_disk and normal not in claimed:
+                dist.files[normal] = on_disk[normal]
+                claimed.add(normal)
+        # Whatever else sits in the .dist-info belongs to it too.
+        for path, executable in on_disk.items():
+            if path.startswith(dist_info + "/") and path not in claimed:
+                dist.files[path] = executable
+                claimed.add(path)
+        dists.append(dist)
+    unowned = {p: x for p, x in on_disk.items() if p not in claimed}
+    return dists, unowned
+
+
+def _walk(site: Path) -> Iterator[tuple[str, bool]]:
+    for dirpath, dirnames, filenames in os.walk(site):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, site)
+            if not os.path.isfile(full) or os.path.islink(full):
+                raise NotAVenv(
+                    f"{full} is not a regular file; nwcache adopts regular files only",
+                    hint="remove it or replace it with a copy",
+                )
+            yield rel, bool(st.st_mode & 0o111)
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            hasher.update(block)
+            size += len(block)
+    return hasher.hexdigest(), size
