@@ -128,13 +128,14 @@ def _link(root: Path, data: FileData, mode: LinkMode) -> None:
     assert data.link_to is not None
     target = root / data.link_to.path
     path = root / data.path
-    same_mode = data.info.executable == data.link_to.info.executable
-    if mode is LinkMode.SYMLINK:
-        os.symlink(os.path.relpath(target, path.parent), path)
-        return
-    if mode is LinkMode.HARDLINK and same_mode:
-        os.link(target, path)
-        return
-    # A copy, also for a hardlink that would change the target's mode.
+    # A link shares its target's mode: where the modes differ, only a copy
+    # keeps each path's own executable bit.
+    if data.info.executable == data.link_to.info.executable:
+        if mode is LinkMode.SYMLINK:
+            os.symlink(os.path.relpath(target, path.parent), path)
+            return
+        if mode is LinkMode.HARDLINK:
+            os.link(target, path)
+            return
     shutil.copyfile(target, path, follow_symlinks=False)
     os.chmod(path, _mode(data))

@@ -52,18 +52,22 @@ def _crash_point(name: str) -> None:
 
 class _Gate:
     """Shared for writers of new bodies, exclusive for GC: GC never deletes a
-    body that an ingest in progress found present or is about to point at."""
+    body that an ingest in progress found present or is about to point at.
+    Waiting shared holders go first, so a busy GC cannot starve installs."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._shared = 0
+        self._shared_waiting = 0
         self._exclusive = False
 
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
+            self._shared_waiting += 1
             while self._exclusive:
                 self._cond.wait()
+            self._shared_waiting -= 1
             self._shared += 1
         try:
             yield
@@ -75,7 +79,7 @@ class _Gate:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
-            while self._exclusive or self._shared:
+            while self._exclusive or self._shared or self._shared_waiting:
                 self._cond.wait()
             self._exclusive = True
         try:

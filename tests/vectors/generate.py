@@ -179,7 +179,8 @@ def v2(spec: Spec) -> bytes:
     )
     members: list[tuple[str, bytes, int, int]] = []
     if not spec.omit_payload:
-        members.append((PAYLOAD, frame + spec.payload_suffix, 0o644, spec.payload_method))
+        payload = spec.dist_info.removesuffix(".dist-info") + ".payload.tar.zst"
+        members.append((payload, frame + spec.payload_suffix, 0o644, spec.payload_method))
     members += [(name, data, mode, DEFLATED) for name, data, mode in spec.extra_members]
     members.append((f"{spec.dist_info}/METADATA", METADATA, 0o644, DEFLATED))
     members.append((f"{spec.dist_info}/WHEEL", wheel, 0o644, DEFLATED))
