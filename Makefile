@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format clean
+.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store clean
 
 all: test
 
@@ -55,6 +55,9 @@ demo: setup
 # Benchmark (not a test): real wheels from PyPI, downloaded at run time.
 bench-format: setup
 	$(BIN)/python -m bench.format $(BENCH_ARGS)
+
+bench-store: setup
+	$(BIN)/python -m bench.store $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info
