@@ -15,6 +15,7 @@ import os
 import stat
 import struct
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -140,6 +141,43 @@ class FileData:
             then(content)
 
         self.pending = executor.submit(job)
+        return self.pending
+
+    def stream_then(
+        self, serial: Executor, write: Callable[[bytes], None], close: Callable[[], None]
+    ) -> Future[None]:
+        """Read the file chunk by chunk in stream order, and on `serial` (an
+        executor with ONE worker, which keeps the chunks in order) hash and
+        `write` each, then verify and `close`. For large files: hashing and
+        writing leave the reading thread. Waits for the oldest chunk jobs so
+        that at most `max_ahead` chunks are in memory."""
+        checker = _Checker(self)
+        jobs: deque[Future[None]] = deque()
+        failed: list[BaseException] = []
+        max_ahead = 8
+
+        def put(chunk: bytes) -> None:
+            if failed:
+                return
+            try:
+                checker.update(chunk)
+                write(chunk)
+            except BaseException as exc:
+                failed.append(exc)
+
+        def finish() -> None:
+            try:
+                if failed:
+                    raise failed[0]
+                checker.finish()
+            finally:
+                close()
+
+        for chunk in self._take():
+            jobs.append(serial.submit(put, chunk))
+            while len(jobs) > max_ahead:
+                jobs.popleft().result()
+        self.pending = serial.submit(finish)
         return self.pending
 
 

@@ -87,8 +87,19 @@ def member_header(path: str, size: int, mode: int, mtime: int) -> bytes:
 
 
 def member_size(path: str, size: int) -> int:
-    """Bytes one member takes in the tar stream, header and padding included."""
-    return len(member_header(path, size, 0o644, 0)) + size + _padding(size)
+    """Bytes one member takes in the tar stream, header and padding included
+    (the length of member_header, computed without building it)."""
+    total = BLOCK + size + _padding(size)
+    if path.isascii() and len(path) <= 100 and size <= _MAX_OCTAL_SIZE:
+        return total
+    records: list[tuple[str, bytes]] = []
+    raw = path.encode("utf-8")
+    if not raw.isascii() or len(raw) > 100:
+        records.append(("path", raw))
+    if size > _MAX_OCTAL_SIZE:
+        records.append(("size", str(size).encode()))
+    pax = len(_pax_records(records))
+    return total + BLOCK + pax + _padding(pax)
 
 
 def padding(size: int) -> bytes:

@@ -15,9 +15,9 @@ from .errors import DestinationError
 from .sources import Archive, FileData
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Files up to this size are read whole and verified + written by a worker
-# thread (hashing and file creation leave the decoding thread); larger ones
-# stream through the decoding thread in chunks, so memory stays bounded.
+# Files up to this size are read whole, then verified and written by a worker
+# thread; larger ones go chunk by chunk to one ordered worker. Either way,
+# hashing and writing leave the decoding thread, and memory stays bounded.
 SMALL_FILE = 1 << 20
 MAX_IN_FLIGHT = 32 << 20
 
@@ -55,8 +55,11 @@ def unpack(
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpacking"))
     workers = workers or min(4, os.cpu_count() or 1)
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nwcache-unpack") as pool:
-            count = _unpack_into(archive, tmp, links, pool)
+        with (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nwcache-unpack") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="nwcache-unpack-large") as serial,
+        ):
+            count = _unpack_into(archive, tmp, links, pool, serial)
         if dest.is_dir():
             dest.rmdir()
         os.rename(tmp, dest)
@@ -66,7 +69,11 @@ def unpack(
     return count
 
 
-def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: ThreadPoolExecutor) -> int:
+def _unpack_into(
+    archive: Archive, root: Path, links: LinkMode, pool: ThreadPoolExecutor, serial: ThreadPoolExecutor
+) -> int:
+    """Decoding stays on this thread; hashing and writing go to `pool` (small
+    files, whole) and `serial` (large files, chunk by chunk, in order)."""
     made: set[str] = set()
     linked: list[FileData] = []
     in_flight: deque[tuple[Future[None], int]] = deque()
@@ -80,16 +87,18 @@ def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: ThreadPool
             made.add(parent)
         if data.link_to is not None:
             linked.append(data)
-        elif data.info.size <= SMALL_FILE:
+            continue
+        if data.info.size <= SMALL_FILE:
             future = data.read_then(pool, partial(_write_bytes, root / data.path, _mode(data)))
-            in_flight.append((future, data.info.size))
-            in_flight_bytes += data.info.size
-            while in_flight_bytes > MAX_IN_FLIGHT or len(in_flight) > 512:
-                done, size = in_flight.popleft()
-                done.result()  # a failure surfaces here, early
-                in_flight_bytes -= size
         else:
-            _write_stream(root / data.path, data)
+            fd = os.open(root / data.path, _WRITE_FLAGS, _mode(data))
+            future = data.stream_then(serial, partial(_write_all, fd), partial(_close, fd, _mode(data)))
+        in_flight.append((future, data.info.size))
+        in_flight_bytes += data.info.size
+        while in_flight_bytes > MAX_IN_FLIGHT or len(in_flight) > 512:
+            done, size = in_flight.popleft()
+            done.result()  # a failure surfaces here, early
+            in_flight_bytes -= size
     # iter_files waited for every verification before its final check.
     for data in linked:
         _link(root, data, links)
@@ -100,28 +109,27 @@ def _mode(data: FileData) -> int:
     return 0o755 if data.info.executable else 0o644
 
 
+def _write_all(fd: int, content: bytes) -> None:
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _close(fd: int, mode: int) -> None:
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def _write_bytes(path: Path, mode: int, content: bytes) -> None:
     fd = os.open(path, _WRITE_FLAGS, mode)
     try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fchmod(fd, mode)
-    finally:
+        _write_all(fd, content)
+    except BaseException:
         os.close(fd)
-
-
-def _write_stream(path: Path, data: FileData) -> None:
-    mode = _mode(data)
-    fd = os.open(path, _WRITE_FLAGS, mode)
-    try:
-        for chunk in data.chunks():
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+        raise
+    _close(fd, mode)
 
 
 def _link(root: Path, data: FileData, mode: LinkMode) -> None:
