@@ -50,7 +50,7 @@ test: lint typecheck
 
 # The product end to end on wheels the project builds itself (README).
 demo: setup
-	$(BIN)/python -m bench.demo
+	$(BIN)/python -m examples.demo
 
 # Benchmark (not a test): real wheels from PyPI, downloaded at run time.
 bench-format: setup
