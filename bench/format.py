@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import filecmp
+import hashlib
 import math
 import os
 import platform
@@ -42,6 +43,7 @@ import zstandard
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+import nwcache.archive
 from nwcache.archive import (
     DEFAULT_LEVEL,
     DEFAULT_WINDOW_LOG,
@@ -85,13 +87,15 @@ WHEELS: tuple[tuple[str, str], ...] = (
     ("google-api-core", "2.24.0"),
 )
 
-# Wheels for the window-log-27 row: one extra level-19 pass over the whole
-# corpus would take as long as the main table, so it runs on the wheels whose
-# payload exceeds the 8 MiB window of log 23, where a larger one can matter,
-# plus two small ones. --full-sweep runs it on every wheel.
+# Wheels for the window-log-27 row. Level 19 packs at 1-2 MB/s here, so a second
+# level-19 pass over the whole corpus (about 500 MB installed) would nearly double
+# the run. The subset keeps wheels whose payload exceeds the 8 MiB window of log
+# 23, where a larger window can matter (compiled libraries, test trees, JSON
+# data, fonts), with scipy for the largest, plus two small ones; pyarrow, the
+# other 130 MB one, is left out for time. --full-sweep runs it on every wheel.
 WINDOW_SUBSET: frozenset[str] = frozenset(
     canonicalize_name(n)
-    for n in ("numpy", "pandas", "scipy", "pyarrow", "botocore", "grpcio", "requests", "PyYAML")
+    for n in ("numpy", "pandas", "scipy", "botocore", "matplotlib", "grpcio", "requests", "PyYAML")
 )
 
 PYTHON_VERSION = "3.11"
@@ -149,6 +153,13 @@ def memory_total() -> str:
     return "unknown"
 
 
+def load_average() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def filesystem_of(path: Path) -> str:
     """The type of the filesystem holding `path`, from /proc/self/mounts."""
     best, kind = "", "unknown"
@@ -166,6 +177,30 @@ def filesystem_of(path: Path) -> str:
         if inside and len(mount) >= len(best):
             best, kind = mount, parts[2]
     return kind
+
+
+def archive_source() -> str:
+    """Which nwcache.archive code ran: the git commit, whether its folder had
+    uncommitted changes, and a digest of its sources as imported."""
+    folder = Path(nwcache.archive.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=60
+        )
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--", str(folder)], capture_output=True, text=True, timeout=60
+        )
+        commit = head.stdout.strip() if head.returncode == 0 else "unknown"
+        changed = len(status.stdout.splitlines()) if status.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError):
+        commit, changed = "unknown", 0
+    where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    dirty = f", {changed} uncommitted change(s) in {where}/" if changed else ""
+    return f"git {commit}{dirty}; sources sha256 {digest.hexdigest()[:16]}"
 
 
 # -- the corpus -------------------------------------------------------------------
@@ -232,12 +267,19 @@ class Setting:
     window_log: int
     metadata_method: int
     subset: frozenset[str] | None = None  # canonical names; None: every wheel
+    baseline: str = "default"  # the key of the setting this one is compared with
 
     def applies_to(self, name: str) -> bool:
         return self.subset is None or canonicalize_name(name) in self.subset
 
 
-DEFAULT_SETTING = Setting("default", "", DEFAULT_LEVEL, DEFAULT_WINDOW_LOG, DEFLATED)
+DEFAULT_SETTING = Setting(
+    "default",
+    f"level {DEFAULT_LEVEL}, window log {DEFAULT_WINDOW_LOG}, .dist-info deflated (default)",
+    DEFAULT_LEVEL,
+    DEFAULT_WINDOW_LOG,
+    DEFLATED,
+)
 
 
 def setting_label(level: int, window_log: int, metadata_method: int) -> str:
@@ -421,7 +463,7 @@ def measure(
     for setting in settings:
         if not setting.applies_to(name):
             continue
-        dest = out / f"sweep-{src.name}"
+        dest = out / "sweep" / src.name
         try:
             result.sweep[setting.key], _ = pack(src, dest, setting)
         except Exception as exc:
@@ -471,6 +513,8 @@ class RunInfo:
     downloaded: int
     wheels: int
     command: str
+    archive_source: str
+    load_start: str
     cache: Path
     scratch: Path
     repeat: int
@@ -517,9 +561,11 @@ def render(
         f" ({info.downloaded} wheels fetched, {info.wheels - info.downloaded} from the cache)"
     )
     add(f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM, Linux {platform.release()}")
+    add(f"- Load average (1, 5, 15 min): {info.load_start} at the start, {load_average()} at the end")
     add(f"- Python {platform.python_version()} ({platform.python_implementation()}), {sys.executable}")
     add(f"- zstandard {zstandard.__version__} ({zstandard.backend} backend), libzstd {zstd_version}")
     add(f"- pip {info.pip}")
+    add(f"- nwcache.archive: {info.archive_source}")
     add(
         f"- Scratch directories: {info.scratch} ({filesystem_of(info.scratch)}); wheel cache:"
         f" {info.cache} ({filesystem_of(info.cache)})"
@@ -640,32 +686,33 @@ def render(
     add("## Settings sweep")
     add("")
     add(
-        'Each row writes the wheels it covers with `write_v2` (content links on); "default, same wheels"'
-        " is the default setting's 2.0 size over the same wheels, so rows on a subset compare like with like."
+        "Each row writes the wheels it covers with `write_v2` (content links on) and is compared with"
+        " another setting over the same wheels, so rows on a subset compare like with like. Pack times are"
+        " wall times including reading and verifying the 1.0 wheel."
     )
     add("")
     add(
-        "| setting | wheels | 1.0 MB | 2.0 MB | 2.0/1.0 | default, same wheels MB | vs default"
+        "| setting | wheels | 1.0 MB | 2.0 MB | 2.0/1.0 | compared with | that, same wheels MB | size change"
         " | pack s | pack MB/s |"
     )
-    add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for setting in [DEFAULT_SETTING, *settings]:
-        covered = [r for r in results if setting.key in r.sweep and DEFAULT_SETTING.key in r.sweep]
+    add("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    every = [DEFAULT_SETTING, *settings]
+    labels = {s.key: s.label for s in every}
+    for setting in every:
+        covered = [r for r in results if setting.key in r.sweep and setting.baseline in r.sweep]
         if not covered:
             continue
         size = sum(r.sweep[setting.key].size for r in covered)
-        base = sum(r.sweep[DEFAULT_SETTING.key].size for r in covered)
+        base = sum(r.sweep[setting.baseline].size for r in covered)
         v1 = sum(r.v1_size for r in covered)
         seconds = sum(r.sweep[setting.key].pack_s for r in covered)
         installed = sum(r.installed for r in covered)
-        name = (
-            setting.label
-            or setting_label(setting.level, setting.window_log, setting.metadata_method) + " (default)"
-        )
         scope = f"{len(covered)}" if setting.subset is None else f"{len(covered)} (subset)"
+        compared = "-" if setting.baseline == setting.key else labels.get(setting.baseline, setting.baseline)
+        change = f"{(size - base) / base:+.2%}" if base else "n/a"
         add(
-            f"| {name} | {scope} | {mb(v1)} | {mb(size)} | {ratio(size, v1)} | {mb(base)}"
-            f" | {(size - base) / base:+.2%} | {seconds:.1f} | {rate(installed, seconds)} |"
+            f"| {setting.label} | {scope} | {mb(v1)} | {mb(size)} | {ratio(size, v1)} | {compared} | {mb(base)}"
+            f" | {change} | {seconds:.1f} | {rate(installed, seconds)} |"
         )
     add("")
     notes = sweep_notes(results, settings)
@@ -694,30 +741,22 @@ def sweep_notes(results: list[WheelResult], settings: Sequence[Setting]) -> list
             names = sorted(r.name for r in results if setting.key in r.sweep)
             notes.append(f"{setting.label}: run on a subset to keep the run short: {', '.join(names)}.")
         if setting.metadata_method == STORED:
-            pair = next(
-                (
-                    s
-                    for s in [DEFAULT_SETTING, *settings]
-                    if s.level == setting.level
-                    and s.window_log == setting.window_log
-                    and s.metadata_method == DEFLATED
-                ),
-                None,
+            both = [r for r in results if setting.key in r.sweep and setting.baseline in r.sweep]
+            same_payload = all(
+                r.sweep[setting.key].payload == r.sweep[setting.baseline].payload for r in both
             )
-            if pair is None:
-                continue
-            both = [r for r in results if setting.key in r.sweep and pair.key in r.sweep]
-            same_payload = all(r.sweep[setting.key].payload == r.sweep[pair.key].payload for r in both)
             stored = sum(r.sweep[setting.key].size - r.sweep[setting.key].payload for r in both)
-            deflated = sum(r.sweep[pair.key].size - r.sweep[pair.key].payload for r in both)
+            deflated = sum(r.sweep[setting.baseline].size - r.sweep[setting.baseline].payload for r in both)
             notes.append(
-                f".dist-info stored vs deflated at level {setting.level}: the archives outside the payload take"
-                f" {mb(stored)} MB stored and {mb(deflated)} MB deflated over {len(both)} wheels"
-                f" ({stored - deflated:+,} bytes)"
+                f".dist-info stored vs deflated (level {setting.level}, {len(both)} wheels): everything but the"
+                f" payload member takes {mb(stored)} MB stored and {mb(deflated)} MB deflated"
+                f" ({stored - deflated:+,} bytes, {pct(stored - deflated, sum(r.v2_size for r in both))} of the"
+                " default 2.0 size)"
                 + (
-                    "; the payloads are byte-for-byte the same size, so the difference is the metadata alone."
+                    "; the payload members came out the same size both ways, so the difference is the metadata"
+                    " alone and does not depend on the level."
                     if same_payload
-                    else "; the payload sizes differ between the two, which they should not."
+                    else "; the payload members differ in size between the two, which they should not."
                 )
             )
     return notes
@@ -738,13 +777,18 @@ def sweep_settings(levels: Sequence[int], full: bool) -> list[Setting]:
         for level in levels
         if level != DEFAULT_LEVEL
     ]
+    # Stored vs deflated .dist-info members: the payload does not depend on
+    # it, so the cheapest level of the sweep measures it (the report checks
+    # that both payloads came out the same size).
+    metadata_level = min(levels)
     settings.append(
         Setting(
             "metadata-stored",
-            setting_label(DEFAULT_LEVEL, DEFAULT_WINDOW_LOG, STORED),
-            DEFAULT_LEVEL,
+            setting_label(metadata_level, DEFAULT_WINDOW_LOG, STORED),
+            metadata_level,
             DEFAULT_WINDOW_LOG,
             STORED,
+            baseline=f"level-{metadata_level}" if metadata_level != DEFAULT_LEVEL else "default",
         )
     )
     if DEFAULT_LEVEL in levels:
@@ -800,6 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
+    source = archive_source()
+    load_start = load_average()
     env = pip_environment()
     only = {canonicalize_name(n) for n in args.only.split(",") if n.strip()}
     wheels = [(n, v) for n, v in WHEELS if not only or canonicalize_name(n) in only]
@@ -865,6 +911,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         download_s=download_s,
         downloaded=downloaded,
         wheels=len(wheels),
+        archive_source=source,
+        load_start=load_start,
         command=shlex.join(["python", "-m", "bench.format", *(sys.argv[1:] if argv is None else argv)]),
         cache=cache,
         scratch=args.scratch.resolve(),

@@ -7,8 +7,8 @@ import os
 import shutil
 import subprocess
 
-from setuptools import Distribution, setup
-from setuptools.command.build_py import build_py
+from setuptools import Distribution, setup  # type: ignore[import-untyped]
+from setuptools.command.build_py import build_py  # type: ignore[import-untyped]
 
 LIBRARY = "libnwfoo.so.1.2.3"
 ALIASES = ("libnwfoo.so.1", "libnwfoo.so")
@@ -17,12 +17,8 @@ TABLE_SIZE = 32 * 1024
 
 def table_source() -> str:
     """A deterministic pseudo-random table (sha256 in counter mode) as C."""
-    data = b"".join(
-        hashlib.sha256(b"nwfoo-table-%d" % i).digest() for i in range(TABLE_SIZE // 32)
-    )
-    rows = ",\n".join(
-        ", ".join(str(b) for b in data[i : i + 24]) for i in range(0, len(data), 24)
-    )
+    data = b"".join(hashlib.sha256(b"nwfoo-table-%d" % i).digest() for i in range(TABLE_SIZE // 32))
+    rows = ",\n".join(", ".join(str(b) for b in data[i : i + 24]) for i in range(0, len(data), 24))
     return (
         "#include <stddef.h>\n"
         f"const unsigned char nwfoo_table[{len(data)}] = {{\n{rows}\n}};\n"
@@ -30,7 +26,7 @@ def table_source() -> str:
     )
 
 
-class BuildWithLibrary(build_py):
+class BuildWithLibrary(build_py):  # type: ignore[misc]
     def run(self) -> None:
         super().run()
         temp = os.path.join(self.get_finalized_command("build").build_temp, "nwfoo")
@@ -59,7 +55,7 @@ class BuildWithLibrary(build_py):
             shutil.copy(library, os.path.join(out_dir, alias))  # content and mode
 
 
-class BinaryDistribution(Distribution):
+class BinaryDistribution(Distribution):  # type: ignore[misc]
     """Platform-specific wheel: the package holds native code."""
 
     def has_ext_modules(self) -> bool:

@@ -2,8 +2,8 @@
 
 import sys
 
-from nwdemo_pure import __version__
-from nwdemo_pure.core import greeting
+from . import __version__
+from .core import greeting
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Core helpers."""
 
-from nwdemo_pure.sub_a.alpha import shout
-from nwdemo_pure.sub_b.beta import reverse_words
+from .sub_a.alpha import shout
+from .sub_b.beta import reverse_words
 
 
 def greeting(who: str) -> str:

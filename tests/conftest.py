@@ -1,0 +1,172 @@
+"""Shared fixtures: wheels built offline from the demo projects in
+tests/projects/, and a fresh virtual environment to install them into.
+
+The machine's global pip configuration adds local indexes and find-links, so
+every pip (and ensurepip) run here gets an explicit environment with no PIP_*
+variable inherited and PIP_CONFIG_FILE=/dev/null.
+"""
+
+from __future__ import annotations
+
+import ensurepip
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+PROJECTS_DIR = Path(__file__).parent / "projects"
+# kind -> (project directory, distribution name as it appears in the wheel file name)
+PROJECTS: dict[str, tuple[str, str]] = {
+    "pure": ("purepkg", "nwdemo_pure"),
+    "ext": ("extpkg", "nwdemo_ext"),
+    "sharedlib": ("sharedlib", "nwdemo_sharedlib"),
+}
+SOURCE_DATE_EPOCH = "1700000000"
+_SUBPROCESS_TIMEOUT = 240
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ without any PIP_* setting, pip pointed at no config file,
+    never prompting, and a fixed SOURCE_DATE_EPOCH."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INPUT="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH,
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: list[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with the clean environment, capturing text output; on
+    failure (with check) the assertion message carries the output."""
+    result = subprocess.run(
+        [os.fspath(arg) for arg in argv],
+        env=clean_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=_SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"{argv} exited with {result.returncode}\n"
+            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    return result
+
+
+def pip_wheel_command(project: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(out),
+        str(project),
+    ]
+
+
+def make_venv(path: Path) -> Path:
+    """A new virtual environment with pip at `path`; returns its python.
+
+    `python -m venv --without-pip`, then pip installed offline from the wheel
+    that ensurepip bundles, without byte-compiling: that is what `python -m
+    venv` itself does, minus setuptools and the compile step, which take most
+    of its 10+ seconds here. Without a bundled wheel, plain `python -m venv`."""
+    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    if not bundled:
+        run([sys.executable, "-m", "venv", path])
+    else:
+        run([sys.executable, "-m", "venv", "--without-pip", path])
+        pip_wheel = bundled[-1]
+        run(
+            [
+                path / "bin" / "python",
+                pip_wheel / "pip",
+                "install",
+                "--no-index",
+                "--no-compile",
+                "-q",
+                pip_wheel,
+            ]
+        )
+    python = path / "bin" / "python"
+    assert (path / "lib").is_dir()
+    assert python.exists()
+    return python
+
+
+@pytest.fixture(scope="session")
+def built_wheels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Each demo project copied to a temporary directory and built offline with
+    `pip wheel --no-build-isolation --no-index`; kind -> the wheel's path.
+    The builds run in parallel."""
+    root = tmp_path_factory.mktemp("built-wheels")
+    jobs: dict[str, tuple[subprocess.Popen[str], Path]] = {}
+    try:
+        for kind, (directory, _) in PROJECTS.items():
+            source = root / "src" / directory
+            shutil.copytree(
+                PROJECTS_DIR / directory,
+                source,
+                ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+            )
+            for script in (source / "scripts").glob("*"):
+                script.chmod(0o755)  # a checkout may have lost the exec bit
+            out = root / "wheels" / kind
+            out.mkdir(parents=True)
+            process = subprocess.Popen(
+                pip_wheel_command(source, out),
+                env=clean_env(),
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            jobs[kind] = (process, out)
+        wheels: dict[str, Path] = {}
+        for kind, (process, out) in jobs.items():
+            output, _ = process.communicate(timeout=_SUBPROCESS_TIMEOUT)
+            assert process.returncode == 0, f"building {kind} failed:\n{output}"
+            found = sorted(out.glob("*.whl"))
+            assert len(found) == 1, f"building {kind} gave {found}:\n{output}"
+            assert found[0].name.startswith(PROJECTS[kind][1] + "-0.1.0-")
+            wheels[kind] = found[0]
+        yield wheels
+    finally:
+        for process, _ in jobs.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A new venv with only pip in it (see make_venv); yields its python
+    executable. Shared by the session: do not install into it, make your own
+    with make_venv."""
+    root = tmp_path_factory.mktemp("fresh-venv")
+    try:
+        yield make_venv(root / "venv")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
