@@ -6,20 +6,38 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import DestinationError
 from .sources import Archive, FileData
 
+T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Files up to this size are read whole, then verified and written by a worker
 # thread; larger ones go chunk by chunk to one ordered worker. Either way,
 # hashing and writing leave the decoding thread, and memory stays bounded.
 SMALL_FILE = 1 << 20
 MAX_IN_FLIGHT = 32 << 20
+# Below this many installed bytes, starting and joining threads costs more
+# than it saves: a small wheel unpacks on the calling thread.
+PARALLEL_MIN = 4 << 20
+
+
+class _Inline(Executor):
+    """Runs each job at once on the calling thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 class LinkMode(StrEnum):
@@ -55,11 +73,14 @@ def unpack(
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpacking"))
     workers = workers or min(4, os.cpu_count() or 1)
     try:
-        with (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nwcache-unpack") as pool,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="nwcache-unpack-large") as serial,
-        ):
-            count = _unpack_into(archive, tmp, links, pool, serial)
+        if archive.installed_size < PARALLEL_MIN or workers == 1:
+            count = _unpack_into(archive, tmp, links, _Inline(), _Inline())
+        else:
+            with (
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nwcache-unpack") as pool,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="nwcache-unpack-large") as serial,
+            ):
+                count = _unpack_into(archive, tmp, links, pool, serial)
         if dest.is_dir():
             dest.rmdir()
         os.rename(tmp, dest)
@@ -69,9 +90,7 @@ def unpack(
     return count
 
 
-def _unpack_into(
-    archive: Archive, root: Path, links: LinkMode, pool: ThreadPoolExecutor, serial: ThreadPoolExecutor
-) -> int:
+def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: Executor, serial: Executor) -> int:
     """Decoding stays on this thread; hashing and writing go to `pool` (small
     files, whole) and `serial` (large files, chunk by chunk, in order)."""
     made: set[str] = set()
