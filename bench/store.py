@@ -36,12 +36,20 @@ from pathlib import Path
 import lmdb
 import zstandard
 
-from bench.format import DEFAULT_CACHE, cpu_model, fetch_wheel, load_average, memory_total, pip_environment
+from bench.common import (
+    DEFAULT_CACHE,
+    MB,
+    ROOT,
+    cpu_model,
+    fetch_wheel,
+    load_average,
+    memory_total,
+    pip_environment,
+)
 from nwcache.archive import Archive, convert
 from nwcache.daemon import schema
 from nwcache.daemon.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "BENCH-STORE.md"
 WHEELS = (
     ("numpy", "2.1.3"),
@@ -51,7 +59,6 @@ WHEELS = (
     ("requests", "2.32.3"),
 )
 THRESHOLDS = (0, 512, 2000, 4000, 16384)
-MB = 1_000_000
 
 
 @dataclass
