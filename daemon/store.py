@@ -489,15 +489,7 @@ class Store:
 
     def history(self, path: str | os.PathLike[str]) -> list[GenerationRecord]:
         with self.env.begin() as txn:
-            env = self._env_by_path(path, txn)
-            out = []
-            cursor = txn.cursor(db=self.db["generations"])
-            if cursor.set_range(env.id):
-                for key, value in cursor:
-                    if key[:16] != env.id:
-                        break
-                    out.append(GenerationRecord.decode(value))
-            return out
+            return self._generations(txn, self._env_by_path(path, txn))
 
     def tree(self, path: str | os.PathLike[str], number: int | None = None) -> dict[str, FileRef]:
         """site-packages of an environment at a generation (default: current)."""
