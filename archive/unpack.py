@@ -134,9 +134,20 @@ def _write_all(fd: int, content: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: changing the umask is process-wide, so never do it per file.
+_UMASK = _current_umask()
+
+
 def _close(fd: int, mode: int) -> None:
     try:
-        os.fchmod(fd, mode)
+        if mode & _UMASK:  # open() honoured the umask; the archive's mode wins
+            os.fchmod(fd, mode)
     finally:
         os.close(fd)
 

@@ -286,7 +286,8 @@ def extract_and_verify(v1: Path, dest: Path) -> None:
     installer adds to zipfile's CRC-32)."""
     with zipfile.ZipFile(v1) as zf:
         zf.extractall(dest)
-        record_name = next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD"))
+        # The wheel's own RECORD, not one of a vendored package deeper down.
+        record_name = next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD") and n.count("/") == 1)
         rows = zf.read(record_name).decode().splitlines()
     for row in csv.reader(rows):
         if len(row) != 3 or not row[1]:
