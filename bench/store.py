@@ -149,7 +149,8 @@ def measure(
             pkg = store.ingest(wheel)
             drop_package(store, pkg.id)
             warm_blobs = timed(store.ingest, wheel)
-            rebuilt_time = timed(store.ingest, rebuilt(wheel, scratch / f"rebuilt-{wheel.name}"))
+            (scratch / "rebuilt").mkdir(exist_ok=True)
+            rebuilt_time = timed(store.ingest, rebuilt(wheel, scratch / "rebuilt" / wheel.name))
         shutil.rmtree(home)
         with Store(home) as store:
             cold_v2 = timed(store.ingest, v2s[wheel])
