@@ -548,7 +548,7 @@ class Archive:
         nothing after it."""
         name = payload.name
         assert self.v2 is not None
-        head = self.zip._pread(payload.data_offset, min(18, payload.file_size))
+        head = self.zip.pread(payload.data_offset, min(18, payload.file_size))
         if head[:4] != _ZSTD_MAGIC:
             raise self._fail("payload is not a zstd frame", "payload-frame", name)
         try:
@@ -580,7 +580,7 @@ class Archive:
         while True:
             if pos + 3 > end:
                 raise self._fail("payload frame is truncated", "payload-frame", name)
-            (header,) = struct.unpack("<I", self.zip._pread(pos, 3) + b"\0")
+            (header,) = struct.unpack("<I", self.zip.pread(pos, 3) + b"\0")
             last, kind, size = header & 1, (header >> 1) & 3, header >> 3
             if kind == 3:
                 raise self._fail("reserved zstd block type", "payload-frame", name)

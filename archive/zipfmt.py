@@ -76,7 +76,7 @@ class ZipReader:
     def _fail(self, message: str, rule: str, member: str | None = None) -> InvalidArchive:
         return InvalidArchive(message, rule=rule, archive=self.archive, member=member)
 
-    def _pread(self, offset: int, length: int) -> bytes:
+    def pread(self, offset: int, length: int) -> bytes:
         self.fh.seek(offset)
         data = self.fh.read(length)
         if len(data) != length:
@@ -88,10 +88,10 @@ class ZipReader:
             raise self._fail("not a zip file (too short for an end of central directory)", "zip-truncated")
         eocd_at = self.size - _EOCD.size
         sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = _EOCD.unpack(
-            self._pread(eocd_at, _EOCD.size)
+            self.pread(eocd_at, _EOCD.size)
         )
         if sig != _EOCD_SIG:
-            tail = self._pread(max(0, self.size - 65557), min(self.size, 65557))
+            tail = self.pread(max(0, self.size - 65557), min(self.size, 65557))
             if _EOCD_SIG in tail:
                 raise self._fail(
                     "data or a comment follows the end of central directory", "zip-trailing-data"
@@ -106,13 +106,13 @@ class ZipReader:
             loc_at = eocd_at - _Z64_LOCATOR.size
             if loc_at < 0:
                 raise self._fail("zip64 locator missing", "zip-truncated")
-            lsig, ldisk, z64_at, ndisks = _Z64_LOCATOR.unpack(self._pread(loc_at, _Z64_LOCATOR.size))
+            lsig, ldisk, z64_at, ndisks = _Z64_LOCATOR.unpack(self.pread(loc_at, _Z64_LOCATOR.size))
             if lsig != _Z64_LOCATOR_SIG or ldisk or ndisks != 1:
                 raise self._fail("bad zip64 end of central directory locator", "zip-structure")
             if z64_at != loc_at - _Z64_EOCD.size:
                 raise self._fail("zip64 end record is not where its locator says", "zip-structure")
             (zsig, rec_size, _, _, zdisk, zcd_disk, zn_disk, zn_total, zcd_size, zcd_offset) = (
-                _Z64_EOCD.unpack(self._pread(z64_at, _Z64_EOCD.size))
+                _Z64_EOCD.unpack(self.pread(z64_at, _Z64_EOCD.size))
             )
             if zsig != _Z64_EOCD_SIG or rec_size != _Z64_EOCD.size - 12:
                 raise self._fail("bad zip64 end of central directory record", "zip-structure")
@@ -125,7 +125,7 @@ class ZipReader:
             raise self._fail("central directory does not end where the end record begins", rule)
         if n_total > max_members:
             raise self._fail(f"{n_total} members exceed the limit of {max_members}", "zip-too-many-members")
-        central = self._pread(cd_offset, cd_size)
+        central = self.pread(cd_offset, cd_size)
         entries: list[ZipEntry] = []
         pos = 0
         seen: set[str] = set()
@@ -217,13 +217,13 @@ class ZipReader:
         if host == _UNIX and (eattr >> 16) & 0o111:
             mode = 0o755
         # The local header must agree with the central directory.
-        local = self._pread(offset, _LOCAL.size)
+        local = self.pread(offset, _LOCAL.size)
         (lsig, _lneed, _lhost, lflags, lmethod, _lt, _ld, lcrc, lcsize, lusize, lname_len, lextra_len) = (
             _LOCAL.unpack(local)
         )
         if lsig != _LOCAL_SIG:
             raise self._fail("no local header where the central directory points", "zip-inconsistent", name)
-        lname = self._pread(offset + _LOCAL.size, lname_len)
+        lname = self.pread(offset + _LOCAL.size, lname_len)
         if lname != raw_name or lmethod != method or (lflags ^ flags) & ~_FLAG_UTF8 & 0xFFFF & ~0x0006:
             raise self._fail("local header disagrees with the central directory", "zip-inconsistent", name)
         data_offset = offset + _LOCAL.size + lname_len + lextra_len
@@ -231,7 +231,7 @@ class ZipReader:
         if flags & _FLAG_DESCRIPTOR:
             end = self._check_descriptor(end, crc, csize, usize, name)
         else:
-            lextra = self._pread(offset + _LOCAL.size + lname_len, lextra_len)
+            lextra = self.pread(offset + _LOCAL.size + lname_len, lextra_len)
             lusize, lcsize, _ = self._zip64_fields(lextra, lusize, lcsize, 0, name, local=True)
             if (lcrc, lcsize, lusize) != (crc, csize, usize):
                 raise self._fail(
@@ -245,13 +245,13 @@ class ZipReader:
         return entry, pos
 
     def _check_descriptor(self, at: int, crc: int, csize: int, usize: int, name: str) -> int:
-        head = self._pread(at, 4) if at + 4 <= self.size else b""
+        head = self.pread(at, 4) if at + 4 <= self.size else b""
         if head == _DESCRIPTOR_SIG:
             at += 4
         zip64 = csize >= _MAX32 or usize >= _MAX32
         fmt = "<LQQ" if zip64 else "<LLL"
         length = struct.calcsize(fmt)
-        if struct.unpack(fmt, self._pread(at, length)) != (crc, csize, usize):
+        if struct.unpack(fmt, self.pread(at, length)) != (crc, csize, usize):
             raise self._fail("data descriptor disagrees with the central directory", "zip-inconsistent", name)
         return at + length
 
@@ -382,6 +382,7 @@ class ZipWriter:
         self.date, self.clock = dos_datetime(timestamp)
         self.members: list[_Written] = []
         self.names: set[str] = set()
+        self._by_name: dict[str, _Written] = {}
 
     def _local_header(
         self, name: bytes, flags: int, method: int, crc: int, csize: int, usize: int, zip64: bool
@@ -407,6 +408,10 @@ class ZipWriter:
             + extra
         )
 
+    def _record(self, member: _Written) -> None:
+        self.members.append(member)
+        self._by_name[member.name.decode("utf-8")] = member
+
     def _start(self, name: str) -> tuple[bytes, int]:
         if name in self.names:
             raise ValueError(f"duplicate zip member {name!r}")
@@ -429,9 +434,7 @@ class ZipWriter:
         self.fh.write(self._local_header(raw, flags, method, crc, len(body), len(data), zip64))
         data_offset = self.fh.tell()
         self.fh.write(body)
-        self.members.append(
-            _Written(raw, flags, method, crc, len(body), len(data), offset, mode, data_offset)
-        )
+        self._record(_Written(raw, flags, method, crc, len(body), len(data), offset, mode, data_offset))
 
     def add_stream(
         self,
@@ -470,13 +473,13 @@ class ZipWriter:
         self.fh.seek(offset)
         self.fh.write(self._local_header(raw, flags, method, crc, csize, size, zip64))
         self.fh.seek(end)
-        self.members.append(_Written(raw, flags, method, crc, csize, size, offset, mode, data_offset))
+        self._record(_Written(raw, flags, method, crc, csize, size, offset, mode, data_offset))
         return size
 
     def add_copy(self, name: str, of: str, *, mode: int = 0o644) -> None:
         """A new member with the same content as member `of`, reusing its
         compressed bytes; `fh` must be readable (opened "w+b")."""
-        source = next(m for m in self.members if m.name.decode("utf-8") == of)
+        source = self._by_name[of]
         raw, flags = self._start(name)
         zip64 = max(source.file_size, source.compressed_size) >= _MAX32
         offset = self.fh.tell()
@@ -502,7 +505,7 @@ class ZipWriter:
             self.fh.write(data)
             position += len(data)
             remaining -= len(data)
-        self.members.append(
+        self._record(
             _Written(
                 raw,
                 flags,

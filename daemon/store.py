@@ -9,6 +9,7 @@ own short read transactions and never wait on a writer (LMDB's MVCC).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import threading
@@ -126,6 +127,15 @@ class Store:
     def __init__(self, home: str | os.PathLike[str], *, sweep: bool = True) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
+        # One process owns a store: the writer lock, the GC gate and the
+        # start-up sweep of tmp/ all assume no other writer. The kernel drops
+        # the lock when the owner dies, however it dies.
+        self._owner = os.open(self.home / "owner.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._owner)
+            raise StoreBusy(f"another process has the store in {self.home} open") from None
         self.bodies = BlobFiles(self.home)
         try:
             self.env = lmdb.open(
@@ -153,6 +163,7 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+        os.close(self._owner)
 
     def __enter__(self) -> Store:
         return self
@@ -315,11 +326,11 @@ class Store:
     def _read_payload(self, archive: Archive, pending: _Pending) -> dict[str, FileRef]:
         """Stream every file, verified; stage the contents the store lacks."""
         files: dict[str, FileRef] = {}
-        links: list[tuple[str, str]] = []
+        links: list[tuple[str, str, bool]] = []
         for data in archive.iter_files():
             info = data.info
             if data.link_to is not None:
-                links.append((info.path, data.link_to.path))
+                links.append((info.path, data.link_to.path, info.executable))
                 continue
             known = info.record.digest.hex() if info.record.hash_name == "sha256" else None
             if known is not None and (
@@ -346,11 +357,8 @@ class Store:
                     pending.files[blob] = (temp, info.size)
             assert data.sha256 is not None
             files[info.path] = FileRef(data.sha256.hex(), info.size, info.executable)
-        for path, target in links:
-            ref = files[target]
-            files[path] = FileRef(
-                ref.blob, ref.size, next(f.executable for f in archive.files if f.path == path)
-            )
+        for path, target, executable in links:
+            files[path] = FileRef(files[target].blob, files[target].size, executable)
         return files
 
     # -- environments -------------------------------------------------------------

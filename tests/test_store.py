@@ -328,3 +328,15 @@ def test_stats_count_dedup(store: Store, tmp_path: Path) -> None:
     one = sum(r.size for r in store.tree(roots[0]).values())
     assert stats["logical_bytes"] == 3 * one
     assert hashlib.sha256(b"").hexdigest() in {r.blob for r in store.tree(roots[0]).values()}
+
+
+def test_one_process_owns_a_store(store: Store) -> None:
+    from nwcache.daemon.errors import StoreBusy
+
+    code = f"from nwcache.daemon.store import Store; Store({str(store.home)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "StoreBusy" in done.stderr
+    assert "another process has the store" in done.stderr
+    with pytest.raises(StoreBusy):  # a second owner in this process too
+        Store(store.home)
