@@ -4,6 +4,7 @@
       index/          LMDB environment (data.mdb, lock.mdb): the databases below
       blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
       tmp/            bodies being written; anything here at start-up is debris
+      owner.lock      flock held by the one process that has the store open
 
 Databases (all keys are bytes; integers big-endian so that keys sort numerically):
 
