@@ -5,39 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
 from .errors import DestinationError
+from .parallel import SMALL_FILE, InFlight, executors, write_all
 from .sources import Archive, FileData
 
-T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Files up to this size are read whole, then verified and written by a worker
-# thread; larger ones go chunk by chunk to one ordered worker. Either way,
-# hashing and writing leave the decoding thread, and memory stays bounded.
-SMALL_FILE = 1 << 20
-MAX_IN_FLIGHT = 32 << 20
-# Below this many installed bytes, starting and joining threads costs more
-# than it saves: a small wheel unpacks on the calling thread.
-PARALLEL_MIN = 4 << 20
-
-
-class _Inline(Executor):
-    """Runs each job at once on the calling thread."""
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
 
 
 class LinkMode(StrEnum):
@@ -73,14 +50,8 @@ def unpack(
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpacking"))
     workers = workers or min(4, os.cpu_count() or 1)
     try:
-        if archive.installed_size < PARALLEL_MIN or workers == 1:
-            count = _unpack_into(archive, tmp, links, _Inline(), _Inline())
-        else:
-            with (
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nwcache-unpack") as pool,
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="nwcache-unpack-large") as serial,
-            ):
-                count = _unpack_into(archive, tmp, links, pool, serial)
+        with executors(archive.installed_size, workers) as (pool, serial):
+            count = _unpack_into(archive, tmp, links, pool, serial)
         if dest.is_dir():
             dest.rmdir()
         os.rename(tmp, dest)
@@ -95,8 +66,7 @@ def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: Executor, 
     files, whole) and `serial` (large files, chunk by chunk, in order)."""
     made: set[str] = set()
     linked: list[FileData] = []
-    in_flight: deque[tuple[Future[None], int]] = deque()
-    in_flight_bytes = 0
+    in_flight = InFlight()
     count = 0
     for data in archive.iter_files():
         count += 1
@@ -108,16 +78,11 @@ def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: Executor, 
             linked.append(data)
             continue
         if data.info.size <= SMALL_FILE:
-            future = data.read_then(pool, partial(_write_bytes, root / data.path, _mode(data)))
+            job = data.read_then(pool, partial(_write_bytes, root / data.path, _mode(data)))
         else:
             fd = os.open(root / data.path, _WRITE_FLAGS, _mode(data))
-            future = data.stream_then(serial, partial(_write_all, fd), partial(_close, fd, _mode(data)))
-        in_flight.append((future, data.info.size))
-        in_flight_bytes += data.info.size
-        while in_flight_bytes > MAX_IN_FLIGHT or len(in_flight) > 512:
-            done, size = in_flight.popleft()
-            done.result()  # a failure surfaces here, early
-            in_flight_bytes -= size
+            job = data.stream_then(serial, partial(write_all, fd), partial(_close, fd, _mode(data)))
+        in_flight.add(job, data.info.size)
     # iter_files waited for every verification before its final check.
     for data in linked:
         _link(root, data, links)
@@ -126,12 +91,6 @@ def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: Executor, 
 
 def _mode(data: FileData) -> int:
     return 0o755 if data.info.executable else 0o644
-
-
-def _write_all(fd: int, content: bytes) -> None:
-    view = memoryview(content)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _current_umask() -> int:
@@ -155,7 +114,7 @@ def _close(fd: int, mode: int) -> None:
 def _write_bytes(path: Path, mode: int, content: bytes) -> None:
     fd = os.open(path, _WRITE_FLAGS, mode)
     try:
-        _write_all(fd, content)
+        write_all(fd, content)
     except BaseException:
         os.close(fd)
         raise

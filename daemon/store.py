@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import lmdb
@@ -24,6 +25,8 @@ from packaging.utils import canonicalize_name
 
 from nwcache.archive import Archive
 from nwcache.archive.digest import DigestItem, content_digest
+from nwcache.archive.parallel import SMALL_FILE, InFlight, executors, write_all
+from nwcache.archive.sources import FileData
 
 from . import schema
 from .blobs import BlobFiles, syncfs
@@ -42,6 +45,11 @@ from .venvs import probe, scan_site_packages, sha256_file, venv_root
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data does
 CHUNK = 1 << 20
+
+
+def _hex(data: FileData) -> str:
+    assert data.sha256 is not None
+    return data.sha256.hex()
 
 
 def _crash_point(name: str) -> None:
@@ -324,41 +332,71 @@ class Store:
                 raise StoreError(f"blob {ref.blob} vanished before commit")
 
     def _read_payload(self, archive: Archive, pending: _Pending) -> dict[str, FileRef]:
-        """Stream every file, verified; stage the contents the store lacks."""
-        files: dict[str, FileRef] = {}
-        links: list[tuple[str, str, bool]] = []
-        for data in archive.iter_files():
-            info = data.info
-            if data.link_to is not None:
-                links.append((info.path, data.link_to.path, info.executable))
-                continue
-            known = info.record.digest.hex() if info.record.hash_name == "sha256" else None
-            if known is not None and (
-                known in pending.inline or known in pending.files or self.has_blob(known)
-            ):
-                for _ in data.chunks():  # verify, store nothing
-                    pass
-            elif info.size <= schema.INLINE_MAX:
-                self._stage_bytes(pending, b"".join(data.chunks()))
-            else:
-                fd, temp = self.bodies.new_temp()
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        for chunk in data.chunks():
-                            fh.write(chunk)
-                except BaseException:
-                    temp.unlink()
-                    raise
+        """Stream every file, verified; stage the contents the store lacks.
+        Hashing and writing run on worker threads (archive.parallel); the
+        decoding stays here."""
+        stored: list[FileData] = []
+        links: list[FileData] = []
+        bodies: list[tuple[FileData, Path]] = []  # new contents written to tmp/
+        lock = threading.Lock()
+
+        def keep_inline(data: FileData, content: bytes) -> None:
+            assert data.sha256 is not None
+            with lock:
+                pending.inline.setdefault(data.sha256.hex(), content)
+
+        def keep_body(data: FileData, content: bytes) -> None:
+            fd, temp = self.bodies.new_temp()
+            with lock:
+                bodies.append((data, temp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+
+        def discard(_: bytes) -> None:
+            pass
+
+        try:
+            with executors(archive.installed_size, workers=min(4, os.cpu_count() or 1)) as (pool, serial):
+                in_flight = InFlight()
+                for data in archive.iter_files():
+                    info = data.info
+                    if data.link_to is not None:
+                        links.append(data)
+                        continue
+                    stored.append(data)
+                    known = info.record.digest.hex() if info.record.hash_name == "sha256" else None
+                    have = known is not None and (
+                        known in pending.inline or known in pending.files or self.has_blob(known)
+                    )
+                    if info.size <= SMALL_FILE:
+                        sink = (
+                            discard
+                            if have
+                            else partial(keep_inline if info.size <= schema.INLINE_MAX else keep_body, data)
+                        )
+                        job = data.read_then(pool, sink)
+                    elif have:
+                        job = data.stream_then(serial, discard, lambda: None)
+                    else:
+                        fd, temp = self.bodies.new_temp()
+                        bodies.append((data, temp))
+                        job = data.stream_then(serial, partial(write_all, fd), partial(os.close, fd))
+                    in_flight.add(job, info.size)
+            # iter_files is exhausted: every file verified, every job done.
+            for data, temp in bodies:
                 assert data.sha256 is not None
                 blob = data.sha256.hex()
                 if blob in pending.files or self.has_blob(blob):
                     temp.unlink()
                 else:
-                    pending.files[blob] = (temp, info.size)
-            assert data.sha256 is not None
-            files[info.path] = FileRef(data.sha256.hex(), info.size, info.executable)
-        for path, target, executable in links:
-            files[path] = FileRef(files[target].blob, files[target].size, executable)
+                    pending.files[blob] = (temp, data.info.size)
+        except BaseException:
+            for _, temp in bodies:
+                temp.unlink(missing_ok=True)
+            raise
+        files = {d.path: FileRef(_hex(d), d.info.size, d.info.executable) for d in stored}
+        for data in links:
+            files[data.path] = FileRef(_hex(data), data.info.size, data.info.executable)
         return files
 
     # -- environments -------------------------------------------------------------
