@@ -16,6 +16,7 @@ ALLOWED_HASHES = frozenset(
     {"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
 )
 RECORD_SIGNATURES = ("RECORD.jws", "RECORD.p7s")
+_DIGEST_SIZE = {name: hashlib.new(name).digest_size for name in ALLOWED_HASHES}
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def parse_record(data: bytes, *, dist_info: str, archive: str) -> list[RecordEnt
             digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except ValueError:
             raise fail(f"line {number}: hash is not urlsafe base64", "record-syntax") from None
-        if len(digest) != hashlib.new(name).digest_size or urlsafe_b64(digest) != encoded:
+        if len(digest) != _DIGEST_SIZE[name] or urlsafe_b64(digest) != encoded:
             raise fail(f"line {number}: malformed {name} digest", "record-syntax")
         if not size_text.isdigit():
             raise fail(f"line {number}: bad size {size_text!r}", "record-syntax")

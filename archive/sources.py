@@ -306,11 +306,7 @@ class Archive:
 
     def _validate(self) -> None:
         members = self.zip.entries
-        files: list[ZipEntry] = []
-        for member in members:
-            check_path(member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label)
-            if not member.is_dir:
-                files.append(member)
+        files = [member for member in members if not member.is_dir]
         tops = {e.name.split("/", 1)[0] for e in files if "/" in e.name}
         dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
         if len(dist_infos) != 1:
@@ -326,6 +322,10 @@ class Archive:
         self.record_bytes = self._read_small(record_member)
         self.record = parse_record(self.record_bytes, dist_info=self.dist_info, archive=self.label)
         record_by_path = {entry.path: entry for entry in self.record}
+        # RECORD's paths were checked as it was parsed; check the others.
+        for member in members:
+            if member.name not in record_by_path:
+                check_path(member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label)
         check_collisions(record_by_path, archive=self.label)
         wheel_label = f"{self.dist_info}/WHEEL"
         if declared_version(self.wheel_bytes, archive=self.label, member=wheel_label) == FORMAT_VERSION:

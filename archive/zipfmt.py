@@ -217,13 +217,16 @@ class ZipReader:
         if host == _UNIX and (eattr >> 16) & 0o111:
             mode = 0o755
         # The local header must agree with the central directory.
-        local = self.pread(offset, _LOCAL.size)
+        # One read for the local header, its name and (usually) its extra field.
+        head = self.pread(offset, min(_LOCAL.size + name_len + 64, self.size - offset))
+        if len(head) < _LOCAL.size:
+            raise self._fail("archive is truncated", "zip-truncated", name)
         (lsig, _lneed, _lhost, lflags, lmethod, _lt, _ld, lcrc, lcsize, lusize, lname_len, lextra_len) = (
-            _LOCAL.unpack(local)
+            _LOCAL.unpack_from(head)
         )
         if lsig != _LOCAL_SIG:
             raise self._fail("no local header where the central directory points", "zip-inconsistent", name)
-        lname = self.pread(offset + _LOCAL.size, lname_len)
+        lname = head[_LOCAL.size : _LOCAL.size + lname_len]
         if lname != raw_name or lmethod != method or (lflags ^ flags) & ~_FLAG_UTF8 & 0xFFFF & ~0x0006:
             raise self._fail("local header disagrees with the central directory", "zip-inconsistent", name)
         data_offset = offset + _LOCAL.size + lname_len + lextra_len
@@ -231,7 +234,10 @@ class ZipReader:
         if flags & _FLAG_DESCRIPTOR:
             end = self._check_descriptor(end, crc, csize, usize, name)
         else:
-            lextra = self.pread(offset + _LOCAL.size + lname_len, lextra_len)
+            extra_at = _LOCAL.size + lname_len
+            lextra = head[extra_at : extra_at + lextra_len]
+            if len(lextra) != lextra_len:
+                lextra = self.pread(offset + extra_at, lextra_len)
             lusize, lcsize, _ = self._zip64_fields(lextra, lusize, lcsize, 0, name, local=True)
             if (lcrc, lcsize, lusize) != (crc, csize, usize):
                 raise self._fail(
