@@ -325,7 +325,9 @@ class Archive:
         # RECORD's paths were checked as it was parsed; check the others.
         for member in members:
             if member.name not in record_by_path:
-                check_path(member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label)
+                check_path(
+                    member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label
+                )
         check_collisions(record_by_path, archive=self.label)
         wheel_label = f"{self.dist_info}/WHEEL"
         if declared_version(self.wheel_bytes, archive=self.label, member=wheel_label) == FORMAT_VERSION:
