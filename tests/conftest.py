@@ -17,6 +17,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI and developers alike)
+# and keep no example database: a failure reproduces from a clean checkout.
+# Wide random exploration is the fuzzing suite's job, not the test suite's.
+settings.register_profile("nwcache", derandomize=True, database=None, deadline=None)
+settings.load_profile("nwcache")
 
 PROJECTS_DIR = Path(__file__).parent / "projects"
 # kind -> (project directory, distribution name as it appears in the wheel file name)

@@ -544,9 +544,13 @@ _EXAMPLE_TREE: Tree = [
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(tree=trees(), rng=st.randoms(use_true_random=False))
-@example(tree=_EXAMPLE_TREE, rng=random.Random(0))
-def test_generated_trees_roundtrip(tree: Tree, rng: random.Random) -> None:
+# A plain seed rather than st.randoms(): the shuffles and per-member choices
+# then draw nothing from Hypothesis while the test runs, so every replay of
+# an example draws exactly what the first run drew.
+@given(tree=trees(), seed=st.integers(min_value=0, max_value=2**32 - 1))
+@example(tree=_EXAMPLE_TREE, seed=0)
+def test_generated_trees_roundtrip(tree: Tree, seed: int) -> None:
+    rng = random.Random(seed)
     paths = [path for path, _, _ in tree]
     if any(len(path.encode()) > 100 for path in paths):
         event("path longer than 100 bytes")
