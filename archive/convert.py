@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from .errors import DestinationError
@@ -43,20 +44,17 @@ def convert(
         )
     with Archive.open(src, max_window_log=max_window_log) as archive:
         if to == 1:
-            return write_v1(archive.iter_files(), dest, label=archive.label, timestamp=timestamp)
-        options = {
-            "level": level,
-            "window_log": window_log,
-            "timestamp": timestamp,
-            "content_links": content_links,
-        }
+            return write_v1(archive.iter_files(), dest, timestamp=timestamp)
+        write = partial(
+            write_v2, level=level, window_log=window_log, timestamp=timestamp, content_links=content_links
+        )
         if archive.format == 1:
-            return write_v2(archive, dest, **options)  # type: ignore[arg-type]
+            return write(archive, dest)
         tmp = Path(
             tempfile.mkdtemp(prefix=".nwcache-convert-", dir=dest.parent if dest.parent.exists() else None)
         )
         try:
             unpack(archive, tmp / "tree", links=LinkMode.HARDLINK)
-            return write_v2(TreeSource(tmp / "tree", filename=archive.filename), dest, **options)  # type: ignore[arg-type]
+            return write(TreeSource(tmp / "tree", filename=archive.filename), dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

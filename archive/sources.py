@@ -82,6 +82,11 @@ class FileInfo:
     def link_key(self) -> tuple[str, int]:
         return self.record.hash_value, self.size
 
+    @property
+    def mode(self) -> int:
+        """The normalised permission bits: only the executable bit survives."""
+        return 0o755 if self.executable else 0o644
+
 
 class FileData:
     """A file produced by `Archive.iter_files` (or a source's `open_file`):
@@ -212,10 +217,6 @@ class _Checker:
             raise self._fail("content does not match its RECORD hash", "record-hash")
         assert self.sha is not None
         self.data._sha256 = self.sha.digest()
-
-
-def verified_file(info: FileInfo, chunks: Iterable[bytes], label: str) -> FileData:
-    return FileData(info, chunks, label)
 
 
 class _Limited(io.RawIOBase):
@@ -501,9 +502,6 @@ class Archive:
 
     # -- streaming every file, verified --------------------------------------
 
-    def _file_data(self, info: FileInfo, chunks: Iterable[bytes]) -> FileData:
-        return verified_file(info, chunks, self.label)
-
     def iter_files(self, chunk: int = CHUNK) -> Iterator[FileData]:
         """Every installed file, each verified as it is read. The caller must
         read each stored file's chunks in full before advancing. Content links
@@ -534,11 +532,11 @@ class Archive:
         """Random access to one zip member (any file of a classic wheel, a
         .dist-info file of a 2.0 archive), verified as it is read."""
         if info.path == f"{self.dist_info}/WHEEL":
-            return self._file_data(info, [self.classic_wheel])
+            return FileData(info, [self.classic_wheel], self.label)
         entry = self.zip.by_name.get(info.path)
         if entry is None:
             raise TypeError(f"{info.path} is inside the payload; use iter_files")
-        return self._file_data(info, self.zip.chunks(entry, chunk))
+        return FileData(info, self.zip.chunks(entry, chunk), self.label)
 
     @property
     def filename(self) -> str:
@@ -651,7 +649,7 @@ class Archive:
                         archive=self.label,
                         member=info.path,
                     )
-                data = self._file_data(info, tar.data(member, chunk))
+                data = FileData(info, tar.data(member, chunk), self.label)
                 stored.setdefault(info.link_key, data)
                 produced.append(data)
                 yield data
@@ -819,13 +817,13 @@ class TreeSource:
 
     def open_file(self, info: FileInfo, chunk: int = CHUNK) -> FileData:
         if info.path == f"{self.dist_info}/RECORD":
-            return verified_file(info, [self.record_bytes], self.label)
+            return FileData(info, [self.record_bytes], self.label)
 
         def chunks() -> Iterator[bytes]:
             with open(self.root / info.path, "rb") as fh:
                 yield from iter(lambda: fh.read(chunk), b"")
 
-        return verified_file(info, chunks(), self.label)
+        return FileData(info, chunks(), self.label)
 
 
 def parse_tag(text: str) -> tuple[str, str, str]:

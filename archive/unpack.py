@@ -78,19 +78,15 @@ def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: Executor, 
             linked.append(data)
             continue
         if data.info.size <= SMALL_FILE:
-            job = data.read_then(pool, partial(_write_bytes, root / data.path, _mode(data)))
+            job = data.read_then(pool, partial(_write_bytes, root / data.path, data.info.mode))
         else:
-            fd = os.open(root / data.path, _WRITE_FLAGS, _mode(data))
-            job = data.stream_then(serial, partial(write_all, fd), partial(_close, fd, _mode(data)))
+            fd = os.open(root / data.path, _WRITE_FLAGS, data.info.mode)
+            job = data.stream_then(serial, partial(write_all, fd), partial(_close, fd, data.info.mode))
         in_flight.add(job, data.info.size)
     # iter_files waited for every verification before its final check.
     for data in linked:
         _link(root, data, links)
     return count
-
-
-def _mode(data: FileData) -> int:
-    return 0o755 if data.info.executable else 0o644
 
 
 def _current_umask() -> int:
@@ -135,4 +131,4 @@ def _link(root: Path, data: FileData, mode: LinkMode) -> None:
             os.link(target, path)
             return
     shutil.copyfile(target, path, follow_symlinks=False)
-    os.chmod(path, _mode(data))
+    os.chmod(path, data.info.mode)

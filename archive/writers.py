@@ -64,7 +64,7 @@ def default_timestamp() -> int:
 
 
 @contextmanager
-def atomic_output(dest: Path, label: str) -> Iterator[BinaryIO]:
+def atomic_output(dest: Path) -> Iterator[BinaryIO]:
     """A temporary file beside `dest`, renamed over it on success and removed
     on any failure, so a failed write leaves nothing behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +90,6 @@ def _executable_order(paths: Iterable[str]) -> tuple[str, ...]:
 
 def by_path(info: FileInfo) -> bytes:
     return info.path.encode()
-
-
-def by_extension(info: FileInfo) -> tuple[str, bytes]:
-    """Groups similar files (all .py, all .so) for the compressor's window."""
-    name = info.path.rsplit("/", 1)[-1]
-    ext = name.rsplit(".", 1)[-1] if "." in name else ""
-    return ext, info.path.encode()
 
 
 def write_v2(
@@ -142,9 +135,10 @@ def write_v2(
         threads=max(1, os.cpu_count() or 1),
         # libzstd's default job grows with the pledged size and buffers whole
         # jobs per worker: 222 MiB peak for a 200 MB file. A pinned 8 MiB job
-        # keeps memory flat (about 50 MiB at level 3) for 0.03% of size at
-        # level 19 (docs/BENCH-FORMAT.md), and the bytes no longer depend on
-        # libzstd's default. libzstd raises it to the overlap size if needed.
+        # keeps memory flat (77 MiB peak at level 3, tests/test_memory.py) for
+        # 0.03% more bytes at level 19 (measured on pandas), and the bytes no
+        # longer depend on libzstd's default. libzstd raises it to the overlap
+        # size where it must.
         job_size=JOB_SIZE,
     )
     compressor = zstandard.ZstdCompressor(compression_params=params)
@@ -155,9 +149,7 @@ def write_v2(
         for info in payload:
             data = source.open_file(info)
             if info.path in stored_set:
-                batch += tarfmt.member_header(
-                    info.path, info.size, 0o755 if info.executable else 0o644, timestamp
-                )
+                batch += tarfmt.member_header(info.path, info.size, info.mode, timestamp)
                 for chunk in data.chunks():
                     if len(batch) + len(chunk) > _BATCH and batch:
                         yield bytes(batch)
@@ -181,7 +173,7 @@ def write_v2(
             yield from chunker.compress(piece)
         yield from chunker.finish()  # type: ignore[no-untyped-call]
 
-    with atomic_output(dest, source.label) as fh:
+    with atomic_output(dest) as fh:
         writer = ZipWriter(fh, timestamp=timestamp)
         writer.add_stream(payload_name(source.dist_info), compressed(), size_bound=tar_size, method=STORED)
         meta_bytes: list[tuple[FileInfo, bytes]] = []
@@ -202,9 +194,7 @@ def write_v2(
         for info, body in meta_bytes:
             if info.path == f"{prefix}WHEEL":
                 body = to_v2(body, header)
-            writer.add_bytes(
-                info.path, body, mode=0o755 if info.executable else 0o644, method=metadata_method
-            )
+            writer.add_bytes(info.path, body, mode=info.mode, method=metadata_method)
         writer.close()
         size = fh.tell()
     return WriteResult(dest, 2, size, digest, len(source.files), len(links))
@@ -214,7 +204,6 @@ def write_v1(
     files: Iterable[FileData],
     dest: Path,
     *,
-    label: str,
     timestamp: int | None = None,
     level: int = 6,
 ) -> WriteResult:
@@ -223,10 +212,10 @@ def write_v1(
     timestamp = default_timestamp() if timestamp is None else max(timestamp, ZIP_EPOCH)
     digests: list[DigestItem] = []
     links = 0
-    with atomic_output(dest, label) as fh:
+    with atomic_output(dest) as fh:
         writer = ZipWriter(fh, timestamp=timestamp)
         for data in files:
-            mode = 0o755 if data.info.executable else 0o644
+            mode = data.info.mode
             if data.link_to is not None:
                 writer.add_copy(data.path, of=data.link_to.path, mode=mode)
                 links += 1

@@ -50,9 +50,6 @@ class BlobFiles:
         os.chmod(temp, 0o444)
         os.rename(temp, final)
 
-    def read(self, blob: str) -> bytes:
-        return self.path(blob).read_bytes()
-
     def delete(self, blob: str) -> None:
         try:
             os.unlink(self.path(blob))

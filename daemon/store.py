@@ -194,12 +194,8 @@ class Store:
             return read.get(key, db=self.db["blobs"]) is not None
 
     def read_blob(self, blob: str) -> bytes:
-        with self.env.begin() as txn:
-            value = txn.get(bytes.fromhex(blob), db=self.db["blobs"])
-        if value is None:
-            raise StoreError(f"blob {blob} is not in the store")
-        _size, inline = schema.decode_blob(value)
-        return inline if inline is not None else self.bodies.read(blob)
+        _size, where = self.blob_location(blob)
+        return where if isinstance(where, bytes) else where.read_bytes()
 
     def blob_location(self, blob: str) -> tuple[int, bytes | Path]:
         """(size, inline bytes or the body's path) for the view."""
@@ -288,12 +284,10 @@ class Store:
             if existing is not None:
                 return existing
         known = {f.path: f.record.digest.hex() for f in archive.files if f.record.hash_name == "sha256"}
-        wheel_path = f"{archive.dist_info}/WHEEL"
-        if archive.format == 2:
-            # RECORD hashes WHEEL in its classic form; the store keeps that form.
-            known[wheel_path] = hashlib.sha256(archive.classic_wheel).hexdigest()
-        record_path = f"{archive.dist_info}/RECORD"
-        known[record_path] = hashlib.sha256(archive.record_bytes).hexdigest()
+        # WHEEL (in its classic form, the one RECORD describes) and RECORD are
+        # already in memory: hash them rather than take RECORD's word.
+        known[f"{archive.dist_info}/WHEEL"] = hashlib.sha256(archive.classic_wheel).hexdigest()
+        known[f"{archive.dist_info}/RECORD"] = hashlib.sha256(archive.record_bytes).hexdigest()
         pending = _Pending()
         with self.env.begin() as txn:
             missing = {blob for blob in known.values() if not self.has_blob(blob, txn)}
