@@ -134,6 +134,8 @@ class EnvRecord:
     current: int
     next: int
     created: float
+    # How site-packages reaches the view: "symlink" or "bind" (daemon/linking.py).
+    link: str = "symlink"
 
     @property
     def id(self) -> bytes:

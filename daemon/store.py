@@ -410,7 +410,7 @@ class Store:
         with self.env.begin() as txn:
             return [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]
 
-    def register(self, path: str | os.PathLike[str]) -> EnvRecord:
+    def register(self, path: str | os.PathLike[str], *, link: str = "symlink") -> EnvRecord:
         """Adopt a venv: ask its interpreter what it is, store what its
         site-packages holds as generation 1. Registering twice is a no-op."""
         root = venv_root(path)
@@ -431,6 +431,7 @@ class Store:
             current=1,
             next=2,
             created=time.time(),
+            link=link,
         )
         site = root / env.site_packages
         dists, unowned = scan_site_packages(site)
@@ -663,10 +664,11 @@ class Store:
 
     # -- GC, fsck, sweep ------------------------------------------------------------
 
-    def gc(self, keep: int = 5) -> GCReport:
+    def gc(self, keep: int = 5, *, pinned: Iterable[str] = ()) -> GCReport:
         """Drop all but the newest `keep` generations of each environment (the
         current one always stays), then every package and blob no kept
-        generation reaches. Bodies are deleted after the commit."""
+        generation reaches and `pinned` does not name (the view's renamed
+        store files). Bodies are deleted after the commit."""
         if keep < 1:
             raise ValueError("keep must be at least 1")
         with self._gate.exclusive():
@@ -689,6 +691,7 @@ class Store:
                             reachable_blobs.update(
                                 r.blob for r in (*installed.site.values(), *installed.outside.values())
                             )
+                reachable_blobs.update(pinned)
                 packages = 0
                 for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
                     if pkg_key.hex() in reachable_pkgs:

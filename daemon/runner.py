@@ -1,0 +1,115 @@
+"""Running the store, the view and the service together on one trio loop.
+
+`run_service` is what the daemon runs; `ServiceThread` runs the same on a
+thread of its own, so that tests and benchmarks can drive a mounted view from
+the calling thread (a process must not access its own FUSE mount from the
+thread that serves it)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import trio
+
+from .linking import is_mount_point
+from .mount import serve_view
+from .service import Service
+from .store import Store
+from .view import ViewOperations
+
+T = TypeVar("T")
+START_TIMEOUT = 60.0
+
+
+async def run_service(
+    home: Path,
+    mountpoint: Path,
+    *,
+    task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    store = await trio.to_thread.run_sync(Store, home)
+    try:
+        view = ViewOperations(store)
+        service = Service(store, view, mountpoint)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_view, view, mountpoint)
+            try:
+                await service.start()
+                task_status.started(service)
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await service.stop()
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+class ServiceThread:
+    def __init__(self, home: Path, mountpoint: Path) -> None:
+        self.home = home
+        self.mountpoint = mountpoint
+        self.service: Service | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nwcache-view", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            with trio.CancelScope() as scope:
+                self._cancel = scope
+                async with trio.open_nursery() as nursery:
+                    self.service = await nursery.start(run_service, self.home, self.mountpoint)
+                    self._started.set()
+
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._started.set()
+
+    def __enter__(self) -> ServiceThread:
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT):
+            raise TimeoutError(f"the view did not come up within {START_TIMEOUT} s")
+        if self._error is not None or self.service is None:
+            raise RuntimeError(f"the view failed to start: {self._error!r}") from self._error
+        return self
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        assert self._token is not None
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._token is not None and self._cancel is not None and self._thread.is_alive():
+            cancel = self._cancel
+            try:
+                trio.from_thread.run_sync(cancel.cancel, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(START_TIMEOUT)
+        if self._thread.is_alive() or is_mount_point(self.mountpoint):
+            # Last resort, so that no test leaves a mount behind.
+            for args in (["-u"], ["-u", "-z"]):
+                if is_mount_point(self.mountpoint):
+                    subprocess.run(
+                        ["fusermount3", *args, str(self.mountpoint)], capture_output=True, check=False
+                    )
+        if self._thread.is_alive():
+            raise TimeoutError("the view thread did not stop")
+        if self._error is not None:
+            raise RuntimeError(f"the view thread failed: {self._error!r}") from self._error
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

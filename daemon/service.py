@@ -1,0 +1,194 @@
+"""What the daemon does for its clients: store operations that change an
+environment, each followed by the view catching up, and the venv's
+site-packages switched to the view and back.
+
+Store calls (synchronous, LMDB) and disk work run on worker threads; the view
+is updated on the trio thread, so its state has a single writer. Operations
+on one environment are serialised; different environments proceed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from . import linking
+from .errors import NotAVenv, StoreError
+from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
+from .schema import EnvRecord, FileRef, GenerationRecord
+from .store import GCReport, Store
+from .tree import TreeBuilder
+from .venvs import venv_root
+from .view import ViewOperations
+
+log = logging.getLogger("nwcache.daemon")
+T = TypeVar("T")
+
+
+def env_dir_name(env: EnvRecord) -> str:
+    return f"{Path(env.path).name}-{env.id.hex()[:12]}"
+
+
+class Service:
+    def __init__(self, store: Store, view: ViewOperations, mountpoint: Path) -> None:
+        self.store = store
+        self.view = view
+        self.mountpoint = mountpoint
+        self.builder = TreeBuilder()
+        self.limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self._locks: dict[str, trio.Lock] = {}
+        self.overlays: dict[str, Overlay] = {}
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await trio.to_thread.run_sync(fn, limiter=self.limiter)
+
+    def _lock(self, path: str) -> trio.Lock:
+        return self._locks.setdefault(os.path.realpath(path), trio.Lock())
+
+    def overlay_root(self, env: EnvRecord) -> Path:
+        return self.store.home / "overlay" / env.id.hex()
+
+    def site(self, env: EnvRecord) -> Path:
+        return Path(env.path) / env.site_packages
+
+    def target(self, env: EnvRecord) -> Path:
+        return self.mountpoint / env_dir_name(env) / env.site_packages
+
+    async def _load(self, env: EnvRecord) -> None:
+        tree = await self._run(partial(self.store.tree, env.path))
+        root = await self._run(partial(self.builder.build, tree))
+        overlay = await self._run(partial(Overlay, self.overlay_root(env)))
+        self.overlays[env.path] = overlay
+        await self.view.add_env(
+            env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages
+        )
+
+    async def _refresh(self, env: EnvRecord) -> int:
+        tree = await self._run(partial(self.store.tree, env.path))
+        root = await self._run(partial(self.builder.build, tree))
+        return await self.view.replace_tree(env_dir_name(env), root)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve every registered environment (the view must be mounted).
+        An environment whose site-packages is a real directory again was
+        being registered or unregistered when a daemon died: its directory
+        is what the venv uses, so the registration is dropped."""
+        for env in await self._run(self.store.envs):
+            site = self.site(env)
+            await self._run(partial(linking.clean_leftovers, site))
+            state = await self._run(partial(linking.state, site, self.target(env)))
+            if state == "directory" and (env.link != "bind" or any(site.iterdir())):
+                log.warning("%s has a real site-packages again; dropping its registration", env.path)
+                await self._run(partial(self.store.unregister, env.path))
+                await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
+                continue
+            await self._load(env)
+            if env.link == "bind" and state in ("directory", "bound"):
+                await self._run(partial(linking.bind_over, site, self.target(env)))
+
+    async def stop(self) -> None:
+        """Before unmounting: bind mounts over venvs go first."""
+        for env in await self._run(self.store.envs):
+            if env.link == "bind" and env.path in self.overlays:
+                site = self.site(env)
+                if await self._run(partial(linking.is_mount_point, site)):
+                    await self._run(partial(linking.unbind, site))
+        for overlay in self.overlays.values():
+            overlay.sync()
+            overlay.close()
+        self.overlays.clear()
+
+    # -- environments -----------------------------------------------------------------
+
+    async def register(self, path: str | os.PathLike[str], link: str = "symlink") -> EnvRecord:
+        if link not in ("symlink", "bind"):
+            raise StoreError(f"unknown link mode {link!r}", hint="use 'symlink' or 'bind'")
+        if link == "bind" and os.geteuid() != 0:
+            raise StoreError("bind mounts need root", hint="run the daemon as root or use symlink mode")
+        root = await self._run(partial(venv_root, path))
+        async with self._lock(str(root)):
+            site = root / "lib"
+            env = await self._run(partial(self.store.register, root, link=link))
+            site = self.site(env)
+            if env.path not in self.overlays:
+                await self._load(env)
+            state = await self._run(partial(linking.state, site, self.target(env)))
+            if state == "foreign-link":
+                raise NotAVenv(f"{site} is a symlink nwcache did not make", hint="make it a directory first")
+            if env.link == "bind":
+                if state != "bound":
+                    await self._run(partial(linking.bind_over, site, self.target(env)))
+            elif state != "linked":
+                await self._run(partial(linking.link, site, self.target(env)))
+            return env
+
+    async def unregister(self, path: str | os.PathLike[str]) -> None:
+        env = await self._run(partial(self.store.get_env, path))
+        async with self._lock(env.path):
+            name = env_dir_name(env)
+            plan = self.view.snapshot(name)
+            overlay = self.overlays[env.path]
+            site = self.site(env)
+            if await self._run(partial(linking.state, site, self.target(env))) in ("linked", "bound"):
+                await self._run(partial(linking.restore, site, partial(self._fill, plan, overlay)))
+            await self._run(partial(self.store.unregister, env.path))
+            await self.view.remove_env(name)
+            overlay.close()
+            del self.overlays[env.path]
+            await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
+
+    def _fill(self, plan: list[tuple[str, Entry | FileRef]], overlay: Overlay, dest: Path) -> None:
+        for rel, node in plan:
+            out = dest / rel
+            if isinstance(node, OverlayDir):
+                out.mkdir(mode=node.mode)
+            elif isinstance(node, FileRef):
+                _size, where = self.store.blob_location(node.blob)
+                if isinstance(where, bytes):
+                    out.write_bytes(where)
+                else:
+                    shutil.copyfile(where, out)
+                out.chmod(0o755 if node.executable else 0o644)
+            elif isinstance(node, UpperFile):
+                shutil.copyfile(overlay.body(node.id), out)
+                out.chmod(node.mode)
+            elif isinstance(node, Symlink):
+                os.symlink(node.target, out)
+
+    # -- generations -----------------------------------------------------------------
+
+    async def install(
+        self, path: str | os.PathLike[str], archives: list[str | os.PathLike[str]]
+    ) -> GenerationRecord:
+        env = await self.register(path)
+        async with self._lock(env.path):
+            gen = await self._run(partial(self.store.install, env.path, archives))
+            await self._refresh(env)
+            return gen
+
+    async def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
+        env = await self._run(partial(self.store.get_env, path))
+        async with self._lock(env.path):
+            gen = await self._run(partial(self.store.uninstall, env.path, names))
+            await self._refresh(env)
+            return gen
+
+    async def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
+        env = await self._run(partial(self.store.get_env, path))
+        async with self._lock(env.path):
+            gen = await self._run(partial(self.store.rollback, env.path, to))
+            await self._refresh(env)
+            return gen
+
+    async def gc(self, keep: int = 5) -> GCReport:
+        pinned = self.view.pinned_blobs()
+        return await self._run(partial(self.store.gc, keep, pinned=pinned))

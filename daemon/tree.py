@@ -1,0 +1,142 @@
+"""Immutable directory trees of a generation, shared between environments.
+
+A generation's site-packages is a flat {path: FileRef}; the view needs it as
+directories. Trees are hash-consed: two environments with the same numpy hold
+the very same `numpy/` node, so a hundred registered venvs cost about one
+tree's memory, and comparing two generations skips every shared subtree by
+identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from .schema import FileRef
+
+
+class Dir:
+    """A directory node: name -> Dir or FileRef. Never modified once built."""
+
+    __slots__ = ("__weakref__", "entries", "key", "names")
+
+    def __init__(self, entries: dict[str, Dir | FileRef], key: bytes) -> None:
+        self.entries = entries
+        self.names = sorted(entries)
+        self.key = key
+
+    def walk(self, path: str) -> Dir | FileRef | None:
+        node: Dir | FileRef | None = self
+        if not path:
+            return node
+        for part in path.split("/"):
+            if not isinstance(node, Dir):
+                return None
+            node = node.entries.get(part)
+        return node
+
+    def files(self, prefix: str = "") -> Iterator[tuple[str, FileRef]]:
+        for name in self.names:
+            child = self.entries[name]
+            path = f"{prefix}{name}"
+            if isinstance(child, Dir):
+                yield from child.files(path + "/")
+            else:
+                yield path, child
+
+
+class TreeBuilder:
+    """Builds and interns trees; one per view. Nodes live as long as some
+    environment's tree refers to them."""
+
+    def __init__(self) -> None:
+        self._dirs: weakref.WeakValueDictionary[bytes, Dir] = weakref.WeakValueDictionary()
+        self._refs: dict[tuple[str, int, bool], FileRef] = {}
+
+    def build(self, files: Mapping[str, FileRef]) -> Dir:
+        nested: dict[str, object] = {}
+        for path, ref in files.items():
+            parts = path.split("/")
+            node = nested
+            for part in parts[:-1]:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ValueError(f"{path} is below a file")
+                node = child
+            if parts[-1] in node:
+                raise ValueError(f"{path} is both a file and a directory")
+            node[parts[-1]] = self._intern_ref(ref)
+        return self._freeze(nested)
+
+    def _intern_ref(self, ref: FileRef) -> FileRef:
+        key = (ref.blob, ref.size, ref.executable)
+        known = self._refs.get(key)
+        if known is None:
+            self._refs[key] = known = ref
+        return known
+
+    def _freeze(self, nested: dict[str, object]) -> Dir:
+        entries: dict[str, Dir | FileRef] = {}
+        hasher = hashlib.blake2b(digest_size=16)
+        for name in sorted(nested):
+            child = nested[name]
+            if isinstance(child, dict):
+                node: Dir | FileRef = self._freeze(child)
+                hasher.update(b"d" + name.encode() + b"\0" + node.key)  # type: ignore[union-attr]
+            else:
+                assert isinstance(child, FileRef)
+                node = child
+                hasher.update(
+                    b"f" + name.encode() + b"\0" + f"{child.blob}:{child.size}:{child.executable:d}".encode()
+                )
+            entries[name] = node
+        key = hasher.digest()
+        known = self._dirs.get(key)
+        if known is not None:
+            return known
+        made = Dir(entries, key)
+        self._dirs[key] = made
+        return made
+
+    def forget_refs(self, live: set[tuple[str, int, bool]]) -> None:
+        """Drop interned FileRefs no tree uses any more (after a flip)."""
+        for key in [k for k in self._refs if k not in live]:
+            del self._refs[key]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A name in a directory whose meaning differs between two trees."""
+
+    parent: str  # directory path relative to the environment root ("" for the root)
+    name: str
+
+
+def diff(old: Dir | None, new: Dir | None, prefix: str = "") -> Iterator[Change]:
+    """Names that were added, removed or changed, shallowest first under
+    each directory; a changed subtree is entered only when it is a directory
+    in both trees (otherwise the name itself changed)."""
+    if old is new:
+        return
+    old_entries = old.entries if old is not None else {}
+    new_entries = new.entries if new is not None else {}
+    for name in sorted(old_entries.keys() | new_entries.keys()):
+        a = old_entries.get(name)
+        b = new_entries.get(name)
+        if a is b or (isinstance(a, FileRef) and a == b):
+            continue
+        if isinstance(a, Dir) and isinstance(b, Dir):
+            yield from diff(a, b, f"{prefix}{name}/")
+            continue
+        yield Change(prefix.rstrip("/"), name)
+
+
+def content_counts(root: Dir) -> Counter[tuple[str, bool]]:
+    """How many paths of the tree hold each (blob, executable)."""
+    counts: Counter[tuple[str, bool]] = Counter()
+    for _, ref in root.files():
+        counts[(ref.blob, ref.executable)] += 1
+    return counts
