@@ -7,6 +7,7 @@ thread that serves it)."""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,12 +27,20 @@ T = TypeVar("T")
 START_TIMEOUT = 60.0
 
 
+def raise_fd_limit() -> None:
+    """The view keeps bodies open (view.KEPT_OPEN) besides every open handle."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def run_service(
     home: Path,
     mountpoint: Path,
     *,
     task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    raise_fd_limit()
     store = await trio.to_thread.run_sync(Store, home)
     try:
         view = ViewOperations(store)

@@ -1,0 +1,235 @@
+"""The view's FUSE operations awaited directly, without a mount (as S3QL's
+t3_fs_api does): the merged tree, inode sharing, the copy-on-write layer and
+its journal, generation flips, and faults turning into EIO."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyfuse3
+import pytest
+import trio
+
+from nwcache.daemon.overlay import Overlay
+from nwcache.daemon.schema import FileRef
+from nwcache.daemon.tree import Dir, TreeBuilder
+from nwcache.daemon.view import ViewOperations, content_mtime_ns
+
+T = TypeVar("T")
+
+
+class Blobs:
+    """A blob source holding bodies in memory (what the store would serve)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.broken = False
+
+    def add(self, content: bytes, executable: bool = False) -> FileRef:
+        blob = hashlib.sha256(content).hexdigest()
+        self.data[blob] = content
+        return FileRef(blob, len(content), executable)
+
+    def blob_location(self, blob: str) -> tuple[int, bytes | Path]:
+        if self.broken:
+            raise RuntimeError("index unreadable")
+        return len(self.data[blob]), self.data[blob]
+
+
+class Ctx:
+    """What the kernel passes as a request context (only read for uid/umask)."""
+
+    uid = os.getuid()
+    gid = os.getgid()
+    pid = os.getpid()
+    umask = 0o022
+
+
+CTX: Any = Ctx()
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    return trio.run(fn)
+
+
+@pytest.fixture
+def blobs() -> Blobs:
+    return Blobs()
+
+
+def build(blobs: Blobs, files: dict[str, bytes]) -> Dir:
+    return TreeBuilder().build({p: blobs.add(c) for p, c in files.items()})
+
+
+async def lookup_path(ops: ViewOperations, path: str) -> pyfuse3.EntryAttributes:
+    ino = pyfuse3.ROOT_INODE
+    attrs: pyfuse3.EntryAttributes | None = None
+    for part in path.split("/"):
+        attrs = await ops.lookup(ino, part.encode(), CTX)
+        if attrs.st_ino == 0:
+            raise FileNotFoundError(path)
+        ino = attrs.st_ino
+    assert attrs is not None
+    return attrs
+
+
+async def read_all(ops: ViewOperations, ino: int) -> bytes:
+    info = await ops.open(ino, os.O_RDONLY, CTX)
+    try:
+        return await ops.read(info.fh, 0, 1 << 20)
+    finally:
+        await ops.release(info.fh)
+
+
+async def listdir(ops: ViewOperations, ino: int) -> list[str]:
+    fh = await ops.opendir(ino, CTX)
+    try:
+        return list(ops.listings[fh].names)
+    finally:
+        await ops.releasedir(fh)
+
+
+def test_same_content_same_inode_across_environments(blobs: Blobs, tmp_path: Path) -> None:
+    async def main() -> None:
+        ops = ViewOperations(blobs)
+        shared = {"pkg/__init__.py": b"X = 1\n", "pkg/lib.so": b"\x7fELF" + b"\0" * 100}
+        await ops.add_env("a", build(blobs, shared), Overlay(tmp_path / "a"), venv=tmp_path)
+        await ops.add_env(
+            "b", build(blobs, {**shared, "own.py": b"B\n"}), Overlay(tmp_path / "b"), venv=tmp_path
+        )
+        a_init = await lookup_path(ops, "a/pkg/__init__.py")
+        b_init = await lookup_path(ops, "b/pkg/__init__.py")
+        assert a_init.st_ino == b_init.st_ino
+        assert a_init.st_nlink == 2
+        assert stat.S_ISREG(a_init.st_mode)
+        assert a_init.st_mode & 0o777 == 0o644
+        assert a_init.st_mtime_ns == content_mtime_ns(hashlib.sha256(b"X = 1\n").hexdigest())
+        assert (await lookup_path(ops, "a/pkg")).st_ino != (await lookup_path(ops, "b/pkg")).st_ino
+        assert await read_all(ops, a_init.st_ino) == b"X = 1\n"
+        assert await listdir(ops, pyfuse3.ROOT_INODE) == ["a", "b"]
+        assert await listdir(ops, (await lookup_path(ops, "b")).st_ino) == ["own.py", "pkg"]
+        missing = await ops.lookup((await lookup_path(ops, "a")).st_ino, b"own.py", CTX)
+        assert missing.st_ino == 0
+        # Opening a shared file for writing cannot be copied up for one env.
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.open(a_init.st_ino, os.O_WRONLY, CTX)
+        assert raised.value.errno == errno.EROFS
+
+    run(main)
+
+
+def test_copy_on_write_layer_and_its_journal(blobs: Blobs, tmp_path: Path) -> None:
+    tree = {"pkg/__init__.py": b"X = 1\n", "pkg/sub/mod.py": b"M\n", "other.py": b"O\n"}
+
+    async def first() -> None:
+        ops = ViewOperations(blobs)
+        await ops.add_env("a", build(blobs, tree), Overlay(tmp_path / "a"), venv=tmp_path)
+        await ops.add_env("b", build(blobs, tree), Overlay(tmp_path / "b"), venv=tmp_path)
+        root = (await lookup_path(ops, "a")).st_ino
+        info, attrs = await ops.create(root, b"new.py", stat.S_IFREG | 0o644, os.O_WRONLY, CTX)
+        assert await ops.write(info.fh, 0, b"NEW\n") == 4
+        await ops.release(info.fh)
+        assert await read_all(ops, attrs.st_ino) == b"NEW\n"
+        # Rename a generation directory: entries, not copies; same file inodes.
+        mod = await lookup_path(ops, "a/pkg/sub/mod.py")
+        await ops.rename(root, b"pkg", root, b"moved", 0, CTX)
+        assert (await lookup_path(ops, "a/moved/sub/mod.py")).st_ino == mod.st_ino
+        with pytest.raises(FileNotFoundError):
+            await lookup_path(ops, "a/pkg")
+        await ops.unlink(root, b"other.py", CTX)
+        await ops.mkdir(root, b"pkg", stat.S_IFDIR | 0o755, CTX)  # over the whiteout: empty
+        assert await listdir(ops, (await lookup_path(ops, "a/pkg")).st_ino) == []
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.rmdir(root, b"moved", CTX)
+        assert raised.value.errno == errno.ENOTEMPTY
+        await ops.symlink(root, b"link", b"new.py", CTX)
+        # The other environment sees none of it.
+        assert await listdir(ops, (await lookup_path(ops, "b")).st_ino) == ["other.py", "pkg"]
+        assert await listdir(ops, root) == ["link", "moved", "new.py", "pkg"]
+        for env in ops.envs.values():
+            env.overlay.close()
+
+    async def second() -> None:
+        # A restart replays the journal.
+        ops = ViewOperations(blobs)
+        await ops.add_env("a", build(blobs, tree), Overlay(tmp_path / "a"), venv=tmp_path)
+        root = (await lookup_path(ops, "a")).st_ino
+        assert await listdir(ops, root) == ["link", "moved", "new.py", "pkg"]
+        link = await lookup_path(ops, "a/link")
+        assert await ops.readlink(link.st_ino, CTX) == b"new.py"
+        assert await read_all(ops, (await lookup_path(ops, "a/new.py")).st_ino) == b"NEW\n"
+        assert await read_all(ops, (await lookup_path(ops, "a/moved/sub/mod.py")).st_ino) == b"M\n"
+        assert ops.pinned_blobs() >= {hashlib.sha256(b"M\n").hexdigest()}
+
+    run(first)
+    run(second)
+
+
+def test_flip_changes_only_what_changed(blobs: Blobs, tmp_path: Path) -> None:
+    async def main() -> None:
+        ops = ViewOperations(blobs)
+        builder = TreeBuilder()
+        one = builder.build({"pkg/a.py": blobs.add(b"1"), "pkg/b.py": blobs.add(b"B")})
+        two = builder.build({"pkg/a.py": blobs.add(b"2"), "pkg/b.py": blobs.add(b"B")})
+        await ops.add_env("a", one, Overlay(tmp_path / "a"), venv=tmp_path)
+        before_a = await lookup_path(ops, "a/pkg/a.py")
+        before_b = await lookup_path(ops, "a/pkg/b.py")
+        info = await ops.open(before_a.st_ino, os.O_RDONLY, CTX)
+        assert await ops.replace_tree("a", two) == 1
+        after_a = await lookup_path(ops, "a/pkg/a.py")
+        assert after_a.st_ino != before_a.st_ino  # new content, new inode
+        assert (await lookup_path(ops, "a/pkg/b.py")).st_ino == before_b.st_ino
+        assert await ops.read(info.fh, 0, 10) == b"1"  # an open file keeps its content
+        await ops.release(info.fh)
+
+    run(main)
+
+
+def test_faults_become_eio_and_are_counted(blobs: Blobs, tmp_path: Path) -> None:
+    async def main() -> None:
+        ops = ViewOperations(blobs)
+        await ops.add_env("a", build(blobs, {"x.py": b"x"}), Overlay(tmp_path / "a"), venv=tmp_path)
+        attrs = await lookup_path(ops, "a/x.py")
+        blobs.broken = True
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.open(attrs.st_ino, os.O_RDONLY, CTX)
+        assert raised.value.errno == errno.EIO
+        assert ops.stats.faults == 1
+        assert "index unreadable" in ops.stats.fault_log[0]
+        with pytest.raises(pyfuse3.FUSEError) as stale:
+            await ops.getattr(pyfuse3.InodeT(999_999), CTX)
+        assert stale.value.errno == errno.ESTALE
+        assert ops.stats.faults == 1  # FUSEErrors are answers, not faults
+
+    run(main)
+
+
+def test_mirror_leads_back_into_the_venv(blobs: Blobs, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+
+    async def main() -> None:
+        ops = ViewOperations(blobs)
+        await ops.add_env(
+            "a",
+            build(blobs, {"m.py": b"m"}),
+            Overlay(tmp_path / "a"),
+            venv=venv,
+            site_packages="lib/python3.11/site-packages",
+        )
+        assert await listdir(ops, (await lookup_path(ops, "a")).st_ino) == ["bin", "lib"]
+        site = await lookup_path(ops, "a/lib/python3.11/site-packages")
+        assert stat.S_ISDIR(site.st_mode)
+        up = await ops.lookup(site.st_ino, b"..", CTX)
+        assert up.st_ino == (await lookup_path(ops, "a/lib/python3.11")).st_ino
+        bin_link = await lookup_path(ops, "a/bin")
+        assert stat.S_ISLNK(bin_link.st_mode)
+        assert await ops.readlink(bin_link.st_ino, CTX) == os.fsencode(venv / "bin")
+
+    run(main)
