@@ -138,6 +138,7 @@ class ViewStats:
     writes: int = 0
     invalidations: int = 0
     fault_log: list[str] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
 
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
@@ -152,8 +153,11 @@ def handler(
     """Let only FUSEError out: an OSError keeps its errno, anything else is
     a fault (EIO, logged once with the request, counted)."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(self: ViewOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        self.stats.requests[name] += 1
         try:
             return await fn(self, *args, **kwargs)
         except FUSEError:
@@ -170,6 +174,13 @@ def handler(
             raise FUSEError(errno.EIO) from None
 
     return wrapper
+
+
+def _keep_first_fd(handle: Handle, fd: int) -> None:
+    if handle.fd is None:
+        handle.fd = fd
+    else:
+        os.close(fd)
 
 
 def _join(parent: str, name: str) -> str:
@@ -277,6 +288,7 @@ class ViewOperations(pyfuse3.Operations):
         """Blobs GC must keep besides the generations': renamed store files
         in copy-on-write layers and bodies open right now."""
         pinned = {blob for blob, _ in self.bodies}
+        pinned |= {h.inode.ref.blob for h in self.handles.values() if h.inode.ref is not None}
         for env in self.envs.values():
             pinned |= env.overlay.store_refs()
         return pinned
@@ -750,7 +762,7 @@ class ViewOperations(pyfuse3.Operations):
         self._remove(env, path)
         if isinstance(node, UpperFile):
             # Open handles keep their descriptors; the body goes now.
-            await trio.to_thread.run_sync(env.overlay.body(node.id).unlink, limiter=self.limiter)
+            await self._unlink_body(env, node.id)
 
     @handler
     async def rename(
@@ -812,7 +824,7 @@ class ViewOperations(pyfuse3.Operations):
             inode.key = ("dir", env.name, inode.path)
             self.keys[inode.key] = inode
         if replaced_body is not None:
-            await trio.to_thread.run_sync(env.overlay.body(replaced_body).unlink, limiter=self.limiter)
+            await self._unlink_body(env, replaced_body)
 
     def _capture(
         self, env: EnvView, path: str, node: Entry | Dir | FileRef, rel: str = ""
@@ -919,24 +931,56 @@ class ViewOperations(pyfuse3.Operations):
             if writing:
                 raise FUSEError(errno.EROFS)
             assert found.ref is not None
-            body = await self._open_body(found.ref)
-            body.users += 1
-            self.handles[fh] = Handle(found, body=body)
+            # The body is opened by the first read, if one ever comes: with the
+            # pages cached (keep_cache) an open is answered from memory.
+            handle = Handle(found)
+            body = self.bodies.get((found.ref.blob, found.ref.executable))
+            if body is not None:
+                self._attach(handle, body)
+            self.handles[fh] = handle
             found.opens += 1
             # The content behind this inode never changes: keep its pages.
             return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
         if found.kind == "upper":
             assert found.env is not None
             body_path = found.env.overlay.body(found.id)
-            access = os.O_RDWR if flags & (os.O_WRONLY | os.O_RDWR) else os.O_RDONLY
-            fd = await trio.to_thread.run_sync(
-                lambda: os.open(body_path, access | os.O_CLOEXEC), limiter=self.limiter
-            )
-            self.handles[fh] = Handle(found, fd=fd, writable=access == os.O_RDWR)
+            writable = bool(flags & (os.O_WRONLY | os.O_RDWR))
+            fd = None
+            if writable:
+                fd = await trio.to_thread.run_sync(
+                    lambda: os.open(body_path, os.O_RDWR | os.O_CLOEXEC), limiter=self.limiter
+                )
+            # A read-only handle opens the body at its first read (see _unlink_body).
+            self.handles[fh] = Handle(found, fd=fd, writable=writable)
             found.opens += 1
             # Only the kernel writes these bodies, so its cached pages stay true.
             return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
         raise FUSEError(errno.EISDIR if found.kind in ("dir", "root") else errno.ELOOP)
+
+    async def _unlink_body(self, env: EnvView, upper_id: int) -> None:
+        """Remove a layer file's body; handles still open on it get their
+        descriptor first, so they keep reading what they opened."""
+        body_path = env.overlay.body(upper_id)
+
+        def pin_and_unlink(handles: list[Handle]) -> None:
+            for handle in handles:
+                if handle.fd is None:
+                    handle.fd = os.open(body_path, os.O_RDONLY | os.O_CLOEXEC)
+            body_path.unlink()
+
+        lazy = [
+            h
+            for h in self.handles.values()
+            if h.inode.kind == "upper" and h.inode.env is env and h.inode.id == upper_id
+        ]
+        await trio.to_thread.run_sync(pin_and_unlink, lazy, limiter=self.limiter)
+
+    def _attach(self, handle: Handle, body: Body) -> None:
+        ref = handle.inode.ref
+        assert ref is not None
+        self.idle_bodies.pop((ref.blob, ref.executable), None)
+        body.users += 1
+        handle.body = body
 
     async def _open_body(self, ref: FileRef) -> Body:
         key = (ref.blob, ref.executable)
@@ -966,12 +1010,25 @@ class ViewOperations(pyfuse3.Operations):
         if handle is None:
             raise FUSEError(errno.EBADF)
         self.stats.reads += 1
+        if handle.inode.kind == "upper" and handle.fd is None:
+            env = handle.inode.env
+            assert env is not None
+            body_path = env.overlay.body(handle.inode.id)
+            opened = await trio.to_thread.run_sync(
+                lambda: os.open(body_path, os.O_RDONLY | os.O_CLOEXEC), limiter=self.limiter
+            )
+            _keep_first_fd(handle, opened)  # readahead may have raced this read
+        if handle.inode.kind == "store" and handle.body is None:
+            assert handle.inode.ref is not None
+            body = await self._open_body(handle.inode.ref)
+            if handle.body is None:
+                self._attach(handle, body)
         if handle.body is not None and handle.body.data is not None:
             data = handle.body.data[off : off + size]
         else:
-            fd = handle.body.fd if handle.body is not None else handle.fd
-            assert fd is not None
-            data = await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)
+            source = handle.body.fd if handle.body is not None else handle.fd
+            assert source is not None
+            data = await trio.to_thread.run_sync(os.pread, source, size, off, limiter=self.limiter)
         self.stats.bytes_read += len(data)
         return data
 
@@ -1011,7 +1068,10 @@ class ViewOperations(pyfuse3.Operations):
         inode = handle.inode
         inode.opens -= 1
         if handle.fd is not None:
-            await trio.to_thread.run_sync(os.close, handle.fd, limiter=self.limiter)
+            if handle.writable:  # closing after writes may flush (ext4's auto_da_alloc)
+                await trio.to_thread.run_sync(os.close, handle.fd, limiter=self.limiter)
+            else:
+                os.close(handle.fd)
         if handle.body is not None:
             handle.body.users -= 1
             if handle.body.users == 0 and inode.ref is not None:

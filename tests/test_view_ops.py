@@ -197,9 +197,11 @@ def test_faults_become_eio_and_are_counted(blobs: Blobs, tmp_path: Path) -> None
         await ops.add_env("a", build(blobs, {"x.py": b"x"}), Overlay(tmp_path / "a"), venv=tmp_path)
         attrs = await lookup_path(ops, "a/x.py")
         blobs.broken = True
+        info = await ops.open(attrs.st_ino, os.O_RDONLY, CTX)  # the body is opened by the first read
         with pytest.raises(pyfuse3.FUSEError) as raised:
-            await ops.open(attrs.st_ino, os.O_RDONLY, CTX)
+            await ops.read(info.fh, 0, 10)
         assert raised.value.errno == errno.EIO
+        await ops.release(info.fh)
         assert ops.stats.faults == 1
         assert "index unreadable" in ops.stats.fault_log[0]
         with pytest.raises(pyfuse3.FUSEError) as stale:
