@@ -18,7 +18,7 @@ import ctypes.util
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -50,14 +50,17 @@ def unbind(target: Path) -> None:
     _check(_libc.umount2(os.fsencode(target), _MNT_DETACH), f"unmounting {target}")
 
 
-def is_mount_point(path: Path) -> bool:
-    wanted = os.path.realpath(path) if not path.is_symlink() else str(path)
+def mounts() -> Iterator[tuple[str, str]]:
+    """(major:minor, mount point) of every mount this process sees."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
-            point = line.split(" ")[4].encode().decode("unicode_escape")
-            if point == wanted:
-                return True
-    return False
+            fields = line.split(" ")
+            yield fields[2], fields[4].encode().decode("unicode_escape")
+
+
+def is_mount_point(path: Path) -> bool:
+    wanted = os.path.realpath(path) if not path.is_symlink() else str(path)
+    return any(point == wanted for _, point in mounts())
 
 
 def _remove(path: Path) -> None:
