@@ -21,7 +21,7 @@ import trio
 
 from . import linking
 from .errors import NotAVenv, StoreError
-from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
+from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
 from .store import GCReport, Store
 from .tree import TreeBuilder
@@ -166,11 +166,47 @@ class Service:
 
     # -- generations -----------------------------------------------------------------
 
+    async def fold(self, path: str | os.PathLike[str]) -> GenerationRecord | None:
+        env = await self._run(partial(self.store.get_env, path))
+        async with self._lock(env.path):
+            return await self._fold(env)
+
+    async def _fold(self, env: EnvRecord) -> GenerationRecord | None:
+        """Turn what was written inside the venv (pip install, pip uninstall,
+        bytecode) into a generation of its own, so that the next store
+        operation starts from what the venv really holds and its history
+        shows the change. None when the layer holds no file change."""
+        overlay = self.overlays[env.path]
+        if not any(isinstance(e, UpperFile | Whiteout | StoreFile) for e in overlay.entries.values()):
+            return None  # nothing, or only directories and symlinks: nothing a generation holds
+        name = env_dir_name(env)
+        merged = self.view.layer_files(name)
+
+        def describe() -> tuple[dict[str, FileRef | tuple[Path, bool]], dict[str, tuple[int, int, int]]]:
+            files: dict[str, FileRef | tuple[Path, bool]] = {}
+            seen: dict[str, tuple[int, int, int]] = {}
+            for rel, node in merged.items():
+                if isinstance(node, FileRef):
+                    files[rel] = node
+                else:
+                    body = overlay.body(node.id)
+                    st = os.stat(body)
+                    seen[rel] = (node.id, st.st_size, st.st_mtime_ns)
+                    files[rel] = (body, bool(node.mode & 0o111))
+            return files, seen
+
+        files, seen = await self._run(describe)
+        gen = await self._run(partial(self.store.fold, env.path, files))
+        await self._refresh(env)
+        await self.view.settle_layer(name, seen)
+        return gen
+
     async def install(
         self, path: str | os.PathLike[str], archives: list[str | os.PathLike[str]]
     ) -> GenerationRecord:
         env = await self.register(path)
         async with self._lock(env.path):
+            await self._fold(env)
             gen = await self._run(partial(self.store.install, env.path, archives))
             await self._refresh(env)
             return gen
@@ -178,6 +214,7 @@ class Service:
     async def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
+            await self._fold(env)
             gen = await self._run(partial(self.store.uninstall, env.path, names))
             await self._refresh(env)
             return gen
@@ -185,6 +222,7 @@ class Service:
     async def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
+            await self._fold(env)
             gen = await self._run(partial(self.store.rollback, env.path, to))
             await self._refresh(env)
             return gen

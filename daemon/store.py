@@ -41,7 +41,7 @@ from .errors import (
 )
 from .layout import plan_install, site_tree
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
-from .venvs import probe, scan_site_packages, sha256_file, venv_root
+from .venvs import group_distributions, probe, scan_site_packages, sha256_file, venv_root
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data does
 CHUNK = 1 << 20
@@ -478,27 +478,105 @@ class Store:
         external: list[str],
         pending: _Pending,
     ) -> PackageRecord:
-        files: dict[str, FileRef] = {}
-        for rel, executable in sorted(paths.items()):
-            full = site / rel
-            blob, size = sha256_file(full)
-            if not (blob in pending.inline or blob in pending.files or self.has_blob(blob)):
-                if size <= schema.INLINE_MAX:
-                    pending.inline[blob] = full.read_bytes()
-                else:
-                    fd, temp = self.bodies.new_temp()
-                    with os.fdopen(fd, "wb") as out, open(full, "rb") as src:
-                        while block := src.read(CHUNK):
-                            out.write(block)
-                    if sha256_file(temp) != (blob, size):
-                        temp.unlink()
-                        raise StoreError(f"{full} changed while it was being adopted")
-                    pending.files[blob] = (temp, size)
-            files[rel] = FileRef(blob, size, executable)
+        files = {
+            rel: self._stage_path(pending, site / rel, executable)
+            for rel, executable in sorted(paths.items())
+        }
+        return self._adopted(name, version, dist_info, files, external)
+
+    @staticmethod
+    def _adopted(
+        name: str, version: str, dist_info: str, files: dict[str, FileRef], external: list[str]
+    ) -> PackageRecord:
         digest = content_digest(
             DigestItem(p, r.executable, bytes.fromhex(r.blob), r.size) for p, r in files.items()
         )
         return PackageRecord(name, version, digest, [], "", "adopted", dist_info, files, sorted(external))
+
+    def _stage_path(self, pending: _Pending, full: Path, executable: bool) -> FileRef:
+        """Stage a file's content unless the store or `pending` has it."""
+        blob, size = sha256_file(full)
+        if not (blob in pending.inline or blob in pending.files or self.has_blob(blob)):
+            if size <= schema.INLINE_MAX:
+                content = full.read_bytes()
+                if hashlib.sha256(content).hexdigest() != blob:
+                    raise StoreError(f"{full} changed while it was being adopted")
+                pending.inline[blob] = content
+            else:
+                fd, temp = self.bodies.new_temp()
+                with os.fdopen(fd, "wb") as out, open(full, "rb") as src:
+                    while block := src.read(CHUNK):
+                        out.write(block)
+                if sha256_file(temp) != (blob, size):
+                    temp.unlink()
+                    raise StoreError(f"{full} changed while it was being adopted")
+                pending.files[blob] = (temp, size)
+        return FileRef(blob, size, executable)
+
+    def _staged_bytes(self, pending: _Pending, blob: str) -> bytes:
+        if blob in pending.inline:
+            return pending.inline[blob]
+        if blob in pending.files:
+            return pending.files[blob][0].read_bytes()
+        return self.read_blob(blob)
+
+    def fold(
+        self,
+        path: str | os.PathLike[str],
+        files: dict[str, FileRef | tuple[Path, bool]],
+        action: str = "adopt changes made inside the venv",
+    ) -> GenerationRecord:
+        """Make what site-packages holds now (store files as FileRefs, files
+        written inside the venv as (body, executable)) the next generation.
+        Installed packages whose files are all unchanged stay as they are;
+        every other distribution is adopted from its RECORD, as at
+        registration."""
+        env = self.get_env(path)
+        pending = _Pending()
+        with self._gate.shared():
+            try:
+                refs = {
+                    rel: item if isinstance(item, FileRef) else self._stage_path(pending, item[0], item[1])
+                    for rel, item in files.items()
+                }
+
+                def read_text(rel: str) -> str | None:
+                    ref = refs.get(rel)
+                    return (
+                        None
+                        if ref is None
+                        else self._staged_bytes(pending, ref.blob).decode("utf-8", "replace")
+                    )
+
+                dists, unowned = group_distributions({p: r.executable for p, r in refs.items()}, read_text)
+                current = self.generation(env.path)
+                unchanged: dict[tuple[tuple[str, FileRef], ...], Installed] = {}
+                for installed in current.packages:
+                    pkg = self.get_package(installed.package)
+                    if pkg is not None:
+                        site = {**site_tree(pkg, env), **installed.site}
+                        unchanged[tuple(sorted(site.items()))] = installed
+                kept: list[Installed] = []
+                adopted: list[PackageRecord] = []
+                groups = [(d.name, d.version, d.dist_info, d.files, d.external) for d in dists]
+                if unowned:
+                    groups.append(("(unowned)", "0", "", unowned, []))
+                for name, version, dist_info, paths, external in groups:
+                    now = {p: refs[p] for p in paths}
+                    same = unchanged.get(tuple(sorted(now.items())))
+                    if same is not None:
+                        kept.append(same)
+                    else:
+                        adopted.append(self._adopted(name, version, dist_info, now, external))
+                self._publish(pending)
+                installed_new = [
+                    Installed(p.digest.removeprefix("sha256:"), p.name, p.version, False, {}, {})
+                    for p in adopted
+                ]
+                return self._flip(env.path, action, lambda _: kept + installed_new, pending, adopted)
+            except BaseException:
+                pending.discard()
+                raise
 
     def unregister(self, path: str | os.PathLike[str]) -> None:
         """Forget an environment and its generations (GC frees what only it used)."""
@@ -613,6 +691,7 @@ class Store:
         action: str,
         change: Callable[[list[Installed]], list[Installed]],
         pending: _Pending,
+        new_packages: Iterable[PackageRecord] = (),
     ) -> GenerationRecord:
         """Build the next generation from the current one and point the
         environment at it, in one transaction."""
@@ -621,6 +700,9 @@ class Store:
             current = self._generation(txn, env, env.current)
             packages = change(list(current.packages))
             self._commit_blobs(txn, pending)
+            for pkg in new_packages:
+                self._check_blobs(txn, pkg.files.values())
+                txn.put(pkg.id, pkg.encode(), db=self.db["packages"], overwrite=False)
             self._check_conflicts(txn, env, packages)
             gen = GenerationRecord(env.next, env.current, time.time(), action, packages)
             txn.put(schema.generation_key(env.id, gen.number), gen.encode(), db=self.db["generations"])

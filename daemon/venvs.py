@@ -9,7 +9,7 @@ import io
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,37 +138,47 @@ def scan_site_packages(site: Path) -> tuple[list[AdoptedDist], dict[str, bool]]:
     """Every regular file under site-packages, grouped by the distribution
     whose RECORD lists it; files no RECORD claims are returned apart.
     Symlinks and special files are refused: the view serves regular files."""
-    on_disk: dict[str, bool] = {}
-    for path, executable in _walk(site):
-        on_disk[path] = executable
+    on_disk = dict(_walk(site))
+
+    def read_text(rel: str) -> str | None:
+        full = site / rel
+        return full.read_text(encoding="utf-8", errors="replace") if full.is_file() else None
+
+    return group_distributions(on_disk, read_text)
+
+
+def group_distributions(
+    files: dict[str, bool], read_text: Callable[[str], str | None]
+) -> tuple[list[AdoptedDist], dict[str, bool]]:
+    """Group site-packages paths (path -> executable) by the .dist-info whose
+    RECORD lists them (or that holds them); the rest is unowned."""
     dists: list[AdoptedDist] = []
     claimed: set[str] = set()
-    for dist_info in sorted(p for p in os.listdir(site) if p.endswith(".dist-info") and (site / p).is_dir()):
-        record = site / dist_info / "RECORD"
-        metadata = site / dist_info / "METADATA"
-        text = metadata.read_text(encoding="utf-8", errors="replace") if metadata.is_file() else ""
+    dist_infos = sorted(
+        {p.split("/", 1)[0] for p in files if "/" in p and p.split("/", 1)[0].endswith(".dist-info")}
+    )
+    for dist_info in dist_infos:
+        text = read_text(f"{dist_info}/METADATA") or ""
         stem = dist_info.removesuffix(".dist-info")
         name = _metadata_field(text, "Name") or stem.rpartition("-")[0]
         version = _metadata_field(text, "Version") or stem.rpartition("-")[2]
         dist = AdoptedDist(name, version, dist_info)
-        listed: list[str] = []
-        if record.is_file():
-            rows = csv.reader(io.StringIO(record.read_text(encoding="utf-8", errors="replace")))
-            listed = [row[0] for row in rows if row]
+        record = read_text(f"{dist_info}/RECORD")
+        listed = [row[0] for row in csv.reader(io.StringIO(record)) if row] if record is not None else []
         for entry in listed:
             normal = os.path.normpath(entry)
             if normal.startswith(".."):
                 dist.external.append(entry)
-            elif normal in on_disk and normal not in claimed:
-                dist.files[normal] = on_disk[normal]
+            elif normal in files and normal not in claimed:
+                dist.files[normal] = files[normal]
                 claimed.add(normal)
         # Whatever else sits in the .dist-info belongs to it too.
-        for path, executable in on_disk.items():
+        for path, executable in files.items():
             if path.startswith(dist_info + "/") and path not in claimed:
                 dist.files[path] = executable
                 claimed.add(path)
         dists.append(dist)
-    unowned = {p: x for p, x in on_disk.items() if p not in claimed}
+    unowned = {p: x for p, x in files.items() if p not in claimed}
     return dists, unowned
 
 

@@ -1130,3 +1130,60 @@ class ViewOperations(pyfuse3.Operations):
 
         walk("")
         return out
+
+    async def settle_layer(self, name: str, folded: dict[str, tuple[int, int, int]]) -> int:
+        """After the layer's files became a generation: drop what that
+        generation now holds. `folded` maps each folded layer file's path to
+        (id, size, mtime_ns) as hashed; a file changed or open for writing
+        since stays in the layer. Symlinks stay (generations hold regular
+        files only), and so do directories that are empty or lead to one.
+        Returns how many entries went."""
+        env = self.envs[name]
+        overlay = env.overlay
+        writing = {h.inode.id for h in self.handles.values() if h.inode.kind == "upper" and h.writable}
+        kept_dirs: set[str] = set()
+        for path, entry in overlay.entries.items():
+            if isinstance(entry, Symlink) or (isinstance(entry, OverlayDir) and not self._names(env, path)):
+                parent = path
+                while parent:
+                    kept_dirs.add(parent)
+                    parent = _parent(parent)
+        dropped: list[tuple[str, Entry]] = []
+        bodies: list[tuple[int, int, int, Path]] = []
+        for path, entry in list(overlay.entries.items()):
+            if isinstance(entry, Symlink) or path in kept_dirs:
+                continue
+            if isinstance(entry, UpperFile):
+                seen = folded.get(path)
+                if seen is None or seen[0] != entry.id or entry.id in writing:
+                    continue
+                bodies.append((entry.id, seen[1], seen[2], overlay.body(entry.id)))
+            dropped.append((path, entry))
+
+        def unchanged_bodies() -> set[int]:
+            same = set()
+            for upper_id, size, mtime, body in bodies:
+                st = os.stat(body)
+                if (st.st_size, st.st_mtime_ns) == (size, mtime):
+                    same.add(upper_id)
+            return same
+
+        same = await trio.to_thread.run_sync(unchanged_bodies, limiter=self.limiter)
+        notes: list[tuple[int, str]] = []
+        for path, entry in sorted(dropped, key=lambda item: item[0].count("/"), reverse=True):
+            if isinstance(entry, UpperFile) and entry.id not in same:
+                continue
+            if overlay.entries.get(path) != entry:
+                continue  # changed meanwhile
+            overlay.put(path, None)
+            holder = self.keys.get(("dir", name, _parent(path)))
+            if holder is not None:
+                notes.append((holder.ino, path.rpartition("/")[2]))
+            if isinstance(entry, UpperFile):
+                await self._unlink_body(env, entry.id)
+        await self.invalidate(notes)
+        return len(notes)
+
+    def layer_files(self, name: str) -> dict[str, FileRef | UpperFile]:
+        """The merged tree's regular files: store files and layer files."""
+        return {path: node for path, node in self.snapshot(name) if isinstance(node, FileRef | UpperFile)}

@@ -17,6 +17,7 @@ import pytest
 from nwcache.daemon.errors import NotAVenv
 from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.runner import ServiceThread
+from nwcache.daemon.schema import GenerationRecord
 from nwcache.daemon.service import env_dir_name
 from nwcache.daemon.store import Store
 from tests.conftest import make_venv, run
@@ -301,3 +302,40 @@ def test_interrupted_switch_leaves_the_venv_usable(view: View, tmp_path: Path) -
     assert not leftover.is_symlink()
     assert not site_of(venv).is_symlink()
     py(venv, "import mine")
+
+
+def test_changes_made_inside_become_a_generation(
+    view: View, tmp_path: Path, built_wheels: dict[str, Path]
+) -> None:
+    """pip's work inside the venv is folded into a generation before the next
+    store operation: history shows it, nwcache can uninstall what pip
+    installed, rollback undoes it, and the layer is left empty."""
+    venv = make_venv(tmp_path / "venv").parent.parent
+    service = view.service.service
+    assert service is not None
+    view.service.call(service.register, venv)
+    run([venv / "bin" / "python", "-m", "pip", "install", "--no-index", "--no-deps", built_wheels["pure"]])
+    py(venv, "import nwdemo_pure.core")
+    overlay = service.overlays[str(venv)]
+    assert not overlay.is_empty()
+    view.service.call(service.install, venv, [built_wheels["ext"]])
+    history = view.service.call(_history, service, venv)
+    assert [g.action for g in history][-2:] == [
+        "adopt changes made inside the venv",
+        "install nwdemo-ext==0.1.0",
+    ]
+    assert "nwdemo_pure" in {p.name.replace("-", "_") for p in history[-1].packages}
+    assert overlay.is_empty()
+    py(venv, "import nwdemo_pure.core, nwdemo_ext")
+    view.service.call(service.uninstall, venv, ["nwdemo-pure"])
+    assert not (site_of(venv) / "nwdemo_pure").exists()
+    assert py(venv, "import nwdemo_pure", check=False).returncode != 0
+    view.service.call(service.rollback, venv)
+    py(venv, "import nwdemo_pure.core, nwdemo_ext")
+
+
+async def _history(service: object, venv: Path) -> list[GenerationRecord]:
+    from nwcache.daemon.service import Service
+
+    assert isinstance(service, Service)
+    return service.store.history(venv)
