@@ -21,6 +21,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .crashpoints import crash_point
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -94,7 +96,9 @@ def link(site: Path, target: Path) -> None:
         return
     temp = site.with_name(site.name + ".nwcache-link")
     os.symlink(target, temp)
+    crash_point("link-made")
     exchange(temp, site)
+    crash_point("link-exchanged")
     _remove(temp)  # the old directory: its content is in the store
 
 
@@ -122,8 +126,10 @@ def restore(site: Path, fill: Callable[[Path], None]) -> None:
     temp = site.with_name(site.name + ".nwcache-restore")
     temp.mkdir(mode=0o755)
     fill(temp)
+    crash_point("restore-filled")
     if site.is_symlink():
         exchange(temp, site)
+        crash_point("restore-exchanged")
         temp.unlink()  # the symlink
     else:
         if is_mount_point(site):

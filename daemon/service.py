@@ -20,6 +20,7 @@ from typing import TypeVar
 import trio
 
 from . import linking
+from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
@@ -118,6 +119,7 @@ class Service:
         async with self._lock(str(root)):
             site = root / "lib"
             env = await self._run(partial(self.store.register, root, link=link))
+            crash_point("registered")
             site = self.site(env)
             if env.path not in self.overlays:
                 await self._load(env)
@@ -140,6 +142,7 @@ class Service:
             site = self.site(env)
             if await self._run(partial(linking.state, site, self.target(env))) in ("linked", "bound"):
                 await self._run(partial(linking.restore, site, partial(self._fill, plan, overlay)))
+            crash_point("restored")
             await self._run(partial(self.store.unregister, env.path))
             await self.view.remove_env(name)
             overlay.close()

@@ -30,6 +30,7 @@ from nwcache.archive.sources import FileData
 
 from . import schema
 from .blobs import BlobFiles, syncfs
+from .crashpoints import crash_point
 from .errors import (
     IncompatibleTags,
     NoSuchGeneration,
@@ -50,13 +51,6 @@ CHUNK = 1 << 20
 def _hex(data: FileData) -> str:
     assert data.sha256 is not None
     return data.sha256.hex()
-
-
-def _crash_point(name: str) -> None:
-    """Test hook: die here when NWCACHE_CRASH_AT names this point (the crash
-    tests kill the process at every write phase)."""
-    if os.environ.get("NWCACHE_CRASH_AT") == name:
-        os.kill(os.getpid(), 9)
 
 
 class _Gate:
@@ -240,9 +234,9 @@ class Store:
                 temp.unlink()
             else:
                 self.bodies.publish(temp, blob)
-        _crash_point("bodies-published")
+        crash_point("bodies-published")
         syncfs(self.bodies.root)
-        _crash_point("bodies-durable")
+        crash_point("bodies-durable")
 
     # -- packages ---------------------------------------------------------------
 
@@ -312,9 +306,9 @@ class Store:
             with self._write() as txn:
                 self._commit_blobs(txn, pending)
                 self._check_blobs(txn, record.files.values())
-                _crash_point("package-commit")
+                crash_point("package-commit")
                 txn.put(record.id, record.encode(), db=self.db["packages"], overwrite=False)
-            _crash_point("package-committed")
+            crash_point("package-committed")
         except BaseException:
             pending.discard()
             raise
@@ -706,11 +700,11 @@ class Store:
             self._check_conflicts(txn, env, packages)
             gen = GenerationRecord(env.next, env.current, time.time(), action, packages)
             txn.put(schema.generation_key(env.id, gen.number), gen.encode(), db=self.db["generations"])
-            _crash_point("generation-written")
+            crash_point("generation-written")
             env.current, env.next = gen.number, gen.number + 1
             txn.put(env.id, env.encode(), db=self.db["envs"])
-            _crash_point("env-flipped")
-        _crash_point("flip-committed")
+            crash_point("env-flipped")
+        crash_point("flip-committed")
         return gen
 
     def _check_conflicts(self, txn: lmdb.Transaction, env: EnvRecord, packages: list[Installed]) -> None:
@@ -791,8 +785,8 @@ class Store:
                         blobs += 1
                         if inline is None:
                             doomed.append(blob_key.hex())
-                _crash_point("gc-commit")
-            _crash_point("gc-committed")
+                crash_point("gc-commit")
+            crash_point("gc-committed")
             for blob in doomed:
                 self.bodies.delete(blob)
         return GCReport(dropped, packages, blobs, freed)
