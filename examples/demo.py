@@ -6,12 +6,13 @@
 2. Converts both to Wheel 2.0, shows `nwcache inspect`, verifies them, shows
    that pip refuses a 2.0 archive with its own message, converts back and
    checks every file byte for byte.
-3. Registers two fresh virtual environments in an isolated store, installs the
-   2.0 archive into one and the classic wheel into the other, and prints what
-   the store keeps against what the environments hold; fsck at the end.
-
-(The FUSE view and the daemon come with the next issues; this demo grows with
-them.)
+3. Starts an isolated store and FUSE view (the daemon's service, on a thread
+   of this process: the `nwcache daemon` command comes with issue 5),
+   registers two fresh virtual environments, installs the 2.0 archive into one
+   and the classic wheel into the other, imports the package in both through
+   the view (site-packages is now a symlink into it), shows that the shared
+   library is one inode in both, prints what the store keeps against what the
+   environments hold, stops the view cleanly and runs fsck.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 from nwcache.client.cli import main as nwcache
+from nwcache.daemon.runner import ServiceThread
 from nwcache.daemon.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,21 +127,46 @@ def main() -> int:
             print(f"{original.name}: {'every file identical' if same else 'DIFFERENT'}")
             assert same
 
-        step("the store: two fresh venvs, the 2.0 archive in one, the classic wheel in the other")
-        with Store(work / "home") as store:
-            for i, archive in enumerate([v2[1], wheels[1]]):
-                venv = work / f"venv{i}"
+        step(
+            "the store and the view: two fresh venvs, the 2.0 archive in one, the classic wheel in the other"
+        )
+        home = work / "home"
+        venvs = [work / "venv0", work / "venv1"]
+        with ServiceThread(home, home / "view") as running:
+            service = running.service
+            assert service is not None
+            for venv, archive in zip(venvs, [v2[1], wheels[1]], strict=True):
                 subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-                env = store.register(venv)
-                gen = store.install(venv, [archive])
+                env = running.call(service.register, venv)
+                gen = running.call(service.install, venv, [archive])
+                site = venv / env.site_packages
                 print(
                     f"{venv.name}: Python {env.version}, generation {gen.number}: {gen.action} ({archive.name})"
                 )
-            stats = store.stats()
+                print(f"  site-packages -> {os.readlink(site)}")
+                imported = subprocess.run(
+                    [str(venv / "bin" / "python"), "-c", "import nwdemo_sharedlib as m; print(m.__file__)"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                print(f"  import nwdemo_sharedlib: {imported.stdout.strip()}")
+            libs = [
+                next((v / service.store.get_env(v).site_packages).glob("nwdemo_sharedlib/libnwfoo.so.1.2.3"))
+                for v in venvs
+            ]
+            inodes = {os.stat(lib).st_ino for lib in libs}
+            assert len(inodes) == 1, inodes
+            print(
+                f"libnwfoo.so.1.2.3 in both venvs: inode {inodes.pop()} (one page cache), nlink {os.stat(libs[0]).st_nlink}"
+            )
+            stats = service.store.stats()
             print(
                 f"logical bytes in both site-packages: {stats['logical_bytes']:,}; stored once: "
                 f"{stats['stored_bytes']:,} in {stats['blobs']} blobs (dedup {stats['logical_bytes'] / stats['stored_bytes']:.2f}x)"
             )
+        print("view stopped and unmounted")
+        with Store(home) as store:
             problems = store.fsck()
             print("fsck: clean" if not problems else f"fsck: {problems}")
             assert not problems
