@@ -4,6 +4,8 @@ Exit codes (also in README.md):
     0  success
     1  the archive or the operation failed (nothing was written)
     2  usage error (unknown command, bad flag or value)
+    3  no daemon answers (start it: 'nwcache daemon' or 'nwcache service install')
+  130  interrupted
 
 Heavy modules are imported by the commands that need them, so that start-up
 stays close to Python's own.
@@ -15,9 +17,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from nwcache.archive import Archive, ArchiveError
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,7 +125,63 @@ def build_parser() -> argparse.ArgumentParser:
         default="copy",
         help="how to materialise content links (default copy)",
     )
+    _add_store_commands(commands)
     return parser
+
+
+def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the result as JSON")
+    env_opt = _Parser(add_help=False)
+    env_opt.add_argument("--env", required=True, type=Path, metavar="VENV", help="the virtual environment")
+
+    commands.add_parser(
+        "daemon",
+        help="run the daemon in the foreground (store, view, socket)",
+        description="Run the nwcache daemon in the foreground until SIGTERM or SIGINT. State in NWCACHE_HOME "
+        "(default $XDG_DATA_HOME/nwcache), socket at NWCACHE_SOCKET (default $XDG_RUNTIME_DIR/nwcache/daemon.sock).",
+    )
+    env = commands.add_parser("env", help="register, list, show and unregister environments")
+    env_commands = env.add_subparsers(
+        dest="env_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    register = env_commands.add_parser(
+        "register", parents=[as_json], help="serve a venv's site-packages from the store"
+    )
+    register.add_argument("venv", type=Path, metavar="VENV")
+    register.add_argument(
+        "--bind", action="store_true", help="bind-mount the view over site-packages (daemon runs as root)"
+    )
+    env_commands.add_parser("list", parents=[as_json], help="every registered environment")
+    show = env_commands.add_parser(
+        "show", parents=[as_json], help="one environment and its current generation"
+    )
+    show.add_argument("venv", type=Path, metavar="VENV")
+    unregister = env_commands.add_parser(
+        "unregister", parents=[as_json], help="put a real site-packages back and forget the environment"
+    )
+    unregister.add_argument("venv", type=Path, metavar="VENV")
+
+    install = commands.add_parser(
+        "install", parents=[as_json, env_opt], help="install archives (1.x or 2.0) into an environment"
+    )
+    install.add_argument("archives", nargs="+", type=Path, metavar="ARCHIVE")
+    uninstall = commands.add_parser("uninstall", parents=[as_json, env_opt], help="remove distributions")
+    uninstall.add_argument("names", nargs="+", metavar="NAME")
+    commands.add_parser("list", parents=[as_json, env_opt], help="distributions installed in an environment")
+    commands.add_parser("history", parents=[as_json, env_opt], help="an environment's generations")
+    rollback = commands.add_parser("rollback", parents=[as_json, env_opt], help="return to a kept generation")
+    rollback.add_argument(
+        "--to", type=_int_range(1, 2**62), metavar="N", help="generation (default: the previous one)"
+    )
+    gc = commands.add_parser("gc", parents=[as_json], help="drop old generations and what nothing uses")
+    gc.add_argument(
+        "--keep", type=_int_range(1, 10**6), default=5, metavar="N", help="generations kept per environment"
+    )
+    commands.add_parser("fsck", parents=[as_json], help="check every blob and index entry")
+    commands.add_parser("stats", parents=[as_json], help="stored against logical bytes, per environment")
+    service = commands.add_parser("service", help="the systemd user service")
+    service.add_argument("action", choices=["install", "uninstall", "status"])
 
 
 def _hint(error: ArchiveError) -> str:
@@ -274,11 +334,205 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from nwcache.client.protocol import default_home, default_socket
+    from nwcache.daemon.server import main as daemon_main
+
+    return daemon_main(default_home(), default_socket())
+
+
+def _remote(
+    op: str, request_args: dict[str, object], args: argparse.Namespace, render: Callable[[Any], str]
+) -> int:
+    """One request to the daemon: progress on stderr when it is a terminal,
+    the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
+    from nwcache.client.protocol import DaemonUnavailable, ProtocolError, default_socket, request
+
+    socket_path = default_socket()
+    show_progress = sys.stderr.isatty() and not getattr(args, "json", False)
+    try:
+        for message in request(socket_path, op, request_args):
+            event = message.get("event")
+            if event == "progress":
+                if show_progress:
+                    total = message.get("total") or 0
+                    count = f" [{message.get('done')}/{total}]" if total else ""
+                    print(f"{message.get('message')}{count}", file=sys.stderr)
+            elif event == "error":
+                print(f"error: {message.get('message')}", file=sys.stderr)
+                if message.get("hint"):
+                    print(f"hint: {message.get('hint')}", file=sys.stderr)
+                return int(message.get("exit", EXIT_FAILED))
+            elif event == "result":
+                result = message.get("result")
+                if getattr(args, "json", False):
+                    print(json.dumps(result, indent=2, sort_keys=True))
+                else:
+                    text = render(result)
+                    if text:
+                        print(text)
+                return EXIT_OK
+    except DaemonUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(
+            "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'", file=sys.stderr
+        )
+        return EXIT_NO_DAEMON
+    except ProtocolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: check the daemon's log; restart it after upgrading nwcache", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+def _gen_line(gen: dict[str, Any]) -> str:
+    mark = "*" if gen.get("current") else " "
+    return f"{mark} {gen['number']:>4}  {gen['action']}"
+
+
+def _packages(packages: list[dict[str, Any]]) -> str:
+    if not packages:
+        return "(no distributions)"
+    width = max(len(p["name"]) for p in packages)
+    return "\n".join(f"{p['name']:<{width}}  {p['version']}" for p in packages)
+
+
+def _env_line(env: dict[str, Any]) -> str:
+    extra = f", {env['packages']} distributions" if "packages" in env else ""
+    return f"{env['path']}  (Python {env['version']}, generation {env['generation']}, {env['link']}{extra})"
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    if args.env_command == "list":
+        return _remote("env.list", {}, args, lambda envs: "\n".join(_env_line(e) for e in envs) or "(none)")
+    venv = os.path.abspath(args.venv)
+    if args.env_command == "register":
+        return _remote(
+            "env.register",
+            {"env": venv, "bind": args.bind},
+            args,
+            lambda env: f"registered {_env_line(env)}\nsite-packages -> {env['view']}",
+        )
+    if args.env_command == "show":
+        return _remote(
+            "env.show",
+            {"env": venv},
+            args,
+            lambda env: (
+                f"{_env_line(env)}\n{_gen_line(env['current'])}\n{_packages(env['current']['packages'])}"
+            ),
+        )
+    return _remote(
+        "env.unregister",
+        {"env": venv},
+        args,
+        lambda r: f"unregistered {r['path']}; site-packages is a directory again",
+    )
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    archives = [os.path.abspath(a) for a in args.archives]
+    missing = [a for a in archives if not os.path.isfile(a)]
+    if missing:
+        print(f"error: {missing[0]}: no such file", file=sys.stderr)
+        print("hint: pass paths of .whl archives (classic or 2.0)", file=sys.stderr)
+        return EXIT_FAILED
+    return _remote(
+        "install",
+        {"env": os.path.abspath(args.env), "archives": archives},
+        args,
+        lambda gen: f"generation {gen['number']}: {gen['action']}",
+    )
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    return _remote(
+        "uninstall",
+        {"env": os.path.abspath(args.env), "names": args.names},
+        args,
+        lambda gen: f"generation {gen['number']}: {gen['action']}",
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return _remote("list", {"env": os.path.abspath(args.env)}, args, _packages)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    return _remote(
+        "history",
+        {"env": os.path.abspath(args.env)},
+        args,
+        lambda gens: "\n".join(_gen_line(g) for g in gens),
+    )
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _remote(
+        "rollback",
+        {"env": os.path.abspath(args.env), "to": args.to},
+        args,
+        lambda gen: f"now at generation {gen['number']}: {gen['action']}",
+    )
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    return _remote(
+        "gc",
+        {"keep": args.keep},
+        args,
+        lambda r: (
+            f"dropped {r['generations']} generations, {r['packages']} packages, {r['blobs']} blobs; "
+            f"freed {r['bytes_freed']:,} bytes"
+        ),
+    )
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    code = _remote(
+        "fsck",
+        {},
+        args,
+        lambda r: "\n".join(r["problems"]) if r["problems"] else "fsck: the store is consistent",
+    )
+    return code
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    def render(r: dict[str, Any]) -> str:
+        lines = [
+            f"stored:  {r['stored_bytes']:,} bytes in {r['blobs']:,} blobs",
+            f"logical: {r['logical_bytes']:,} bytes in {r['files']:,} files across {len(r['envs'])} environments",
+            f"dedup:   {r['dedup_ratio']:.2f}x" if r["dedup_ratio"] else "dedup:   -",
+        ]
+        lines += [f"  {e['path']}: {e['files']:,} files, {e['bytes']:,} bytes" for e in r["envs"]]
+        return "\n".join(lines)
+
+    return _remote("stats", {}, args, render)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from nwcache.client.service import main as service_main
+
+    return service_main(args.action)
+
+
 COMMANDS = {
     "convert": cmd_convert,
     "inspect": cmd_inspect,
     "verify": cmd_verify,
     "unpack": cmd_unpack,
+    "daemon": cmd_daemon,
+    "env": cmd_env,
+    "install": cmd_install,
+    "uninstall": cmd_uninstall,
+    "list": cmd_list,
+    "history": cmd_history,
+    "rollback": cmd_rollback,
+    "gc": cmd_gc,
+    "fsck": cmd_fsck,
+    "stats": cmd_stats,
+    "service": cmd_service,
 }
 
 
@@ -289,12 +543,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    from nwcache.archive import ArchiveError
-
     try:
         return COMMANDS[args.command](args)
-    except (ArchiveError, OSError) as exc:
+    except OSError as exc:
         return _fail(exc)
     except KeyboardInterrupt:
         print("error: interrupted; nothing was kept", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        # Only the archive commands import the archive library (start-up
+        # time of the store commands), so its errors are recognised lazily.
+        archive = sys.modules.get("nwcache.archive")
+        if archive is not None and isinstance(exc, archive.ArchiveError):
+            return _fail(exc)
+        raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from installer.scripts import Script
 from installer.utils import parse_entrypoints
 
+from .errors import StoreError
 from .schema import EnvRecord, FileRef, Installed, PackageRecord
 
 INSTALLER_NAME = b"nwcache\n"
@@ -103,6 +104,15 @@ def plan_install(
         for name, module, attr, section in parse_entrypoints(text):
             _, content = Script(name, module, attr, section).generate(env.python, "posix")
             outside[f"{env.scripts}/{name}"] = put_blob(content, True)
+    interpreter = {
+        f"{env.scripts}/{n}" for n in ("python", "python3", f"python{'.'.join(env.version.split('.')[:2])}")
+    }
+    clobbering = sorted(interpreter.intersection(outside))
+    if clobbering:
+        raise StoreError(
+            f"{pkg.name} {pkg.version} would overwrite the environment's interpreter ({', '.join(clobbering)})",
+            hint="the archive is hostile or broken; nothing was installed",
+        )
     site_gen[f"{pkg.dist_info}/INSTALLER"] = put_blob(INSTALLER_NAME, False)
     if requested:
         site_gen[f"{pkg.dist_info}/REQUESTED"] = put_blob(b"", False)

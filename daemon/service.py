@@ -26,11 +26,23 @@ from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, 
 from .schema import EnvRecord, FileRef, GenerationRecord
 from .store import GCReport, Store
 from .tree import TreeBuilder
-from .venvs import venv_root
+from .venvs import sha256_file, venv_root
 from .view import ViewOperations
 
 log = logging.getLogger("nwcache.daemon")
 T = TypeVar("T")
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """`root/rel`, refusing any path that would land outside `root` (by `..`,
+    an absolute path or a symlink on the way)."""
+    target = root / rel
+    real_parent = os.path.realpath(target.parent)
+    if os.path.isabs(rel) or not (real_parent == str(root) or real_parent.startswith(str(root) + os.sep)):
+        raise StoreError(
+            f"{rel} would be written outside {root}", hint="the archive is hostile; nothing more was written"
+        )
+    return target
 
 
 def env_dir_name(env: EnvRecord) -> str:
@@ -210,25 +222,61 @@ class Service:
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)
+            before = await self._run(partial(self.store.generation, env.path))
             gen = await self._run(partial(self.store.install, env.path, archives))
             await self._refresh(env)
+            await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
     async def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
             await self._fold(env)
+            before = await self._run(partial(self.store.generation, env.path))
             gen = await self._run(partial(self.store.uninstall, env.path, names))
             await self._refresh(env)
+            await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
     async def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
             await self._fold(env)
+            before = await self._run(partial(self.store.generation, env.path))
             gen = await self._run(partial(self.store.rollback, env.path, to))
             await self._refresh(env)
+            await self._run(partial(self._write_outside, env, before, gen))
             return gen
+
+    def _write_outside(self, env: EnvRecord, before: GenerationRecord, after: GenerationRecord) -> None:
+        """Bring the venv's files outside site-packages (scripts, headers,
+        data) from one generation to the next: write what is new or changed
+        (atomically, exec bit from the record), remove what went, unless the
+        user changed it since. Never anything outside the venv."""
+        old = {p: r for i in before.packages for p, r in i.outside.items()}
+        new = {p: r for i in after.packages for p, r in i.outside.items()}
+        root = Path(env.path).resolve()
+        for rel, ref in sorted(new.items()):
+            target = _inside(root, rel)
+            if old.get(rel) == ref and target.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}.nwcache-new")
+            _size, where = self.store.blob_location(ref.blob)
+            if isinstance(where, bytes):
+                temp.write_bytes(where)
+            else:
+                shutil.copyfile(where, temp)
+            temp.chmod(0o755 if ref.executable else 0o644)
+            os.replace(temp, target)
+        for rel, ref in sorted(old.items()):
+            if rel in new:
+                continue
+            target = _inside(root, rel)
+            if target.is_file() and not target.is_symlink() and sha256_file(target) == (ref.blob, ref.size):
+                target.unlink()
+            elif target.exists():
+                log.warning("left %s in place: it changed since nwcache wrote it", target)
 
     async def gc(self, keep: int = 5) -> GCReport:
         pinned = self.view.pinned_blobs()

@@ -1,0 +1,387 @@
+"""`nwcache daemon`: the store, the view and the socket on one trio loop.
+
+Start-up order is the refusal order: the store's lock (another daemon owns
+NWCACHE_HOME), the socket (another daemon answers there), FUSE and the mount
+point (a stale mount of a killed daemon is cleared), then READY=1 for
+systemd. SIGTERM or SIGINT: STOPPING=1, bind mounts released, the view
+unmounted, exit 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from nwcache import __version__
+from nwcache.archive import ArchiveError
+from nwcache.client.protocol import MAX_LINE, PROTOCOL, encode
+
+from .errors import StoreError
+from .runner import run_service
+from .schema import EnvRecord, GenerationRecord
+from .service import Service, env_dir_name
+
+log = logging.getLogger("nwcache.daemon")
+Progress = Callable[[str, int, int], Awaitable[None]]
+
+
+class DaemonError(StoreError):
+    hint = "see 'nwcache daemon --help'"
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:  # a manager that went away must not take the daemon with it
+        log.warning("could not notify %s of %r: %s", address, state.split("\n")[0], exc)
+
+
+def prepare_socket(path: Path) -> None:
+    """The socket's directory is ours alone (0700); a socket left by a dead
+    daemon is removed, one a live daemon answers on is refused."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.parent.stat()
+    if st.st_uid != os.getuid():
+        raise DaemonError(f"{path.parent} belongs to uid {st.st_uid}", hint="choose another NWCACHE_SOCKET")
+    os.chmod(path.parent, 0o700)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: debris of a killed daemon
+        else:
+            raise DaemonError(
+                f"another nwcache daemon is listening on {path}",
+                hint="stop it first ('nwcache service status')",
+            )
+        finally:
+            probe.close()
+
+
+def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
+    return {
+        "path": env.path,
+        "python": env.python,
+        "version": env.version,
+        "site_packages": env.site_packages,
+        "link": env.link,
+        "generation": env.current,
+        "view": str(service.target(env)),
+        "tags": env.tags[:3],
+        "name": env_dir_name(env),
+    }
+
+
+def generation_json(gen: GenerationRecord, current: int | None = None) -> dict[str, Any]:
+    return {
+        "number": gen.number,
+        "parent": gen.parent,
+        "created": gen.created,
+        "action": gen.action,
+        "current": gen.number == current if current is not None else None,
+        "packages": [
+            {"name": p.name, "version": p.version, "requested": p.requested}
+            for p in sorted(gen.packages, key=lambda p: p.name.lower())
+        ],
+    }
+
+
+class Handlers:
+    """One coroutine per protocol operation, each taking the request's args
+    and a progress callback and returning a JSON-able result."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await self.service._run(fn)
+
+    async def ping(self, args: dict[str, Any], progress: Progress) -> Any:
+        return {
+            "version": __version__,
+            "protocol": PROTOCOL,
+            "pid": os.getpid(),
+            "home": str(self.service.store.home),
+            "mount": str(self.service.mountpoint),
+        }
+
+    async def env_register(self, args: dict[str, Any], progress: Progress) -> Any:
+        await progress(f"registering {args['env']} (storing its site-packages)", 0, 1)
+        env = await self.service.register(args["env"], "bind" if args.get("bind") else "symlink")
+        return env_json(self.service, env)
+
+    async def env_list(self, args: dict[str, Any], progress: Progress) -> Any:
+        envs = await self._run(self.service.store.envs)
+        out = []
+        for env in sorted(envs, key=lambda e: e.path):
+            gen = await self._run(partial(self.service.store.generation, env.path))
+            out.append({**env_json(self.service, env), "packages": len(gen.packages)})
+        return out
+
+    async def env_show(self, args: dict[str, Any], progress: Progress) -> Any:
+        env = await self._run(partial(self.service.store.get_env, args["env"]))
+        gen = await self._run(partial(self.service.store.generation, env.path))
+        return {**env_json(self.service, env), "current": generation_json(gen, env.current)}
+
+    async def env_unregister(self, args: dict[str, Any], progress: Progress) -> Any:
+        await self.service.unregister(args["env"])
+        return {"path": args["env"]}
+
+    async def install(self, args: dict[str, Any], progress: Progress) -> Any:
+        archives: list[str | os.PathLike[str]] = [str(a) for a in args["archives"]]
+        for index, archive in enumerate(archives):
+            await progress(f"checking {Path(archive).name}", index, len(archives))
+        gen = await self.service.install(args["env"], archives)
+        await progress("installed", len(archives), len(archives))
+        return generation_json(gen, gen.number)
+
+    async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
+        gen = await self.service.uninstall(args["env"], list(args["names"]))
+        return generation_json(gen, gen.number)
+
+    async def list(self, args: dict[str, Any], progress: Progress) -> Any:
+        gen = await self._run(partial(self.service.store.generation, args["env"]))
+        return generation_json(gen, gen.number)["packages"]
+
+    async def history(self, args: dict[str, Any], progress: Progress) -> Any:
+        env = await self._run(partial(self.service.store.get_env, args["env"]))
+        gens = await self._run(partial(self.service.store.history, env.path))
+        return [generation_json(g, env.current) for g in gens]
+
+    async def rollback(self, args: dict[str, Any], progress: Progress) -> Any:
+        gen = await self.service.rollback(args["env"], args.get("to"))
+        return generation_json(gen, gen.number)
+
+    async def gc(self, args: dict[str, Any], progress: Progress) -> Any:
+        report = await self.service.gc(int(args.get("keep", 5)))
+        return dataclasses.asdict(report)
+
+    async def fsck(self, args: dict[str, Any], progress: Progress) -> Any:
+        await progress("checking every blob", 0, 1)
+        problems = await self._run(self.service.store.fsck)
+        return {"problems": [str(p) for p in problems]}
+
+    async def stats(self, args: dict[str, Any], progress: Progress) -> Any:
+        stats = await self._run(self.service.store.stats)
+        per_env = []
+        for env in await self._run(self.service.store.envs):
+            tree = await self._run(partial(self.service.store.tree, env.path))
+            per_env.append(
+                {"path": env.path, "files": len(tree), "bytes": sum(r.size for r in tree.values())}
+            )
+        view = self.service.view.stats
+        return {
+            **stats,
+            "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
+            "envs": per_env,
+            "view": {
+                "faults": view.faults,
+                "requests": dict(view.requests),
+                "invalidations": view.invalidations,
+            },
+        }
+
+
+def error_message(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, StoreError):
+        return {"kind": type(exc).__name__, "message": str(exc), "hint": exc.hint, "exit": 1}
+    if isinstance(exc, ArchiveError):
+        return {
+            "kind": type(exc).__name__,
+            "message": str(exc),
+            "hint": "the archive is malformed, tampered with or not for this environment; nothing was changed",
+            "exit": 1,
+        }
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return {
+            "kind": "OSError",
+            "message": f"{where}{exc.strerror or exc}",
+            "hint": "check the path, its permissions and the free space",
+            "exit": 1,
+        }
+    return {
+        "kind": "InternalError",
+        "message": f"{type(exc).__name__}: {exc}",
+        "hint": "see the daemon's log",
+        "exit": 1,
+    }
+
+
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    buffer = bytearray()
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        buffer += chunk
+        if len(buffer) > MAX_LINE:
+            raise ValueError("request too large")
+    return bytes(buffer.partition(b"\n")[0])
+
+
+async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
+    async with stream:
+        sock = stream.socket
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", raw)
+
+        async def send(message: dict[str, Any]) -> None:
+            try:
+                await stream.send_all(encode(message))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away; the operation still completes or fails whole
+
+        if uid != os.getuid():
+            await send(
+                {
+                    "event": "error",
+                    "kind": "PermissionDenied",
+                    "message": f"uid {uid} may not use the daemon of uid {os.getuid()}",
+                    "hint": "run your own daemon (nwcache daemon) with your own NWCACHE_HOME",
+                    "exit": 1,
+                }
+            )
+            return
+        try:
+            with trio.fail_after(30):
+                line = await _read_line(stream)
+            request = json.loads(line)
+        except (ValueError, trio.TooSlowError):
+            await send(
+                {
+                    "event": "error",
+                    "kind": "BadRequest",
+                    "message": "unreadable request",
+                    "hint": "",
+                    "exit": 2,
+                }
+            )
+            return
+        if request.get("protocol") != PROTOCOL:
+            await send(
+                {
+                    "event": "error",
+                    "kind": "ProtocolMismatch",
+                    "message": f"the daemon speaks protocol {PROTOCOL}, the client {request.get('protocol')}",
+                    "hint": "restart the daemon after upgrading nwcache",
+                    "exit": 1,
+                }
+            )
+            return
+        op = str(request.get("op", ""))
+        method = getattr(handlers, op.replace(".", "_"), None)
+        if method is None or op.startswith("_"):
+            await send(
+                {
+                    "event": "error",
+                    "kind": "BadRequest",
+                    "message": f"unknown operation {op!r}",
+                    "hint": "",
+                    "exit": 2,
+                }
+            )
+            return
+
+        async def progress(message: str, done: int, total: int) -> None:
+            await send({"event": "progress", "message": message, "done": done, "total": total})
+
+        started = time.monotonic()
+        try:
+            result = await method(dict(request.get("args") or {}), progress)
+        except Exception as exc:
+            answer = error_message(exc)
+            if answer["kind"] == "InternalError":
+                log.exception("internal error in %s", op)
+            await send({"event": "error", **answer})
+            return
+        log.info("%s done in %.3f s", op, time.monotonic() - started)
+        await send({"event": "result", "result": result})
+
+
+async def serve_socket(
+    service: Service, path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await trio.to_thread.run_sync(prepare_socket, path)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    listener = trio.SocketListener(sock)
+    try:
+        task_status.started()
+        await trio.serve_listeners(partial(handle_client, Handlers(service)), [listener])
+    finally:
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 (a directory entry, on the way out, possibly cancelled)
+
+
+async def run_daemon(
+    home: Path, socket_path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            service = await nursery.start(run_service, home, home / "view")
+            await nursery.start(serve_socket, service, socket_path)
+            sd_notify(f"READY=1\nSTATUS=serving {home} on {socket_path}")
+            log.info("nwcache daemon %s ready: %s, socket %s", __version__, home, socket_path)
+            task_status.started()
+            async for _ in signals:
+                break
+            sd_notify("STOPPING=1")
+            log.info("stopping")
+            nursery.cancel_scope.cancel()
+
+
+def _first(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) -> BaseException | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+        elif isinstance(exc, kind):
+            return exc
+    return None
+
+
+def main(home: Path, socket_path: Path) -> int:
+    """Run in the foreground until SIGTERM or SIGINT; the CLI's `daemon`.
+    A refusal to start is one `error:` line and one `hint:` line, exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        trio.run(run_daemon, home, socket_path)
+    except BaseException as exc:
+        found: BaseException | None = exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, StoreError) or _first(exc, OSError)
+        if isinstance(found, StoreError):
+            print(f"error: {found}", file=sys.stderr)
+            print(f"hint: {found.hint}", file=sys.stderr)
+            return 1
+        if isinstance(found, OSError):
+            print(f"error: {found}", file=sys.stderr)
+            print("hint: check NWCACHE_HOME and NWCACHE_SOCKET and their permissions", file=sys.stderr)
+            return 1
+        raise
+    return 0

@@ -1,0 +1,205 @@
+"""The real CLI against a real daemon process: two venvs, real wheels (1.0 and
+2.0), a console script, imports through the view, uninstall, rollback, a
+restart, gc and fsck; the daemon's refusals and readiness notification."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nwcache.archive import convert
+from nwcache.client.cli import main as nwcache
+from nwcache.daemon.linking import is_mount_point
+from tests.conftest import clean_env, make_venv
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+READY_TIMEOUT = 60.0
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.home = root / "home"
+        self.socket = root / "run" / "daemon.sock"
+        self.env = clean_env({"NWCACHE_HOME": str(self.home), "NWCACHE_SOCKET": str(self.socket)})
+        self.env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+        self.process: subprocess.Popen[str] | None = None
+        self.log = root / "daemon.log"
+
+    def start(self, notify: Path | None = None) -> None:
+        env = dict(self.env)
+        if notify is not None:
+            env["NOTIFY_SOCKET"] = str(notify)
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nwcache", "daemon"], env=env, stdout=log, stderr=log, text=True
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.answers():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the daemon exited with {self.process.returncode}:\n{self.log.read_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the daemon did not answer within {READY_TIMEOUT} s:\n{self.log.read_text()}"
+                )
+            time.sleep(0.05)  # polling for readiness, bounded by the deadline above
+
+    def answers(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        process, self.process = self.process, None
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            mount = self.home / "view"
+            for args in (["-u"], ["-u", "-z"]):
+                if is_mount_point(mount):
+                    subprocess.run(["fusermount3", *args, str(mount)], capture_output=True, check=False)
+
+    def cli(self, *argv: str | Path) -> tuple[int, str, str]:
+        """The real CLI in this process (the daemon is another one)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "nwcache", *map(str, argv)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    made = Daemon(tmp_path)
+    try:
+        yield made
+    finally:
+        made.stop()
+        assert not is_mount_point(made.home / "view")
+
+
+def test_end_to_end(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path]) -> None:
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify))
+        listener.settimeout(READY_TIMEOUT)
+        daemon.start(notify=notify)
+        assert b"READY=1" in listener.recv(4096)
+    assert (daemon.socket.parent.stat().st_mode & 0o777) == 0o700
+
+    a = make_venv(tmp_path / "a").parent.parent
+    b = make_venv(tmp_path / "b").parent.parent
+    v2 = tmp_path / "v2"
+    convert(built_wheels["ext"], v2 / built_wheels["ext"].name, to=2)
+    code, out, err = daemon.cli("install", built_wheels["pure"], v2 / built_wheels["ext"].name, "--env", a)
+    assert code == 0, err
+    assert "generation" in out
+    code, out, err = daemon.cli("install", built_wheels["pure"], built_wheels["ext"], "--env", b, "--json")
+    assert code == 0, err
+    assert json.loads(out)["action"].startswith("install nwdemo-pure==0.1.0")
+    for venv in (a, b):
+        script = subprocess.run([venv / "bin" / "nwdemo-pure"], capture_output=True, text=True, check=False)
+        assert script.returncode == 0, script.stderr
+        assert "0.1.0" in script.stdout
+        assert (venv / "bin" / "nwdemo-pure-script").is_file()
+        done = subprocess.run([venv / "bin" / "python", "-c", "import nwdemo_ext, nwdemo_pure"], check=False)
+        assert done.returncode == 0
+    code, out, _ = daemon.cli("list", "--env", a, "--json")
+    assert {p["name"] for p in json.loads(out)} >= {"nwdemo-pure", "nwdemo-ext", "pip"}
+    code, out, _ = daemon.cli("stats", "--json")
+    stats = json.loads(out)
+    assert stats["dedup_ratio"] > 1.5
+    assert len(stats["envs"]) == 2
+
+    code, out, err = daemon.cli("uninstall", "nwdemo-pure", "--env", a)
+    assert code == 0, err
+    assert not (a / "bin" / "nwdemo-pure").exists()  # its scripts went with it
+    assert subprocess.run([a / "bin" / "python", "-c", "import nwdemo_pure"], check=False).returncode != 0
+    code, out, err = daemon.cli("rollback", "--env", a)
+    assert code == 0, err
+    assert (a / "bin" / "nwdemo-pure").is_file()
+    code, out, _ = daemon.cli("history", "--env", a, "--json")
+    history = json.loads(out)
+    current = [g for g in history if g["current"]]
+    assert len(current) == 1
+    assert current[0]["action"].startswith("install nwdemo-pure")
+    assert history[-1]["action"] == "uninstall nwdemo-pure"
+
+    assert daemon.stop() == 0
+    assert not is_mount_point(daemon.home / "view")
+    code, _, err = daemon.cli("list", "--env", a)
+    assert code == 3
+    assert err.startswith("error: no nwcache daemon")
+    daemon.start()
+    assert subprocess.run([a / "bin" / "nwdemo-pure"], capture_output=True, check=False).returncode == 0
+    code, out, err = daemon.cli("gc", "--keep", "1")
+    assert code == 0, err
+    code, out, err = daemon.cli("fsck")
+    assert code == 0, err
+    assert "consistent" in out
+    code, out, err = daemon.cli("env", "list", "--json")
+    assert {e["path"] for e in json.loads(out)} == {str(a), str(b)}
+
+
+def test_refusals(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    # A second daemon on the same home: one line, exit 1, the first unharmed.
+    second = subprocess.run(
+        [sys.executable, "-m", "nwcache", "daemon"],
+        env={**daemon.env, "NWCACHE_SOCKET": str(tmp_path / "other" / "s.sock")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "another process has the store" in errors[0]
+    assert daemon.answers()
+    # Not a venv; a missing archive; a usage error.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    code, _, err = daemon.cli("env", "register", plain)
+    assert code == 1
+    assert "no pyvenv.cfg" in err
+    code, _, err = daemon.cli("install", tmp_path / "missing.whl", "--env", plain)
+    assert code == 1
+    assert "no such file" in err
+    assert nwcache(["install", "--env"]) == 2
+
+
+def test_no_daemon_is_one_line(tmp_path: Path) -> None:
+    env = clean_env({"NWCACHE_SOCKET": str(tmp_path / "none.sock")})
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", "env", "list"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 3
+    assert done.stderr.splitlines()[0].startswith("error: no nwcache daemon at")
+    assert done.stderr.splitlines()[1].startswith("hint: start it")
