@@ -6,27 +6,29 @@
 2. Converts both to Wheel 2.0, shows `nwcache inspect`, verifies them, shows
    that pip refuses a 2.0 archive with its own message, converts back and
    checks every file byte for byte.
-3. Starts an isolated store and FUSE view (the daemon's service, on a thread
-   of this process: the `nwcache daemon` command comes with issue 5),
-   registers two fresh virtual environments, installs the 2.0 archive into one
-   and the classic wheel into the other, imports the package in both through
-   the view (site-packages is now a symlink into it), shows that the shared
-   library is one inode in both, prints what the store keeps against what the
-   environments hold, stops the view cleanly and runs fsck.
+3. Starts an isolated `nwcache daemon` (its own NWCACHE_HOME and
+   NWCACHE_SOCKET), installs the 2.0 archive into one fresh venv and the
+   classic wheel into another with `nwcache install` (which registers them),
+   imports the package in both through the view (site-packages is now a
+   symlink into it), shows that the shared library is one inode in both,
+   prints `nwcache stats`, stops the daemon with SIGTERM (exit 0, view
+   unmounted) and runs fsck on the store.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 from nwcache.client.cli import main as nwcache
-from nwcache.daemon.runner import ServiceThread
 from nwcache.daemon.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,25 @@ def build(project: Path, out: Path) -> Path:
         env=clean_env(),
     )
     return max(out.glob("*.whl"), key=lambda p: p.stat().st_mtime)
+
+
+def wait_for_socket(path: Path, daemon: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Poll until the daemon accepts connections (or fail loudly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+        if daemon.poll() is not None:
+            raise SystemExit(
+                f"the daemon exited with {daemon.returncode}: {daemon.stderr.read() if daemon.stderr else ''}"
+            )
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the daemon did not answer within {timeout} s")
+        time.sleep(0.05)
 
 
 def members(path: Path) -> dict[str, bytes]:
@@ -128,21 +149,23 @@ def main() -> int:
             assert same
 
         step(
-            "the store and the view: two fresh venvs, the 2.0 archive in one, the classic wheel in the other"
+            "nwcache daemon (its own NWCACHE_HOME and NWCACHE_SOCKET); 2.0 into one fresh venv, classic into another"
         )
         home = work / "home"
-        venvs = [work / "venv0", work / "venv1"]
-        with ServiceThread(home, home / "view") as running:
-            service = running.service
-            assert service is not None
+        os.environ["NWCACHE_HOME"] = str(home)
+        os.environ["NWCACHE_SOCKET"] = str(work / "run" / "daemon.sock")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "nwcache", "daemon"], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_for_socket(Path(os.environ["NWCACHE_SOCKET"]), daemon)
+            print(f"daemon pid {daemon.pid} serving {home / 'view'}")
+            venvs = [work / "venv0", work / "venv1"]
             for venv, archive in zip(venvs, [v2[1], wheels[1]], strict=True):
                 subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-                env = running.call(service.register, venv)
-                gen = running.call(service.install, venv, [archive])
-                site = venv / env.site_packages
-                print(
-                    f"{venv.name}: Python {env.version}, generation {gen.number}: {gen.action} ({archive.name})"
-                )
+                print(f"$ nwcache install {archive.name} --env {venv.name}")
+                assert nwcache(["install", str(archive), "--env", str(venv)]) == 0
+                site = next((venv / "lib").glob("python*/site-packages"))
                 print(f"  site-packages -> {os.readlink(site)}")
                 imported = subprocess.run(
                     [str(venv / "bin" / "python"), "-c", "import nwdemo_sharedlib as m; print(m.__file__)"],
@@ -152,20 +175,20 @@ def main() -> int:
                 )
                 print(f"  import nwdemo_sharedlib: {imported.stdout.strip()}")
             libs = [
-                next((v / service.store.get_env(v).site_packages).glob("nwdemo_sharedlib/libnwfoo.so.1.2.3"))
-                for v in venvs
+                next(v.glob("lib/python*/site-packages/nwdemo_sharedlib/libnwfoo.so.1.2.3")) for v in venvs
             ]
             inodes = {os.stat(lib).st_ino for lib in libs}
             assert len(inodes) == 1, inodes
             print(
                 f"libnwfoo.so.1.2.3 in both venvs: inode {inodes.pop()} (one page cache), nlink {os.stat(libs[0]).st_nlink}"
             )
-            stats = service.store.stats()
-            print(
-                f"logical bytes in both site-packages: {stats['logical_bytes']:,}; stored once: "
-                f"{stats['stored_bytes']:,} in {stats['blobs']} blobs (dedup {stats['logical_bytes'] / stats['stored_bytes']:.2f}x)"
-            )
-        print("view stopped and unmounted")
+            print("$ nwcache stats")
+            assert nwcache(["stats"]) == 0
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(60)
+        print(f"daemon stopped by SIGTERM: exit {code}")
+        assert code == 0, daemon.stderr.read() if daemon.stderr else ""
         with Store(home) as store:
             problems = store.fsck()
             print("fsck: clean" if not problems else f"fsck: {problems}")
