@@ -341,6 +341,38 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return daemon_main(default_home(), default_socket())
 
 
+class _ProgressBar:
+    """A rich progress bar on stderr, made at the first progress line (rich
+    is imported only then: plain runs and pipes never pay for it). rich
+    honours NO_COLOR."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def update(self, message: str, done: int, total: int) -> None:
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(message, total=total or None)
+        self._progress.update(self._task, description=message, completed=done, total=total or None)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
 def _remote(
     op: str, request_args: dict[str, object], args: argparse.Namespace, render: Callable[[Any], str]
 ) -> int:
@@ -349,16 +381,21 @@ def _remote(
     from nwcache.client.protocol import DaemonUnavailable, ProtocolError, default_socket, request
 
     socket_path = default_socket()
-    show_progress = sys.stderr.isatty() and not getattr(args, "json", False)
+    bar = _ProgressBar() if sys.stderr.isatty() and not getattr(args, "json", False) else None
     try:
         for message in request(socket_path, op, request_args):
             event = message.get("event")
             if event == "progress":
-                if show_progress:
-                    total = message.get("total") or 0
-                    count = f" [{message.get('done')}/{total}]" if total else ""
-                    print(f"{message.get('message')}{count}", file=sys.stderr)
-            elif event == "error":
+                if bar is not None:
+                    bar.update(
+                        str(message.get("message")),
+                        int(message.get("done") or 0),
+                        int(message.get("total") or 0),
+                    )
+                continue
+            if bar is not None:
+                bar.close()
+            if event == "error":
                 print(f"error: {message.get('message')}", file=sys.stderr)
                 if message.get("hint"):
                     print(f"hint: {message.get('hint')}", file=sys.stderr)
@@ -373,6 +410,8 @@ def _remote(
                         print(text)
                 return EXIT_OK
     except DaemonUnavailable as exc:
+        if bar is not None:
+            bar.close()
         print(f"error: {exc}", file=sys.stderr)
         print(
             "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'", file=sys.stderr

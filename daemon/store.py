@@ -160,6 +160,9 @@ class Store:
                 raise StoreError(f"index schema {version!r} is not {schema.SCHEMA_VERSION!r}")
         self._write_lock = threading.Lock()
         self._gate = _Gate()
+        # Archive files this process ingested, by identity: path, inode, size, mtime -> digest.
+        self._recent: dict[tuple[str, int, int, int, int], str] = {}
+        self._recent_lock = threading.Lock()
         if sweep:
             self.sweep()
 
@@ -260,6 +263,9 @@ class Store:
         package, or every one of its blobs, is already stored. With `tags`
         (an environment's), refuses an archive that fits none before reading
         its payload."""
+        known = self._ingested_file(path, tags)
+        if known is not None:
+            return known
         with Archive.open(path) as archive:
             if tags is not None:
                 supported = set(tags)
@@ -269,7 +275,41 @@ class Store:
                         f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
                     )
             with self._gate.shared():
-                return self._ingest(archive)
+                record = self._ingest(archive)
+        self._remember_file(path, record)
+        return record
+
+    @staticmethod
+    def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int, int, int]:
+        st = os.stat(path)
+        return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _remember_file(self, path: str | os.PathLike[str], record: PackageRecord) -> None:
+        with self._recent_lock:
+            self._recent[self._file_key(path)] = record.digest
+            while len(self._recent) > 4096:
+                self._recent.pop(next(iter(self._recent)))
+
+    def _ingested_file(self, path: str | os.PathLike[str], tags: list[str] | None) -> PackageRecord | None:
+        """The package an unchanged archive file (same path, inode, size and
+        mtime as when this process ingested it) already is, if still stored:
+        installing a stored wheel again then opens nothing."""
+        try:
+            key = self._file_key(path)
+        except OSError:
+            return None
+        with self._recent_lock:
+            digest = self._recent.get(key)
+        if digest is None:
+            return None
+        record = self.get_package(bytes.fromhex(digest.removeprefix("sha256:")))
+        if record is None:
+            return None
+        if tags is not None and not set(tags).intersection(record.tags):
+            raise IncompatibleTags(
+                f"{Path(path).name} is tagged {', '.join(record.tags)}; the environment accepts none of them"
+            )
+        return record
 
     def _ingest(self, archive: Archive) -> PackageRecord:
         claimed = archive.metadata_digest()

@@ -4,11 +4,13 @@ reading what its site-packages already holds (adoption)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +69,48 @@ def venv_root(path: str | os.PathLike[str]) -> Path:
     return root
 
 
+_probed: dict[tuple[object, ...], Interpreter] = {}
+_probed_lock = threading.Lock()
+
+
+def _probe_key(root: Path, python: Path) -> tuple[object, ...] | None:
+    """What makes two venvs' interpreters answer the same: the same
+    interpreter binary (resolved, unchanged) and the same pyvenv.cfg apart
+    from its `command` line (which names the venv)."""
+    try:
+        real = os.path.realpath(python)
+        st = os.stat(real)
+        config = (root / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    settings = tuple(
+        sorted(
+            line.strip() for line in config.splitlines() if line.strip() and not line.startswith("command")
+        )
+    )
+    return real, st.st_ino, st.st_size, st.st_mtime_ns, settings
+
+
 def probe(root: Path) -> Interpreter:
+    """Ask the venv's interpreter (once per interpreter binary and venv
+    configuration: a new venv of an interpreter already asked reuses its
+    answer, whose paths are relative to the venv root)."""
     python = root / "bin" / "python"
     if not python.exists():
         raise InterpreterError(f"{root} has no bin/python")
+    key = _probe_key(root, python)
+    with _probed_lock:
+        known = _probed.get(key) if key is not None else None
+    if known is not None:
+        return dataclasses.replace(known, python=str(python))  # everything else is relative to the root
+    found = _probe(root, python)
+    if key is not None:
+        with _probed_lock:
+            _probed[key] = found
+    return found
+
+
+def _probe(root: Path, python: Path) -> Interpreter:
     packaging_parent = str(Path(packaging.__file__).parent.parent)
     try:
         done = subprocess.run(

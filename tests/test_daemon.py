@@ -203,3 +203,17 @@ def test_no_daemon_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert done.stderr.splitlines()[0].startswith("error: no nwcache daemon at")
     assert done.stderr.splitlines()[1].startswith("hint: start it")
+
+
+def test_client_imports_nothing_heavy(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from nwcache.client.cli import main\n"
+        "main(['stats'])\n"
+        "heavy = sorted(m for m in ('trio', 'lmdb', 'pyfuse3', 'zstandard', 'nwcache.archive', 'nwcache.daemon') "
+        "if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    env = clean_env({"NWCACHE_SOCKET": str(tmp_path / "none.sock")})
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
