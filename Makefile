@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store clean
+.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-corpus clean
 
 all: test
 
@@ -58,6 +58,17 @@ bench-format: setup
 
 bench-store: setup
 	$(BIN)/python -m bench.store $(BENCH_ARGS)
+
+bench-view: setup
+	$(BIN)/python -m bench.view $(BENCH_ARGS)
+
+bench-install: setup
+	$(BIN)/python -m bench.install $(BENCH_ARGS)
+
+# Every variant of the format idea on popular wheels (docs/BENCH-CORPUS.md);
+# e.g. BENCH_ARGS="--top 10".
+bench-corpus: setup
+	$(BIN)/python -m bench.corpus $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info

@@ -15,7 +15,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .errors import InvalidArchive, RecordMismatch, UnsupportedArchive
 
@@ -363,6 +363,15 @@ def dos_datetime(timestamp: int) -> tuple[int, int]:
     return date, clock
 
 
+class Compressor(Protocol):
+    """What `ZipWriter.add_stream` feeds a member's content through: zlib's
+    and zstandard's compression objects both fit."""
+
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
 @dataclass
 class _Written:
     name: bytes
@@ -451,17 +460,23 @@ class ZipWriter:
         mode: int = 0o644,
         method: int = DEFLATED,
         level: int = 6,
+        compressor: Compressor | None = None,
     ) -> int:
         """Stream a member whose sizes are known only at the end; the local
         header is patched afterwards, so `fh` must be seekable. `size_bound`
         (an upper bound of the content size) decides up front whether the
-        header needs zip64 room. Returns the content size."""
+        header needs zip64 room. Returns the content size.
+
+        `compressor`, when given, encodes the content for `method` instead of
+        deflate at `level` (bench/corpus.py writes zstd members with it; the
+        reader accepts only stored and deflated members)."""
         raw, flags = self._start(name)
         offset = self.fh.tell()
         zip64 = size_bound + (size_bound >> 8) + 1024 >= _MAX32
         self.fh.write(b"\0" * len(self._local_header(raw, flags, method, 0, 0, 0, zip64)))
         data_offset = self.fh.tell()
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15) if method == DEFLATED else None
+        if compressor is None and method == DEFLATED:
+            compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
         crc = size = csize = 0
         for data in chunks:
             crc = zlib.crc32(data, crc)

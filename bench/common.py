@@ -1,23 +1,38 @@
 """What the benchmarks share: the pip environment they download with, the
-wheel cache, and a description of the machine for their reports."""
+wheel cache, a description of the machine for their reports, the check of an
+extracted wheel against its RECORD, and the number formats of the reports."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
+
+import nwcache.archive
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = ROOT / "bench" / ".cache" / "wheels"
 PYTHON_VERSION = "3.11"
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
 PIP_UNSET = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")
+# Named on the command line as well, so that no configuration can add or
+# substitute an index.
+PYPI_INDEX = "https://pypi.org/simple"
 MB = 1_000_000
+MIB = 1 << 20
 
 
 def pip_environment() -> dict[str, str]:
@@ -108,6 +123,8 @@ def download_command(name: str, version: str, cache: Path) -> list[str]:
         "download",
         "--no-deps",
         "--only-binary=:all:",
+        "--index-url",
+        PYPI_INDEX,
         "--python-version",
         PYTHON_VERSION,
         *platforms,
@@ -133,3 +150,194 @@ def fetch_wheel(name: str, version: str, cache: Path, env: dict[str, str]) -> tu
     if found is None:
         raise RuntimeError("pip download succeeded but no matching wheel is in the cache")
     return found, True
+
+
+def fetch_wheels(
+    wheels: Iterable[tuple[str, str]], cache: Path, env: dict[str, str], failures: list[Failure]
+) -> tuple[list[tuple[str, str, Path]], int]:
+    """Each (name, version) from the cache or PyPI, printing progress; a
+    wheel that cannot be had is added to `failures` and skipped. Returns
+    (name, version, path) of the others and how many were downloaded."""
+    sources: list[tuple[str, str, Path]] = []
+    downloaded = 0
+    for name, version in wheels:
+        try:
+            path, fetched = fetch_wheel(name, version, cache, env)
+        except Exception as exc:
+            failures.append(Failure(f"{name} {version}", "download", describe(exc)))
+            print(f"  download {name}=={version}: FAILED {describe(exc)}", flush=True)
+            continue
+        downloaded += fetched
+        sources.append((name, version, path))
+        print(
+            f"  {'downloaded' if fetched else 'cached'} {path.name} ({mb(path.stat().st_size)} MB)",
+            flush=True,
+        )
+    return sources, downloaded
+
+
+# -- what ran where ---------------------------------------------------------------
+
+
+def archive_source() -> str:
+    """Which nwcache.archive code ran: the git commit, whether its folder had
+    uncommitted changes, and a digest of its sources as imported."""
+    folder = Path(nwcache.archive.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=60
+        )
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--", str(folder)], capture_output=True, text=True, timeout=60
+        )
+        commit = head.stdout.strip() if head.returncode == 0 else "unknown"
+        changed = len(status.stdout.splitlines()) if status.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError):
+        commit, changed = "unknown", 0
+    where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    dirty = f", {changed} uncommitted change(s) in {where}/" if changed else ""
+    return f"git {commit}{dirty}; sources sha256 {digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class PipContext:
+    """pip's version and what the caller's environment held, for the report."""
+
+    version: str
+    inherited: tuple[str, ...]  # PIP_* variables passed on unchanged
+    unset_present: tuple[str, ...]  # PIP_UNSET variables the caller had set
+    caller_bytecode: str | None  # the caller's PYTHONDONTWRITEBYTECODE
+
+
+def pip_context(env: dict[str, str]) -> PipContext:
+    return PipContext(
+        version=pip_version(env),
+        inherited=tuple(sorted(n for n in env if n.startswith("PIP_") and n != "PIP_CONFIG_FILE")),
+        unset_present=tuple(n for n in PIP_UNSET if n in os.environ),
+        caller_bytecode=os.environ.get("PYTHONDONTWRITEBYTECODE"),
+    )
+
+
+def machine_lines(
+    *, load_start: str, pip: PipContext, source: str, scratch: Path, cache: Path | None
+) -> list[str]:
+    """The report bullets that say where and with what a benchmark ran."""
+    zstd_version = ".".join(str(x) for x in zstandard.ZSTD_VERSION)
+    return [
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM, Linux {platform.release()}",
+        f"- Load average (1, 5, 15 min): {load_start} at the start, {load_average()} at the end",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), {sys.executable}",
+        f"- zstandard {zstandard.__version__} ({zstandard.backend} backend), libzstd {zstd_version}",
+        f"- pip {pip.version}",
+        f"- nwcache.archive: {source}",
+        f"- Scratch directories: {scratch} ({filesystem_of(scratch)}); wheel cache: "
+        + ("none (local wheel files)" if cache is None else f"{cache} ({filesystem_of(cache)})"),
+    ]
+
+
+def pip_environment_section(pip: PipContext) -> list[str]:
+    """The report section on the environment pip downloads with."""
+    unset = ", ".join(f"`{n}`" for n in PIP_UNSET)
+    inherited = ", ".join(f"`{n}`" for n in pip.inherited) or "none"
+    present = ", ".join(f"`{n}`" for n in pip.unset_present) or "none of them"
+    caller = "unset" if pip.caller_bytecode is None else f"`{pip.caller_bytecode}`"
+    return [
+        "### pip environment",
+        "",
+        "This machine has a global pip configuration with extra local indexes and find-links, and its"
+        " environment exports `PYTHONDONTWRITEBYTECODE=1`. The benchmark therefore runs pip with an"
+        " explicit environment of its own, so that every wheel comes from PyPI as pinned:",
+        "",
+        "- `PIP_CONFIG_FILE=/dev/null` (no global, user or site configuration file is read)",
+        f"- {unset} removed from pip's environment, and `--index-url {PYPI_INDEX}` on the command line,"
+        " so PyPI is the only source",
+        "- `PYTHONDONTWRITEBYTECODE=1` set explicitly",
+        f"- other `PIP_*` variables passed on unchanged from the caller: {inherited}",
+        f"- in the caller's environment of this run: {present} set (removed for pip); PYTHONDONTWRITEBYTECODE {caller}",
+        "",
+        "Download command, per wheel missing from the cache:",
+        "",
+        "```",
+        shlex.join(["python", *download_command("NAME", "VERSION", Path("CACHE"))[1:]]),
+        "```",
+        "",
+    ]
+
+
+# -- measuring --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    wheel: str
+    stage: str
+    error: str
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def warm(paths: Iterable[Path]) -> None:
+    """Read each file once, so that no measurement pays for the disk."""
+    for path in paths:
+        with open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+
+
+def wheel_record_name(names: Iterable[str]) -> str:
+    """The wheel's own RECORD, not one of a vendored package deeper down."""
+    return next(n for n in names if n.endswith(".dist-info/RECORD") and n.count("/") == 1)
+
+
+def extract_and_verify(v1: Path, dest: Path) -> None:
+    """zipfile extraction followed by the check 2.0's unpack always makes:
+    every extracted file's sha256 and size against RECORD (what a verifying
+    installer adds to zipfile's CRC-32)."""
+    with zipfile.ZipFile(v1) as zf:
+        zf.extractall(dest)
+        record = zf.read(wheel_record_name(zf.namelist()))
+    check_record(dest, record)
+
+
+def check_record(root: Path, record: bytes) -> None:
+    """Every file RECORD hashes, under `root`, against its sha256 (what a
+    verifying installer adds to zip's CRC-32)."""
+    for row in csv.reader(record.decode().splitlines()):
+        if len(row) != 3 or not row[1]:
+            continue
+        algorithm, _, expected = row[1].partition("=")
+        hasher = hashlib.new(algorithm)
+        with open(root / row[0], "rb") as fh:
+            while block := fh.read(1 << 20):
+                hasher.update(block)
+        if base64.urlsafe_b64encode(hasher.digest()).rstrip(b"=").decode() != expected:
+            raise RuntimeError(f"{row[0]} does not match RECORD")
+
+
+# -- report formats ---------------------------------------------------------------
+
+
+def mb(n: float) -> str:
+    return f"{n / MB:,.2f}"
+
+
+def pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "n/a"
+
+
+def speedup(slow: float, fast: float) -> str:
+    return f"{slow / fast:.2f}x" if fast else "n/a"
+
+
+def rate(nbytes: float, seconds: float) -> str:
+    return f"{nbytes / MB / seconds:.1f}" if seconds else "n/a"

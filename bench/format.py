@@ -13,51 +13,52 @@ Markdown report comes from the run. A wheel that fails is reported and the run
 goes on; the exit status is 1 when any wheel failed, after writing the report.
 
 pip runs with its own environment: PIP_CONFIG_FILE=/dev/null and no
-PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS or PIP_NO_INDEX, so the
-machine's pip configuration (extra local indexes, find-links) does not choose
-the files; PYTHONDONTWRITEBYTECODE is set explicitly.
+PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS or PIP_NO_INDEX, and PyPI
+named with --index-url, so the machine's pip configuration (extra local
+indexes, find-links) does not choose the files; PYTHONDONTWRITEBYTECODE is set
+explicitly.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import csv
 import datetime as dt
 import filecmp
-import hashlib
 import math
 import os
-import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
 from packaging.utils import canonicalize_name
 
-import nwcache.archive
 from bench.common import (
     DEFAULT_CACHE,
-    MB,
-    PIP_UNSET,
     ROOT,
-    cpu_model,
-    download_command,
-    fetch_wheel,
-    filesystem_of,
+    Failure,
+    PipContext,
+    archive_source,
+    describe,
+    extract_and_verify,
+    fetch_wheels,
     load_average,
-    memory_total,
+    machine_lines,
+    mb,
+    pct,
+    pip_context,
     pip_environment,
-    pip_version,
+    pip_environment_section,
+    rate,
+    ratio,
+    speedup,
+    warm,
 )
 from nwcache.archive import (
     DEFAULT_LEVEL,
@@ -116,30 +117,6 @@ SIZE_TARGET = 0.55  # 2.0 total size at most this share of 1.0
 SPEED_TARGET = 2.0  # unpack+verify at least this many times faster than zipfile extract
 LARGE_WINDOW_LOG = 27
 DEFLATED, STORED = 8, 0
-
-
-def archive_source() -> str:
-    """Which nwcache.archive code ran: the git commit, whether its folder had
-    uncommitted changes, and a digest of its sources as imported."""
-    folder = Path(nwcache.archive.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    try:
-        git = ["git", "-C", str(ROOT)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=60
-        )
-        status = subprocess.run(
-            [*git, "status", "--porcelain", "--", str(folder)], capture_output=True, text=True, timeout=60
-        )
-        commit = head.stdout.strip() if head.returncode == 0 else "unknown"
-        changed = len(status.stdout.splitlines()) if status.returncode == 0 else 0
-    except (OSError, subprocess.SubprocessError):
-        commit, changed = "unknown", 0
-    where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-    dirty = f", {changed} uncommitted change(s) in {where}/" if changed else ""
-    return f"git {commit}{dirty}; sources sha256 {digest.hexdigest()[:16]}"
 
 
 # -- the corpus -------------------------------------------------------------------
@@ -208,13 +185,6 @@ class WheelResult:
     sweep: dict[str, Point] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Failure:
-    wheel: str
-    stage: str
-    error: str
-
-
 def dist_info_bytes(path: Path) -> int:
     """Compressed bytes of the .dist-info members of a zip (data only)."""
     with zipfile.ZipFile(path) as zf:
@@ -223,14 +193,6 @@ def dist_info_bytes(path: Path) -> int:
             for info in zf.infolist()
             if info.filename.split("/", 1)[0].endswith(".dist-info")
         )
-
-
-def warm(paths: Iterable[Path]) -> None:
-    """Read each file once, so that no measurement pays for the disk."""
-    for path in paths:
-        with open(path, "rb") as fh:
-            while fh.read(1 << 20):
-                pass
 
 
 def tree_files(root: Path) -> set[str]:
@@ -278,27 +240,6 @@ def pack(src: Path, dest: Path, setting: Setting) -> tuple[Point, int]:
             f"WriteResult.size {result.size} differs from the file's {dest.stat().st_size} bytes"
         )
     return Point(result.size, payload, wall, cpu), result.content_links
-
-
-def extract_and_verify(v1: Path, dest: Path) -> None:
-    """zipfile extraction followed by the check 2.0's unpack always makes:
-    every extracted file's sha256 and size against RECORD (what a verifying
-    installer adds to zipfile's CRC-32)."""
-    with zipfile.ZipFile(v1) as zf:
-        zf.extractall(dest)
-        # The wheel's own RECORD, not one of a vendored package deeper down.
-        record_name = next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD") and n.count("/") == 1)
-        rows = zf.read(record_name).decode().splitlines()
-    for row in csv.reader(rows):
-        if len(row) != 3 or not row[1]:
-            continue
-        algorithm, _, expected = row[1].partition("=")
-        hasher = hashlib.new(algorithm)
-        with open(dest / row[0], "rb") as fh:
-            while block := fh.read(1 << 20):
-                hasher.update(block)
-        if base64.urlsafe_b64encode(hasher.digest()).rstrip(b"=").decode() != expected:
-            raise RuntimeError(f"{row[0]} does not match RECORD")
 
 
 def time_extractions(
@@ -395,31 +336,7 @@ def measure(
     return result
 
 
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
-
-
 # -- the report -------------------------------------------------------------------
-
-
-def mb(n: float) -> str:
-    return f"{n / MB:,.2f}"
-
-
-def pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "n/a"
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.3f}" if b else "n/a"
-
-
-def speedup(slow: float, fast: float) -> str:
-    return f"{slow / fast:.2f}x" if fast else "n/a"
-
-
-def rate(nbytes: float, seconds: float) -> str:
-    return f"{nbytes / MB / seconds:.1f}" if seconds else "n/a"
 
 
 def verdict(ok: bool) -> str:
@@ -439,10 +356,7 @@ class RunInfo:
     cache: Path
     scratch: Path
     repeat: int
-    pip: str
-    inherited_pip: tuple[str, ...]
-    unset_present: tuple[str, ...]
-    caller_bytecode: str | None
+    pip: PipContext
 
 
 def render(
@@ -465,7 +379,6 @@ def render(
     speed_ok = bool(results) and total_extract >= SPEED_TARGET * total_unpack
     size_each = sum(r.v2_size <= SIZE_TARGET * r.v1_size for r in results)
     speed_each = sum(r.extract_s >= SPEED_TARGET * r.unpack_s for r in results)
-    zstd_version = ".".join(str(x) for x in zstandard.ZSTD_VERSION)
 
     add("# Wheel 2.0 format benchmark")
     add("")
@@ -482,43 +395,15 @@ def render(
         f"- Run time: {info.duration_s / 60:.1f} min in all, of which {info.download_s:.0f} s downloading"
         f" ({info.downloaded} wheels fetched, {info.wheels - info.downloaded} from the cache)"
     )
-    add(f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM, Linux {platform.release()}")
-    add(f"- Load average (1, 5, 15 min): {info.load_start} at the start, {load_average()} at the end")
-    add(f"- Python {platform.python_version()} ({platform.python_implementation()}), {sys.executable}")
-    add(f"- zstandard {zstandard.__version__} ({zstandard.backend} backend), libzstd {zstd_version}")
-    add(f"- pip {info.pip}")
-    add(f"- nwcache.archive: {info.archive_source}")
-    add(
-        f"- Scratch directories: {info.scratch} ({filesystem_of(info.scratch)}); wheel cache:"
-        f" {info.cache} ({filesystem_of(info.cache)})"
+    lines += machine_lines(
+        load_start=info.load_start,
+        pip=info.pip,
+        source=info.archive_source,
+        scratch=info.scratch,
+        cache=info.cache,
     )
     add("")
-    add("### pip environment")
-    add("")
-    unset = ", ".join(f"`{n}`" for n in PIP_UNSET)
-    add(
-        "This machine has a global pip configuration with extra local indexes and find-links, and its"
-        " environment exports `PYTHONDONTWRITEBYTECODE=1`. The benchmark therefore runs pip with an"
-        " explicit environment of its own, so that every wheel comes from PyPI as pinned:"
-    )
-    add("")
-    add("- `PIP_CONFIG_FILE=/dev/null` (no global, user or site configuration file is read)")
-    add(f"- {unset} removed from pip's environment, so PyPI (pip's default index) is the only source")
-    add("- `PYTHONDONTWRITEBYTECODE=1` set explicitly")
-    inherited = ", ".join(f"`{n}`" for n in info.inherited_pip) or "none"
-    add(f"- other `PIP_*` variables passed on unchanged from the caller: {inherited}")
-    present = ", ".join(f"`{n}`" for n in info.unset_present) or "none of them"
-    caller = "unset" if info.caller_bytecode is None else f"`{info.caller_bytecode}`"
-    add(
-        f"- in the caller's environment of this run: {present} set (removed for pip); PYTHONDONTWRITEBYTECODE {caller}"
-    )
-    add("")
-    add("Download command, per wheel missing from the cache:")
-    add("")
-    add("```")
-    add(shlex.join(["python", *download_command("NAME", "VERSION", Path("CACHE"))[1:]]))
-    add("```")
-    add("")
+    lines += pip_environment_section(info.pip)
     add("## Method")
     add("")
     add(
@@ -791,21 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     failures: list[Failure] = []
-    sources: list[tuple[str, str, Path]] = []
-    downloaded = 0
-    for name, version in wheels:
-        try:
-            path, fetched = fetch_wheel(name, version, cache, env)
-        except Exception as exc:
-            failures.append(Failure(f"{name} {version}", "download", describe(exc)))
-            print(f"  download {name}=={version}: FAILED {describe(exc)}", flush=True)
-            continue
-        downloaded += fetched
-        sources.append((name, version, path))
-        print(
-            f"  {'downloaded' if fetched else 'cached'} {path.name} ({mb(path.stat().st_size)} MB)",
-            flush=True,
-        )
+    sources, downloaded = fetch_wheels(wheels, cache, env, failures)
     download_s = time.perf_counter() - clock
 
     results: list[WheelResult] = []
@@ -847,10 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache=cache,
         scratch=args.scratch.resolve(),
         repeat=args.repeat,
-        pip=pip_version(env),
-        inherited_pip=tuple(sorted(n for n in env if n.startswith("PIP_") and n != "PIP_CONFIG_FILE")),
-        unset_present=tuple(n for n in PIP_UNSET if n in os.environ),
-        caller_bytecode=os.environ.get("PYTHONDONTWRITEBYTECODE"),
+        pip=pip_context(env),
     )
     report = render(results, failures, settings, info)
     out: Path = args.out
