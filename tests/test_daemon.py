@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,3 +218,71 @@ def test_client_imports_nothing_heavy(tmp_path: Path) -> None:
     env = clean_env({"NWCACHE_SOCKET": str(tmp_path / "none.sock")})
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_many_clients_at_once_and_env_commands(
+    daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path]
+) -> None:
+    daemon.start()
+    venvs = []
+    for index in range(4):
+        venv = tmp_path / f"v{index}"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        venvs.append(venv)
+    clients = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nwcache",
+                "install",
+                str(built_wheels["pure"]),
+                "--env",
+                str(venv),
+                "--json",
+            ],
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for venv in venvs
+    ]
+    for client in clients:
+        out, err = client.communicate(timeout=300)
+        assert client.returncode == 0, err
+        assert json.loads(out)["number"] == 2
+    code, out, err = daemon.cli("env", "show", venvs[0], "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["path"] == str(venvs[0])
+    assert [p["name"] for p in shown["current"]["packages"]] == ["nwdemo-pure"]
+    code, out, err = daemon.cli("env", "unregister", venvs[0])
+    assert code == 0, err
+    site = next(venvs[0].glob("lib/python*/site-packages"))
+    assert site.is_dir()
+    assert not site.is_symlink()
+    assert (site / "nwdemo_pure" / "core.py").is_file()
+    code, _, err = daemon.cli("list", "--env", venvs[0])
+    assert code == 1
+    assert "is not a registered environment" in err
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    from nwcache.client.service import TEMPLATE, render_unit
+
+    unit = tmp_path / "nwcache.service"
+    unit.write_text(render_unit(TEMPLATE.read_text()))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--user", str(unit)],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"ExecStart={sys.executable} -m nwcache daemon" in unit.read_text()
+    assert "Type=notify" in unit.read_text()
