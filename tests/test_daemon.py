@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +287,101 @@ def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"ExecStart={sys.executable} -m nwcache daemon" in unit.read_text()
     assert "Type=notify" in unit.read_text()
+
+
+def test_headers_data_and_hostile_script_names(daemon: Daemon, tmp_path: Path) -> None:
+    from tests.vectors import generate
+
+    daemon.start()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    spec = generate.Spec(
+        dist_info="demo-1.0.dist-info",
+        files=[
+            generate.F("demo/__init__.py", b"X = 1\n"),
+            generate.F("demo-1.0.data/headers/demo.h", b"#define DEMO 1\n"),
+            generate.F("demo-1.0.data/data/share/demo/readme.txt", b"shared data\n"),
+            generate.F("demo-1.0.data/scripts/demo-tool", b"#!python\nprint('tool')\n", True),
+        ],
+    )
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(generate.v2(spec))
+    code, _, err = daemon.cli("install", wheel, "--env", venv)
+    assert code == 0, err
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    header = venv / "include" / "site" / f"python{version}" / "demo" / "demo.h"
+    data = venv / "share" / "demo" / "readme.txt"
+    tool = venv / "bin" / "demo-tool"
+    assert header.read_bytes() == b"#define DEMO 1\n"
+    assert data.read_bytes() == b"shared data\n"
+    assert tool.read_bytes().startswith(f"#!{venv / 'bin' / 'python'}\n".encode())
+    assert subprocess.run([tool], capture_output=True, text=True, check=True).stdout == "tool\n"
+    code, _, err = daemon.cli("uninstall", "demo", "--env", venv)
+    assert code == 0, err
+    assert not header.exists()
+    assert not data.exists()
+    assert not tool.exists()
+    # A wheel whose script would replace the venv's interpreter: refused, nothing changed.
+    python_before = (venv / "bin" / "python").resolve().read_bytes()
+    hostile = generate.Spec(
+        dist_info="evil-1.0.dist-info",
+        files=[generate.F("evil-1.0.data/scripts/python", b"#!/bin/sh\necho owned\n", True)],
+    )
+    evil = tmp_path / "evil-1.0-py3-none-any.whl"
+    evil.write_bytes(generate.v2(hostile))
+    code, out, err = daemon.cli("install", evil, "--env", venv, "--json")
+    assert code == 1
+    assert "would overwrite the environment's interpreter" in err
+    assert (venv / "bin" / "python").resolve().read_bytes() == python_before
+    code, out, _ = daemon.cli("history", "--env", venv, "--json")
+    assert json.loads(out)[-1]["action"] == "uninstall demo"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("useradd"), reason="needs root to make a second user"
+)
+def test_other_uids_are_refused(daemon: Daemon, request: pytest.FixtureRequest) -> None:
+    user = "nwcache-other"
+    if subprocess.run(["id", user], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", user], check=True)
+    # The socket lives outside pytest's 0700 temporary tree, so that opening
+    # its own directory is enough to let the other user reach it.
+    outside = Path(tempfile.mkdtemp(prefix="nwcache-uid-test-"))
+    request.addfinalizer(lambda: shutil.rmtree(outside, ignore_errors=True))
+    daemon.socket = outside / "run" / "daemon.sock"
+    daemon.env["NWCACHE_SOCKET"] = str(daemon.socket)
+    daemon.start()
+    # The other user's client: the protocol spoken with the standard library
+    # only (this checkout and its venv live under /root, which it cannot read).
+    probe = (
+        "import json, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        "    s.connect(sys.argv[1])\n"
+        "except PermissionError:\n"
+        "    print('cannot-connect'); sys.exit(0)\n"
+        "s.sendall(json.dumps({'protocol': 1, 'op': 'env.list', 'args': {}}).encode() + b'\\n')\n"
+        "print(json.loads(s.makefile().readline())['kind'])\n"
+    )
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("needs a system python3 the other user can run")
+
+    def as_other() -> str:
+        done = subprocess.run(
+            ["runuser", "-u", user, "--", python, "-c", probe, str(daemon.socket)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    # The socket's directory is 0700: the other user cannot even reach it.
+    assert as_other() == "cannot-connect"
+    # Opened up by hand, the daemon itself still refuses the peer's uid.
+    for path, mode in ((outside, 0o755), (daemon.socket.parent, 0o755), (daemon.socket, 0o777)):
+        os.chmod(path, mode)
+    assert as_other() == "PermissionDenied"
+    assert daemon.answers()
+    assert daemon.cli("env", "list")[0] == 0
