@@ -385,3 +385,42 @@ def test_other_uids_are_refused(daemon: Daemon, request: pytest.FixtureRequest) 
     assert as_other() == "PermissionDenied"
     assert daemon.answers()
     assert daemon.cli("env", "list")[0] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_refuses_to_start_without_fuse(tmp_path: Path) -> None:
+    """In a mount namespace whose /dev has no fuse device: one line, exit 1,
+    nothing mounted."""
+    daemon = Daemon(tmp_path)
+    command = f"mount -t tmpfs none /dev && exec {sys.executable} -m nwcache daemon"
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: /dev/fuse does not exist: FUSE is not available here"]
+    assert not is_mount_point(daemon.home / "view")
+
+
+@pytest.mark.skipif(not shutil.which("script"), reason="needs script(1) for a terminal")
+def test_progress_on_a_terminal(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path]) -> None:
+    daemon.start()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    command = f"{sys.executable} -m nwcache install {built_wheels['pure']} --env {venv}"
+    done = subprocess.run(
+        ["script", "-q", "-e", "-c", command, "/dev/null"],
+        env={**daemon.env, "TERM": "xterm", "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+    assert "generation 2: install nwdemo-pure==0.1.0" in done.stdout
+    assert "\x1b[" in done.stdout  # the bar drew (and erased) itself on the terminal
