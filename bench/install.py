@@ -27,7 +27,6 @@ import datetime as dt
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from bench.common import (
     pip_environment,
     pip_version,
 )
+from nwcache.client.protocol import answers
 
 DEFAULT_OUT = ROOT / "docs" / "BENCH-INSTALL.md"
 UV = ROOT / ".tools" / "bin" / "uv"
@@ -147,15 +147,9 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        path = self.env["NWCACHE_SOCKET"]
+        path = Path(self.env["NWCACHE_SOCKET"])
         deadline = time.monotonic() + 60
-        while True:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                try:
-                    probe.connect(path)
-                    return
-                except OSError:
-                    pass
+        while not answers(path):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the daemon did not start")
             time.sleep(0.05)

@@ -60,6 +60,16 @@ def default_socket() -> Path:
     return Path(runtime) / "nwcache" / "daemon.sock"
 
 
+def answers(socket_path: Path) -> bool:
+    """Whether something accepts connections at the socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 

@@ -8,7 +8,6 @@ thread that serves it)."""
 from __future__ import annotations
 
 import resource
-import subprocess
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .linking import is_mount_point
-from .mount import serve_view
+from .mount import clear_stale_mount, serve_view
 from .service import Service
 from .store import Store
 from .view import ViewOperations
@@ -106,13 +104,8 @@ class ServiceThread:
             except trio.RunFinishedError:
                 pass
         self._thread.join(START_TIMEOUT)
-        if self._thread.is_alive() or is_mount_point(self.mountpoint):
-            # Last resort, so that no test leaves a mount behind.
-            for args in (["-u"], ["-u", "-z"]):
-                if is_mount_point(self.mountpoint):
-                    subprocess.run(
-                        ["fusermount3", *args, str(self.mountpoint)], capture_output=True, check=False
-                    )
+        # Last resort, so that no test leaves a mount behind.
+        clear_stale_mount(self.mountpoint)
         if self._thread.is_alive():
             raise TimeoutError("the view thread did not stop")
         if self._error is not None:

@@ -27,7 +27,7 @@ import trio
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
-from nwcache.client.protocol import MAX_LINE, PROTOCOL, encode
+from nwcache.client.protocol import MAX_LINE, PROTOCOL, answers, encode
 
 from .errors import StoreError
 from .runner import run_service
@@ -66,18 +66,12 @@ def prepare_socket(path: Path) -> None:
         raise DaemonError(f"{path.parent} belongs to uid {st.st_uid}", hint="choose another NWCACHE_SOCKET")
     os.chmod(path.parent, 0o700)
     if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody listens: debris of a killed daemon
-        else:
+        if answers(path):
             raise DaemonError(
                 f"another nwcache daemon is listening on {path}",
                 hint="stop it first ('nwcache service status')",
             )
-        finally:
-            probe.close()
+        path.unlink()  # nobody listens: debris of a killed daemon
 
 
 def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
@@ -254,17 +248,8 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away; the operation still completes or fails whole
 
-        if uid != os.getuid():
-            await send(
-                {
-                    "event": "error",
-                    "kind": "PermissionDenied",
-                    "message": f"uid {uid} may not use the daemon of uid {os.getuid()}",
-                    "hint": "run your own daemon (nwcache daemon) with your own NWCACHE_HOME",
-                    "exit": 1,
-                }
-            )
-            return
+        # The request is read before any answer, refusals included: closing a
+        # socket with unread input resets it, and the peer could lose the answer.
         try:
             with trio.fail_after(30):
                 line = await _read_line(stream)
@@ -277,6 +262,17 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
                     "message": "unreadable request",
                     "hint": "",
                     "exit": 2,
+                }
+            )
+            return
+        if uid != os.getuid():
+            await send(
+                {
+                    "event": "error",
+                    "kind": "PermissionDenied",
+                    "message": f"uid {uid} may not use the daemon of uid {os.getuid()}",
+                    "hint": "run your own daemon (nwcache daemon) with your own NWCACHE_HOME",
+                    "exit": 1,
                 }
             )
             return

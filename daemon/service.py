@@ -129,7 +129,6 @@ class Service:
             raise StoreError("bind mounts need root", hint="run the daemon as root or use symlink mode")
         root = await self._run(partial(venv_root, path))
         async with self._lock(str(root)):
-            site = root / "lib"
             env = await self._run(partial(self.store.register, root, link=link))
             crash_point("registered")
             site = self.site(env)

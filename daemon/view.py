@@ -665,8 +665,6 @@ class ViewOperations(pyfuse3.Operations):
         hidden = self._lower(env, path, beneath=True) is not None
         env.overlay.put(path, OverlayDir(opaque=hidden, mode=mode & 0o7777))
         inode = self._child_inode(env, path, env.overlay.entries[path])
-        inode.path = path
-        inode.env = env
         attrs = self._attrs(inode)
         inode.lookups += 1
         return attrs
@@ -683,17 +681,23 @@ class ViewOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOTDIR)
         if self._names(env, path):
             raise FUSEError(errno.ENOTEMPTY)
-        self._remove(env, path)
+        self._remove(env, path, directory=True)
 
-    def _remove(self, env: EnvView, path: str) -> None:
-        """Take `path` (and everything below it) out of the merged tree."""
-        for below in sorted(env.overlay.below(path), reverse=True):
-            env.overlay.put(below, None)
+    def _remove(self, env: EnvView, path: str, *, directory: bool) -> None:
+        """Take `path` (and, for a directory, everything below it) out of the
+        merged tree. Only a directory has layer entries or directory inodes
+        below it, so removing a file (pip uninstall: one call per file) scans
+        neither."""
+        if directory:
+            for below in sorted(env.overlay.below(path), reverse=True):
+                env.overlay.put(below, None)
         hidden = self._lower(env, path, beneath=True) is not None
         if hidden:
             env.overlay.put(path, WHITEOUT)
         elif path in env.overlay.entries:
             env.overlay.put(path, None)
+        if not directory:
+            return
         for key in [k for k in self.keys if k[0] == "dir" and k[1] == env.name]:
             inode = self.keys[key]
             if inode.path == path or (inode.path or "").startswith(path + "/"):
@@ -759,7 +763,7 @@ class ViewOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         if isinstance(node, Dir | OverlayDir):
             raise FUSEError(errno.EISDIR)
-        self._remove(env, path)
+        self._remove(env, path, directory=False)
         if isinstance(node, UpperFile):
             # Open handles keep their descriptors; the body goes now.
             await self._unlink_body(env, node.id)
@@ -812,8 +816,8 @@ class ViewOperations(pyfuse3.Operations):
             del self.keys[inode.key]
         replaced_body = target.id if isinstance(target, UpperFile) else None
         if target is not None:
-            self._remove(env, dst)
-        self._remove(env, src)
+            self._remove(env, dst, directory=isinstance(target, Dir | OverlayDir))
+        self._remove(env, src, directory=is_dir)
         # A directory arrives opaque (_capture), so nothing of the generation
         # at `dst` shows through it; a file simply replaces the whiteout.
         for rel, entry in moved.items():

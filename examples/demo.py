@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from nwcache.client.cli import main as nwcache
+from nwcache.client.protocol import answers
 from nwcache.daemon.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,13 +77,7 @@ def build(project: Path, out: Path) -> Path:
 def wait_for_socket(path: Path, daemon: subprocess.Popen[str], timeout: float = 60.0) -> None:
     """Poll until the daemon accepts connections (or fail loudly)."""
     deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-                return
-            except OSError:
-                pass
+    while not answers(path):
         if daemon.poll() is not None:
             raise SystemExit(
                 f"the daemon exited with {daemon.returncode}: {daemon.stderr.read() if daemon.stderr else ''}"

@@ -20,7 +20,9 @@ import pytest
 
 from nwcache.archive import convert
 from nwcache.client.cli import main as nwcache
+from nwcache.client.protocol import answers
 from nwcache.daemon.linking import is_mount_point
+from nwcache.daemon.mount import clear_stale_mount
 from tests.conftest import clean_env, make_venv
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -57,14 +59,7 @@ class Daemon:
             time.sleep(0.05)  # polling for readiness, bounded by the deadline above
 
     def answers(self) -> bool:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.socket))
-        except OSError:
-            return False
-        finally:
-            probe.close()
-        return True
+        return answers(self.socket)
 
     def stop(self) -> int:
         if self.process is None:
@@ -78,10 +73,7 @@ class Daemon:
             process.wait()
             raise
         finally:
-            mount = self.home / "view"
-            for args in (["-u"], ["-u", "-z"]):
-                if is_mount_point(mount):
-                    subprocess.run(["fusermount3", *args, str(mount)], capture_output=True, check=False)
+            clear_stale_mount(self.home / "view")
 
     def cli(self, *argv: str | Path) -> tuple[int, str, str]:
         """The real CLI in this process (the daemon is another one)."""
