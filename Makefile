@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-corpus clean
+.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-bytecode bench-corpus clean
 
 all: test
 
@@ -64,6 +64,9 @@ bench-view: setup
 
 bench-install: setup
 	$(BIN)/python -m bench.install $(BENCH_ARGS)
+
+bench-bytecode: setup
+	$(BIN)/python -m bench.bytecode $(BENCH_ARGS)
 
 # Every variant of the format idea on popular wheels (docs/BENCH-CORPUS.md);
 # e.g. BENCH_ARGS="--top 10".

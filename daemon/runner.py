@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -36,13 +37,14 @@ async def run_service(
     home: Path,
     mountpoint: Path,
     *,
+    bytecode_levels: tuple[int, ...] | None = None,
     task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     raise_fd_limit()
     store = await trio.to_thread.run_sync(Store, home)
     try:
         view = ViewOperations(store)
-        service = Service(store, view, mountpoint)
+        service = Service(store, view, mountpoint, bytecode_levels=bytecode_levels)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_view, view, mountpoint)
             try:
@@ -58,9 +60,12 @@ async def run_service(
 
 
 class ServiceThread:
-    def __init__(self, home: Path, mountpoint: Path) -> None:
+    def __init__(
+        self, home: Path, mountpoint: Path, *, bytecode_levels: tuple[int, ...] | None = None
+    ) -> None:
         self.home = home
         self.mountpoint = mountpoint
+        self.bytecode_levels = bytecode_levels
         self.service: Service | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel: trio.CancelScope | None = None
@@ -74,7 +79,9 @@ class ServiceThread:
             with trio.CancelScope() as scope:
                 self._cancel = scope
                 async with trio.open_nursery() as nursery:
-                    self.service = await nursery.start(run_service, self.home, self.mountpoint)
+                    self.service = await nursery.start(
+                        partial(run_service, bytecode_levels=self.bytecode_levels), self.home, self.mountpoint
+                    )
                     self._started.set()
 
         try:

@@ -14,14 +14,23 @@ Databases (all keys are bytes; integers big-endian so that keys sort numerically
     packages     package id (32)           -> JSON PackageRecord
     envs         env id (16)               -> JSON EnvRecord
     generations  env id (16) | number (u64)-> JSON GenerationRecord
+    bytecode     source blob (32) | level (1) | interpreter (ascii)
+                                           -> BYTECODE: kind (1) | pyc sha256 (32) | pyc size (u64)
+                                              kind 0: compiled, kind 1: does not compile (no more bytes)
 
 A package id is the raw content digest (docs/FORMAT.md section 7) of the
 distribution as installed from its archive, so the classic and 2.0 forms of
 one wheel are one package. An env id is the first 16 bytes of sha256 over the
 venv's real path.
 
+An interpreter is "<cache tag>:<magic number hex>" ("cpython-311:a70d0d0a"):
+the cache tag names the pyc file, the magic number is what the interpreter
+checks, and pre-releases share a tag across magic numbers (docs/BYTECODE.md).
+
 GC roots are the generations each environment keeps; a blob or package that
-no kept generation reaches is garbage. Reachability is computed, not
+no kept generation reaches is garbage. A bytecode entry lives while its source
+blob does and some registered environment runs its interpreter; its pyc blob
+is reachable through it. Reachability is computed, not
 counted: no write has to maintain a reference count.
 """
 
@@ -34,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = b"1"
-DATABASES = ("meta", "blobs", "packages", "envs", "generations")
+DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode")
 # Bodies up to this size live in LMDB itself: below half a page they need no
 # overflow page, and a file per tiny blob costs an inode and a 4 KiB block.
 # Measured (docs/BENCH-STORE.md, numpy+pandas+pyarrow+scipy+requests): at 2000,
@@ -56,6 +65,33 @@ def decode_blob(value: bytes | memoryview) -> tuple[int, bytes | None]:
     """(size, inline body or None when the body is a file)."""
     kind, size = _BLOB_HEAD.unpack_from(value)
     return size, (bytes(value[_BLOB_HEAD.size :]) if kind == BLOB_INLINE else None)
+
+
+_BYTECODE_HEAD = struct.Struct(">B32sQ")
+BYTECODE_COMPILED = 0
+BYTECODE_FAILED = 1
+
+
+def bytecode_key(source: str, level: int, interpreter: str) -> bytes:
+    return bytes.fromhex(source) + bytes((level,)) + interpreter.encode("ascii")
+
+
+def split_bytecode_key(key: bytes) -> tuple[str, int, str]:
+    return key[:32].hex(), key[32], key[33:].decode("ascii")
+
+
+def encode_bytecode(pyc: FileRef | None) -> bytes:
+    if pyc is None:
+        return bytes((BYTECODE_FAILED,))
+    return _BYTECODE_HEAD.pack(BYTECODE_COMPILED, bytes.fromhex(pyc.blob), pyc.size)
+
+
+def decode_bytecode(value: bytes | memoryview) -> FileRef | None:
+    """The pyc as a (non-executable) file, or None for a source that does not compile."""
+    if value[0] == BYTECODE_FAILED:
+        return None
+    _kind, blob, size = _BYTECODE_HEAD.unpack_from(value)
+    return FileRef(blob.hex(), size, False)
 
 
 def env_id(real_path: str) -> bytes:
@@ -136,6 +172,12 @@ class EnvRecord:
     created: float
     # How site-packages reaches the view: "symlink" or "bind" (daemon/linking.py).
     link: str = "symlink"
+    magic: str = ""  # importlib.util.MAGIC_NUMBER, hex
+
+    @property
+    def interpreter(self) -> str:
+        """Which bytecode this environment's interpreter accepts (schema: bytecode)."""
+        return f"{self.cache_tag}:{self.magic}"
 
     @property
     def id(self) -> bytes:

@@ -29,6 +29,7 @@ from nwcache import __version__
 from nwcache.archive import ArchiveError
 from nwcache.client.protocol import MAX_LINE, PROTOCOL, answers, encode
 
+from . import bytecode
 from .errors import StoreError
 from .runner import run_service
 from .schema import EnvRecord, GenerationRecord
@@ -179,17 +180,11 @@ class Handlers:
 
     async def stats(self, args: dict[str, Any], progress: Progress) -> Any:
         stats = await self._run(self.service.store.stats)
-        per_env = []
-        for env in await self._run(self.service.store.envs):
-            tree = await self._run(partial(self.service.store.tree, env.path))
-            per_env.append(
-                {"path": env.path, "files": len(tree), "bytes": sum(r.size for r in tree.values())}
-            )
         view = self.service.view.stats
         return {
             **stats,
             "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
-            "envs": per_env,
+            "compiled": dataclasses.asdict(self.service.bytecode_counts),
             "view": {
                 "faults": view.faults,
                 "requests": dict(view.requests),
@@ -365,6 +360,12 @@ def main(home: Path, socket_path: Path) -> int:
     """Run in the foreground until SIGTERM or SIGINT; the CLI's `daemon`.
     A refusal to start is one `error:` line and one `hint:` line, exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        bytecode.parse_levels(os.environ.get("NWCACHE_BYTECODE"))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: unset NWCACHE_BYTECODE to compile at level 0 (docs/BYTECODE.md)", file=sys.stderr)
+        return 1
     try:
         trio.run(run_daemon, home, socket_path)
     except BaseException as exc:

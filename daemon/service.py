@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
+import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import trio
 
-from . import linking
+from . import bytecode, linking
 from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
@@ -27,7 +30,7 @@ from .schema import EnvRecord, FileRef, GenerationRecord
 from .store import GCReport, Store
 from .tree import TreeBuilder
 from .venvs import sha256_file, venv_root
-from .view import ViewOperations
+from .view import ViewOperations, content_mtime_ns
 
 log = logging.getLogger("nwcache.daemon")
 T = TypeVar("T")
@@ -45,12 +48,37 @@ def _inside(root: Path, rel: str) -> Path:
     return target
 
 
+@dataclass
+class BytecodeCounts:
+    """What compiling has cost since the daemon started (stats, tests)."""
+
+    sources: int = 0  # sources handed to a worker
+    failed: int = 0  # of which did not compile
+    workers: int = 0  # worker processes started
+    running: int = 0  # worker processes alive now
+    seconds: float = 0.0  # wall time of the worker processes, added up
+
+
+def _remove_prefixed(prefix: str) -> None:
+    """A compile's job listings and whatever pyc files the store did not take."""
+    folder, _, stem = prefix.rpartition("/")
+    for leftover in Path(folder).glob(f"{stem}*"):
+        leftover.unlink(missing_ok=True)
+
+
 def env_dir_name(env: EnvRecord) -> str:
     return f"{Path(env.path).name}-{env.id.hex()[:12]}"
 
 
 class Service:
-    def __init__(self, store: Store, view: ViewOperations, mountpoint: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        view: ViewOperations,
+        mountpoint: Path,
+        *,
+        bytecode_levels: tuple[int, ...] | None = None,
+    ) -> None:
         self.store = store
         self.view = view
         self.mountpoint = mountpoint
@@ -58,6 +86,17 @@ class Service:
         self.limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self._locks: dict[str, trio.Lock] = {}
         self.overlays: dict[str, Overlay] = {}
+        self.bytecode_levels = (
+            bytecode.parse_levels(os.environ.get("NWCACHE_BYTECODE"))
+            if bytecode_levels is None
+            else bytecode_levels
+        )
+        # One compiler process per core; one compile per interpreter at a
+        # time, so that environments installing the same package at once
+        # compile it once.
+        self.compilers = trio.CapacityLimiter(os.cpu_count() or 1)
+        self._compile_locks: dict[str, trio.Lock] = {}
+        self.bytecode_counts = BytecodeCounts()
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(fn, limiter=self.limiter)
@@ -74,8 +113,111 @@ class Service:
     def target(self, env: EnvRecord) -> Path:
         return self.mountpoint / env_dir_name(env) / env.site_packages
 
-    async def _load(self, env: EnvRecord) -> None:
+    async def _site(self, env: EnvRecord, *, compile: bool = True) -> dict[str, FileRef]:
+        """The environment's current site-packages with the shared bytecode
+        of its interpreter, compiled first for any source that lacks it
+        (unless `compile` is off: start-up serves what is stored)."""
         tree = await self._run(partial(self.store.tree, env.path))
+        if not self.bytecode_levels:
+            return tree
+        if compile:
+            try:
+                await self._compile(env, tree)
+            except (OSError, StoreError) as exc:
+                # Bytecode is a cache: without it Python compiles for itself.
+                # The generation is committed already and must be served.
+                log.warning("compiling bytecode for %s failed: %s", env.path, exc)
+        known = await self._run(
+            partial(self.store.bytecode_known, env.interpreter, tree, self.bytecode_levels)
+        )
+        return bytecode.with_bytecode(tree, known, env.cache_tag)
+
+    async def _compile(self, env: EnvRecord, tree: dict[str, FileRef]) -> None:
+        lock = self._compile_locks.setdefault(env.interpreter, trio.Lock())
+        async with lock:
+            missing = await self._run(
+                partial(self.store.bytecode_missing, env.interpreter, tree, self.bytecode_levels)
+            )
+            if not missing:
+                return
+            jobs = [bytecode.Job(str(i), ref, levels) for i, (ref, levels) in enumerate(missing.values())]
+            prefix = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-"
+            workers = min(int(self.compilers.total_tokens), -(-len(jobs) // bytecode.JOBS_PER_WORKER))
+            outcome: dict[str, bool] = {}
+            try:
+                async with trio.open_nursery() as nursery:
+                    for n, share in enumerate(bytecode.split_jobs(jobs, workers)):
+                        nursery.start_soon(
+                            self._compile_share, env, share, f"{prefix}{n}.jobs", prefix, outcome
+                        )
+                compiled = {
+                    (job.source.blob, level): Path(f"{prefix}{job.id}.{level}")
+                    for job in jobs
+                    if outcome.get(job.id)
+                    for level in job.levels
+                }
+                failed = [
+                    (job.source.blob, level)
+                    for job in jobs
+                    if outcome.get(job.id) is False
+                    for level in job.levels
+                ]
+                await self._run(partial(self.store.store_bytecode, env.interpreter, compiled, failed))
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._run(partial(_remove_prefixed, prefix))
+
+    async def _compile_share(
+        self, env: EnvRecord, share: list[bytecode.Job], listing: str, prefix: str, outcome: dict[str, bool]
+    ) -> None:
+        """One worker process in the environment's interpreter. A source the
+        worker died on is remembered as not compiling (it would kill the next
+        worker too); the ones it did not reach are left for the next refresh."""
+
+        def write_listing() -> None:
+            where = {job.source.blob: self.store.blob_location(job.source.blob)[1] for job in share}
+            mtime = {job.source.blob: content_mtime_ns(job.source.blob) // 1_000_000_000 for job in share}
+            bytecode.write_jobs(Path(listing), share, where, mtime)
+
+        await self._run(write_listing)
+        done: subprocess.CompletedProcess[bytes] | None = None
+        counts = self.bytecode_counts
+        async with self.compilers:
+            counts.workers += 1
+            counts.running += 1
+            counts.sources += len(share)
+            began = trio.current_time()
+            try:
+                with trio.move_on_after(bytecode.WORKER_TIMEOUT):
+                    done = await trio.run_process(
+                        [env.python, "-I", "-S", "-B", "-c", bytecode.WORKER, listing, prefix],
+                        capture_stdout=True,
+                        capture_stderr=True,
+                        check=False,
+                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+                    )
+            finally:
+                counts.running -= 1
+                counts.seconds += trio.current_time() - began
+        reported = 0
+        if done is not None:
+            for line in done.stdout.decode("ascii", "replace").splitlines():
+                verdict, _, rest = line.partition(" ")
+                outcome[rest.split(" ", 1)[0]] = verdict == "ok"
+                reported += 1
+            if done.returncode != 0:
+                log.warning(
+                    "bytecode worker for %s exited with %s: %s",
+                    env.python,
+                    done.returncode,
+                    done.stderr.decode("utf-8", "replace").strip()[-500:],
+                )
+        if reported < len(share):
+            outcome.setdefault(share[reported].id, False)
+        counts.failed += sum(1 for job in share if outcome.get(job.id) is False)
+
+    async def _load(self, env: EnvRecord, *, compile: bool = True) -> None:
+        tree = await self._site(env, compile=compile)
         root = await self._run(partial(self.builder.build, tree))
         overlay = await self._run(partial(Overlay, self.overlay_root(env)))
         self.overlays[env.path] = overlay
@@ -84,7 +226,7 @@ class Service:
         )
 
     async def _refresh(self, env: EnvRecord) -> int:
-        tree = await self._run(partial(self.store.tree, env.path))
+        tree = await self._site(env)
         root = await self._run(partial(self.builder.build, tree))
         return await self.view.replace_tree(env_dir_name(env), root)
 
@@ -104,7 +246,7 @@ class Service:
                 await self._run(partial(self.store.unregister, env.path))
                 await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
                 continue
-            await self._load(env)
+            await self._load(env, compile=False)
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.target(env)))
 
@@ -172,6 +314,10 @@ class Service:
                 else:
                     shutil.copyfile(where, out)
                 out.chmod(0o755 if node.executable else 0o644)
+                # The view's mtime, which the shared pycs copied beside their
+                # sources record: they stay valid in the real directory.
+                mtime = content_mtime_ns(node.blob)
+                os.utime(out, ns=(mtime, mtime))
             elif isinstance(node, UpperFile):
                 shutil.copyfile(overlay.body(node.id), out)
                 out.chmod(node.mode)
@@ -191,21 +337,29 @@ class Service:
         operation starts from what the venv really holds and its history
         shows the change. None when the layer holds no file change."""
         overlay = self.overlays[env.path]
-        if not any(isinstance(e, UpperFile | Whiteout | StoreFile) for e in overlay.entries.values()):
-            return None  # nothing, or only directories and symlinks: nothing a generation holds
+        if not any(
+            isinstance(entry, UpperFile | Whiteout | StoreFile) and not bytecode.is_bytecode(path)
+            for path, entry in overlay.entries.items()
+        ):
+            return None  # only directories, symlinks or Python's own pycs: nothing a generation holds
         name = env_dir_name(env)
         merged = self.view.layer_files(name)
 
         def describe() -> tuple[dict[str, FileRef | tuple[Path, bool]], dict[str, tuple[int, int, int]]]:
+            """The files the generation will hold, and the layer files that
+            go once it exists: those it holds, and the pycs Python wrote (the
+            shared bytecode of the folded sources replaces them)."""
             files: dict[str, FileRef | tuple[Path, bool]] = {}
             seen: dict[str, tuple[int, int, int]] = {}
             for rel, node in merged.items():
                 if isinstance(node, FileRef):
-                    files[rel] = node
-                else:
-                    body = overlay.body(node.id)
-                    st = os.stat(body)
-                    seen[rel] = (node.id, st.st_size, st.st_mtime_ns)
+                    if not bytecode.is_bytecode(rel):
+                        files[rel] = node
+                    continue
+                body = overlay.body(node.id)
+                st = os.stat(body)
+                seen[rel] = (node.id, st.st_size, st.st_mtime_ns)
+                if not bytecode.is_bytecode(rel):
                     files[rel] = (body, bool(node.mode & 0o111))
             return files, seen
 

@@ -14,11 +14,12 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lmdb
 from packaging.utils import canonicalize_name
@@ -28,7 +29,7 @@ from nwcache.archive.digest import DigestItem, content_digest
 from nwcache.archive.parallel import SMALL_FILE, InFlight, executors, write_all
 from nwcache.archive.sources import FileData
 
-from . import schema
+from . import bytecode, schema
 from .blobs import BlobFiles, syncfs
 from .crashpoints import crash_point
 from .errors import (
@@ -458,6 +459,7 @@ class Store:
             python=interp.python,
             version=interp.version,
             cache_tag=interp.cache_tag,
+            magic=interp.magic,
             tags=interp.tags,
             site_packages=interp.site_packages,
             scripts=interp.scripts,
@@ -778,6 +780,82 @@ class Store:
             txn.put(env.id, env.encode(), db=self.db["envs"])
         return gen
 
+    # -- bytecode ---------------------------------------------------------------
+
+    def bytecode_missing(
+        self, interpreter: str, tree: Mapping[str, FileRef], levels: Iterable[int]
+    ) -> dict[str, tuple[FileRef, tuple[int, ...]]]:
+        """Sources of `tree` with no bytecode entry (compiled or failed) at
+        some of `levels`: blob -> (source, the levels missing)."""
+        wanted = tuple(sorted(set(levels)))
+        missing: dict[str, tuple[FileRef, tuple[int, ...]]] = {}
+        with self.env.begin() as txn:
+            for ref in bytecode.sources(tree).values():
+                if ref.blob in missing:
+                    continue
+                lacking = tuple(
+                    level
+                    for level in wanted
+                    if txn.get(schema.bytecode_key(ref.blob, level, interpreter), db=self.db["bytecode"])
+                    is None
+                )
+                if lacking:
+                    missing[ref.blob] = (ref, lacking)
+        return missing
+
+    def bytecode_known(
+        self, interpreter: str, tree: Mapping[str, FileRef], levels: Iterable[int]
+    ) -> dict[tuple[str, int], FileRef | None]:
+        """(source blob, level) -> its pyc, or None where the source does not
+        compile, for the sources of `tree` that have an entry."""
+        known: dict[tuple[str, int], FileRef | None] = {}
+        wanted = tuple(sorted(set(levels)))
+        with self.env.begin() as txn:
+            for ref in bytecode.sources(tree).values():
+                for level in wanted:
+                    if (ref.blob, level) in known:
+                        continue
+                    value = txn.get(schema.bytecode_key(ref.blob, level, interpreter), db=self.db["bytecode"])
+                    if value is not None:
+                        known[(ref.blob, level)] = schema.decode_bytecode(value)
+        return known
+
+    def store_bytecode(
+        self, interpreter: str, compiled: Mapping[tuple[str, int], Path], failed: Iterable[tuple[str, int]]
+    ) -> int:
+        """Index what a compile produced: each pyc file (in tmp/, consumed)
+        becomes a blob, durable before the entry that names it; sources that
+        did not compile are remembered as such. Returns the new blobs."""
+        pending = _Pending()
+        entries: dict[tuple[str, int], FileRef | None] = {key: None for key in failed}
+        with self._gate.shared():
+            try:
+                for key, output in compiled.items():
+                    blob, size = sha256_file(output)
+                    entries[key] = FileRef(blob, size, False)
+                    if blob in pending.inline or blob in pending.files or self.has_blob(blob):
+                        output.unlink()
+                    elif size <= schema.INLINE_MAX:
+                        pending.inline[blob] = output.read_bytes()
+                        output.unlink()
+                    else:
+                        pending.files[blob] = (output, size)
+                self._publish(pending)
+                with self._write() as txn:
+                    self._commit_blobs(txn, pending)
+                    for (source, level), pyc in entries.items():
+                        if txn.get(bytes.fromhex(source), db=self.db["blobs"]) is None:
+                            continue  # GC took the source meanwhile
+                        txn.put(
+                            schema.bytecode_key(source, level, interpreter),
+                            schema.encode_bytecode(pyc),
+                            db=self.db["bytecode"],
+                        )
+            except BaseException:
+                pending.discard()
+                raise
+        return len(pending.inline) + len(pending.files)
+
     # -- GC, fsck, sweep ------------------------------------------------------------
 
     def gc(self, keep: int = 5, *, pinned: Iterable[str] = ()) -> GCReport:
@@ -807,7 +885,6 @@ class Store:
                             reachable_blobs.update(
                                 r.blob for r in (*installed.site.values(), *installed.outside.values())
                             )
-                reachable_blobs.update(pinned)
                 packages = 0
                 for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
                     if pkg_key.hex() in reachable_pkgs:
@@ -815,6 +892,18 @@ class Store:
                     else:
                         txn.delete(pkg_key, db=self.db["packages"])
                         packages += 1
+                # Bytecode lives while its source does and some environment
+                # runs its interpreter; its pyc is reachable through it.
+                interpreters = {EnvRecord.decode(v).interpreter for _, v in txn.cursor(db=self.db["envs"])}
+                for code_key, code_value in list(txn.cursor(db=self.db["bytecode"])):
+                    source, _level, interpreter = schema.split_bytecode_key(bytes(code_key))
+                    if source in reachable_blobs and interpreter in interpreters:
+                        pyc = schema.decode_bytecode(code_value)
+                        if pyc is not None:
+                            reachable_blobs.add(pyc.blob)
+                    else:
+                        txn.delete(code_key, db=self.db["bytecode"])
+                reachable_blobs.update(pinned)
                 doomed: list[str] = []
                 freed = blobs = 0
                 for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
@@ -945,19 +1034,48 @@ class Store:
                         )
                     for path, ref in (*installed.site.items(), *installed.outside.items()):
                         check_ref(ref, f"generation {number}: {installed.name}: {path}")
+            for key, value in txn.cursor(db=self.db["bytecode"]):
+                source, level, interpreter = schema.split_bytecode_key(bytes(key))
+                where = f"bytecode of {source} for {interpreter} at level {level}"
+                if source not in blob_sizes:
+                    problems.append(Problem("dangling-bytecode", f"{where}: the source is not in the store"))
+                pyc = schema.decode_bytecode(value)
+                if pyc is not None:
+                    check_ref(pyc, where)
         return problems
 
-    def stats(self) -> dict[str, int]:
-        """Stored bytes (unique blobs) against logical bytes (every file of every
-        environment's current site-packages)."""
+    def stats(self) -> dict[str, Any]:
+        """Stored bytes (unique blobs, pycs included) against logical bytes:
+        every file each environment's current site-packages shows, the
+        shared pycs of its interpreter included (a pip venv holds its own)."""
         with self.env.begin() as txn:
             stored = sum(schema.decode_blob(v)[0] for _, v in txn.cursor(db=self.db["blobs"]))
             blobs = txn.stat(self.db["blobs"])["entries"]
-            logical = 0
-            files = 0
+            per_env: list[dict[str, Any]] = []
             for _, value in txn.cursor(db=self.db["envs"]):
                 env = EnvRecord.decode(value)
                 tree = self._site_of(txn, env, self._generation(txn, env, env.current))
-                logical += sum(r.size for r in tree.values())
-                files += len(tree)
-        return {"stored_bytes": stored, "blobs": blobs, "logical_bytes": logical, "files": files}
+                sizes = [r.size for r in tree.values()]
+                for ref in bytecode.sources(tree).values():
+                    for level in bytecode.LEVELS:
+                        code = txn.get(
+                            schema.bytecode_key(ref.blob, level, env.interpreter), db=self.db["bytecode"]
+                        )
+                        pyc = schema.decode_bytecode(code) if code is not None else None
+                        if pyc is not None:
+                            sizes.append(pyc.size)
+                per_env.append({"path": env.path, "files": len(sizes), "bytes": sum(sizes)})
+            pycs: dict[str, int] = {}
+            for _, value in txn.cursor(db=self.db["bytecode"]):
+                pyc = schema.decode_bytecode(value)
+                if pyc is not None:
+                    pycs[pyc.blob] = pyc.size
+        return {
+            "stored_bytes": stored,
+            "blobs": blobs,
+            "logical_bytes": sum(e["bytes"] for e in per_env),
+            "files": sum(e["files"] for e in per_env),
+            "bytecode_blobs": len(pycs),
+            "bytecode_bytes": sum(pycs.values()),
+            "envs": per_env,
+        }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import packaging
 
+from .bytecode import is_bytecode
 from .errors import InterpreterError, NotAVenv
 
 # Runs inside the venv's interpreter (CPython 3.9+): the version, tags and
@@ -24,7 +25,7 @@ from .errors import InterpreterError, NotAVenv
 # pure Python and supports 3.9; it is appended to sys.path so that nothing of
 # the daemon's environment shadows the venv's own modules.
 _PROBE = r"""
-import json, platform, sys, sysconfig
+import importlib.util, json, platform, sys, sysconfig
 sys.path.append(sys.argv[1])
 from packaging import tags
 paths = sysconfig.get_paths()
@@ -33,6 +34,7 @@ print(json.dumps({
     "version": platform.python_version(),
     "version_info": list(sys.version_info[:2]),
     "cache_tag": sys.implementation.cache_tag,
+    "magic": importlib.util.MAGIC_NUMBER.hex(),
     "prefix": sys.prefix,
     "base_prefix": sys.base_prefix,
     "purelib": paths["purelib"],
@@ -49,6 +51,7 @@ class Interpreter:
     python: str
     version: str
     cache_tag: str
+    magic: str  # importlib.util.MAGIC_NUMBER, hex
     tags: list[str]
     site_packages: str  # relative to the venv root
     scripts: str
@@ -146,6 +149,7 @@ def _probe(root: Path, python: Path) -> Interpreter:
         python=str(python),
         version=info["version"],
         cache_tag=info["cache_tag"],
+        magic=info["magic"],
         tags=info["tags"],
         site_packages=rel(info["purelib"]),
         scripts=rel(info["scripts"]),
@@ -177,8 +181,9 @@ def _metadata_field(text: str, key: str) -> str:
 def scan_site_packages(site: Path) -> tuple[list[AdoptedDist], dict[str, bool]]:
     """Every regular file under site-packages, grouped by the distribution
     whose RECORD lists it; files no RECORD claims are returned apart.
-    Symlinks and special files are refused: the view serves regular files."""
-    on_disk = dict(_walk(site))
+    Symlinks and special files are refused: the view serves regular files.
+    Cached bytecode is left out: the store compiles its own (daemon/bytecode.py)."""
+    on_disk = {rel: executable for rel, executable in _walk(site) if not is_bytecode(rel)}
 
     def read_text(rel: str) -> str | None:
         full = site / rel

@@ -25,6 +25,12 @@ from hypothesis import settings
 settings.register_profile("nwcache", derandomize=True, database=None, deadline=None)
 settings.load_profile("nwcache")
 
+# Compiling the bytecode of pip (about 500 sources) takes 2 to 4 s of CPU on
+# these machines, at every registration into a new store. Tests that are not
+# about bytecode turn it off, daemons they start included (clean_env copies
+# this); tests/test_bytecode.py and the end-to-end daemon test turn it on.
+os.environ["NWCACHE_BYTECODE"] = "off"
+
 PROJECTS_DIR = Path(__file__).parent / "projects"
 # kind -> (project directory, distribution name as it appears in the wheel file name)
 PROJECTS: dict[str, tuple[str, str]] = {

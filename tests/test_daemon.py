@@ -103,6 +103,7 @@ def test_end_to_end(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(notify))
         listener.settimeout(READY_TIMEOUT)
+        daemon.env["NWCACHE_BYTECODE"] = "0"  # the product as it ships (tests turn it off elsewhere)
         daemon.start(notify=notify)
         assert b"READY=1" in listener.recv(4096)
     assert (daemon.socket.parent.stat().st_mode & 0o777) == 0o700
@@ -130,6 +131,7 @@ def test_end_to_end(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path
     stats = json.loads(out)
     assert stats["dedup_ratio"] > 1.5
     assert len(stats["envs"]) == 2
+    assert stats["bytecode_blobs"] > 0
 
     code, out, err = daemon.cli("uninstall", "nwdemo-pure", "--env", a)
     assert code == 0, err

@@ -1,0 +1,159 @@
+"""Bytecode compiled once per (source blob, interpreter, optimization level)
+and served from every environment's `__pycache__` (docs/BYTECODE.md).
+
+A pyc is a timestamp pyc whose header names the mtime and size the view
+reports for its source. The view derives a store file's mtime from its
+content, so one pyc is valid for that content at every path, in every
+environment of that interpreter. Compiling runs in the environment's own
+interpreter (its magic number and its compiler), in worker processes the
+daemon awaits: the event loop never compiles and reads never wait for it.
+
+Bytecode is a cache, never part of a generation: adoption and folding leave
+`__pycache__/*.pyc` out, and GC drops an entry with its source blob or once
+no registered environment runs its interpreter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .schema import FileRef
+
+# The worker runs inside the environment's interpreter (CPython 3.9+) with
+# -I -S -B: nothing of the environment's site-packages or of PYTHON*
+# variables can change what it compiles. It writes the pyc exactly as
+# py_compile does (magic, flags 0, mtime, size, marshalled code) and reports
+# one line per job. The file name compiled into the code object is a
+# constant, so that the pyc depends on the source's content alone; the
+# import system replaces it with the real path when it loads the pyc.
+WORKER = r"""
+import base64, importlib.util, json, marshal, sys
+magic = importlib.util.MAGIC_NUMBER
+jobs, out = sys.argv[1], sys.argv[2]
+with open(jobs, "rb") as listing:
+    for line in listing:
+        job = json.loads(line)
+        try:
+            if job["data"] is not None:
+                source = base64.b64decode(job["data"])
+            else:
+                with open(job["src"], "rb") as fh:
+                    source = fh.read()
+            head = (magic + b"\0\0\0\0" + (job["mtime"] & 0xFFFFFFFF).to_bytes(4, "little")
+                    + (len(source) & 0xFFFFFFFF).to_bytes(4, "little"))
+            for level in job["levels"]:
+                code = compile(source, "<nwcache>", "exec", dont_inherit=True, optimize=level)
+                with open(out + job["id"] + "." + str(level), "wb") as fh:
+                    fh.write(head + marshal.dumps(code))
+            print("ok", job["id"], flush=True)
+        except (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError) as exc:
+            print("fail", job["id"], type(exc).__name__, flush=True)
+"""
+# Jobs per worker process below which another process is not worth its start.
+JOBS_PER_WORKER = 64
+WORKER_TIMEOUT = 900.0
+
+_BYTECODE_PATH = re.compile(r"(?:^|/)__pycache__/[^/]+\.pyc$")
+_LEVEL_SUFFIX = {0: "", 1: ".opt-1", 2: ".opt-2"}
+LEVELS = tuple(_LEVEL_SUFFIX)
+
+
+def is_bytecode(path: str) -> bool:
+    """A cached pyc (never adopted, never folded into a generation)."""
+    return _BYTECODE_PATH.search(path) is not None
+
+
+def compilable(path: str) -> bool:
+    """Sources Python would import and pip would compile: `.py` files
+    outside `.dist-info`."""
+    return path.endswith(".py") and not path.split("/", 1)[0].endswith(".dist-info")
+
+
+def pyc_path(source: str, cache_tag: str, level: int) -> str:
+    """Where Python looks for the pyc of `source` (importlib.util.cache_from_source)."""
+    head, _, name = source.rpartition("/")
+    stem = name[: -len(".py")]
+    cached = f"__pycache__/{stem}.{cache_tag}{_LEVEL_SUFFIX[level]}.pyc"
+    return f"{head}/{cached}" if head else cached
+
+
+def parse_levels(value: str | None) -> tuple[int, ...]:
+    """NWCACHE_BYTECODE: "0" (the default), a list such as "0,1", or "off"."""
+    if value is None or not value.strip():
+        return (0,)
+    if value.strip().lower() in ("off", "none", "no", "false"):
+        return ()
+    try:
+        levels = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        levels = ()
+    if not levels or any(level not in _LEVEL_SUFFIX for level in levels):
+        raise ValueError(f"NWCACHE_BYTECODE={value!r}: use 'off' or optimization levels such as '0' or '0,1'")
+    return levels
+
+
+def sources(tree: Mapping[str, FileRef]) -> dict[str, FileRef]:
+    """The compilable sources of a site-packages tree."""
+    return {path: ref for path, ref in tree.items() if compilable(path)}
+
+
+def with_bytecode(
+    tree: Mapping[str, FileRef], known: Mapping[tuple[str, int], FileRef | None], cache_tag: str
+) -> dict[str, FileRef]:
+    """`tree` plus the pyc of every source whose bytecode is known (one that
+    an archive shipped at the same path is replaced: Python checks a pyc
+    against the mtime the view reports, which only ours records)."""
+    out = dict(tree)
+    levels = sorted({level for _blob, level in known})
+    for path, ref in tree.items():
+        if not compilable(path):
+            continue
+        for level in levels:
+            pyc = known.get((ref.blob, level))
+            if pyc is not None:
+                out[pyc_path(path, cache_tag, level)] = pyc
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """One source to compile at some levels."""
+
+    id: str
+    source: FileRef
+    levels: tuple[int, ...]
+
+
+def write_jobs(
+    listing: Path, jobs: Iterable[Job], location: Mapping[str, bytes | Path], mtime: Mapping[str, int]
+) -> None:
+    """The worker's job file: one JSON line per source, its body's path or
+    (inline blobs) its bytes."""
+    with open(listing, "w", encoding="ascii") as out:
+        for job in jobs:
+            where = location[job.source.blob]
+            line = {
+                "id": job.id,
+                "src": None if isinstance(where, bytes) else os.fspath(where),
+                "data": base64.b64encode(where).decode("ascii") if isinstance(where, bytes) else None,
+                "mtime": mtime[job.source.blob],
+                "levels": list(job.levels),
+            }
+            out.write(json.dumps(line) + "\n")
+
+
+def split_jobs(jobs: list[Job], workers: int) -> list[list[Job]]:
+    """Share the jobs out by source size, largest first, so that workers end together."""
+    shares: list[list[Job]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for job in sorted(jobs, key=lambda j: j.source.size, reverse=True):
+        i = loads.index(min(loads))
+        shares[i].append(job)
+        loads[i] += job.source.size + 512
+    return [share for share in shares if share]
