@@ -10,7 +10,8 @@
    NWCACHE_SOCKET), installs the 2.0 archive into one fresh venv and the
    classic wheel into another with `nwcache install` (which registers them),
    imports the package in both through the view (site-packages is now a
-   symlink into it), shows that the shared library is one inode in both,
+   symlink into it) from the pyc the daemon compiled once at install, shows
+   that the shared library is one inode in both,
    prints `nwcache stats`, stops the daemon with SIGTERM (exit 0, view
    unmounted) and runs fsck on the store.
 """
@@ -162,12 +163,25 @@ def main() -> int:
                 site = next((venv / "lib").glob("python*/site-packages"))
                 print(f"  site-packages -> {os.readlink(site)}")
                 imported = subprocess.run(
-                    [str(venv / "bin" / "python"), "-c", "import nwdemo_sharedlib as m; print(m.__file__)"],
+                    [
+                        str(venv / "bin" / "python"),
+                        "-v",
+                        "-c",
+                        "import nwdemo_sharedlib as m; print(m.__file__)",
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
                 )
                 print(f"  import nwdemo_sharedlib: {imported.stdout.strip()}")
+                # Python -v names the pyc it loads: the one the daemon compiled at install.
+                cached = [
+                    line
+                    for line in imported.stderr.splitlines()
+                    if "nwdemo_sharedlib" in line and "matches" in line
+                ]
+                assert cached, imported.stderr[-2000:]
+                print(f"  loaded from the shared pyc: {'/'.join(cached[0].split()[1].rsplit('/', 3)[-3:])}")
             libs = [
                 next(v.glob("lib/python*/site-packages/nwdemo_sharedlib/libnwfoo.so.1.2.3")) for v in venvs
             ]
