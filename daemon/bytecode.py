@@ -103,6 +103,18 @@ def sources(tree: Mapping[str, FileRef]) -> dict[str, FileRef]:
     return {path: ref for path, ref in tree.items() if compilable(path)}
 
 
+def missing(
+    tree: Mapping[str, FileRef], known: Mapping[tuple[str, int], FileRef | None], levels: Iterable[int]
+) -> dict[str, FileRef]:
+    """The compilable sources of `tree` (by blob) lacking an entry at some level."""
+    wanted = tuple(levels)
+    return {
+        ref.blob: ref
+        for path, ref in tree.items()
+        if compilable(path) and any((ref.blob, level) not in known for level in wanted)
+    }
+
+
 def with_bytecode(
     tree: Mapping[str, FileRef], known: Mapping[tuple[str, int], FileRef | None], cache_tag: str
 ) -> dict[str, FileRef]:

@@ -120,27 +120,36 @@ class Service:
         tree = await self._run(partial(self.store.tree, env.path))
         if not self.bytecode_levels:
             return tree
-        if compile:
+        known = await self._run(
+            partial(self.store.bytecode_known, env.interpreter, tree.values(), self.bytecode_levels)
+        )
+        missing = bytecode.missing(tree, known, self.bytecode_levels)
+        if compile and missing:
             try:
-                await self._compile(env, tree)
+                known.update(await self._compile(env, missing))
             except (OSError, StoreError) as exc:
                 # Bytecode is a cache: without it Python compiles for itself.
                 # The generation is committed already and must be served.
                 log.warning("compiling bytecode for %s failed: %s", env.path, exc)
-        known = await self._run(
-            partial(self.store.bytecode_known, env.interpreter, tree, self.bytecode_levels)
-        )
         return bytecode.with_bytecode(tree, known, env.cache_tag)
 
-    async def _compile(self, env: EnvRecord, tree: dict[str, FileRef]) -> None:
+    async def _compile(
+        self, env: EnvRecord, wanted: dict[str, FileRef]
+    ) -> dict[tuple[str, int], FileRef | None]:
+        """Compile the sources in `wanted` (blob -> source) at the configured
+        levels; returns their bytecode entries."""
         lock = self._compile_locks.setdefault(env.interpreter, trio.Lock())
         async with lock:
-            missing = await self._run(
-                partial(self.store.bytecode_missing, env.interpreter, tree, self.bytecode_levels)
+            # Another environment of this interpreter may have compiled them
+            # while this one waited for the lock.
+            known = await self._run(
+                partial(self.store.bytecode_known, env.interpreter, wanted.values(), self.bytecode_levels)
             )
+            levels = self.bytecode_levels
+            missing = [ref for blob, ref in wanted.items() if any((blob, lv) not in known for lv in levels)]
             if not missing:
-                return
-            jobs = [bytecode.Job(str(i), ref, levels) for i, (ref, levels) in enumerate(missing.values())]
+                return known
+            jobs = [bytecode.Job(str(i), ref, levels) for i, ref in enumerate(missing)]
             prefix = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-"
             workers = min(int(self.compilers.total_tokens), -(-len(jobs) // bytecode.JOBS_PER_WORKER))
             outcome: dict[str, bool] = {}
@@ -162,7 +171,10 @@ class Service:
                     if outcome.get(job.id) is False
                     for level in job.levels
                 ]
-                await self._run(partial(self.store.store_bytecode, env.interpreter, compiled, failed))
+                known.update(
+                    await self._run(partial(self.store.store_bytecode, env.interpreter, compiled, failed))
+                )
+                return known
             finally:
                 with trio.CancelScope(shield=True):
                     await self._run(partial(_remove_prefixed, prefix))

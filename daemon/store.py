@@ -782,36 +782,15 @@ class Store:
 
     # -- bytecode ---------------------------------------------------------------
 
-    def bytecode_missing(
-        self, interpreter: str, tree: Mapping[str, FileRef], levels: Iterable[int]
-    ) -> dict[str, tuple[FileRef, tuple[int, ...]]]:
-        """Sources of `tree` with no bytecode entry (compiled or failed) at
-        some of `levels`: blob -> (source, the levels missing)."""
-        wanted = tuple(sorted(set(levels)))
-        missing: dict[str, tuple[FileRef, tuple[int, ...]]] = {}
-        with self.env.begin() as txn:
-            for ref in bytecode.sources(tree).values():
-                if ref.blob in missing:
-                    continue
-                lacking = tuple(
-                    level
-                    for level in wanted
-                    if txn.get(schema.bytecode_key(ref.blob, level, interpreter), db=self.db["bytecode"])
-                    is None
-                )
-                if lacking:
-                    missing[ref.blob] = (ref, lacking)
-        return missing
-
     def bytecode_known(
-        self, interpreter: str, tree: Mapping[str, FileRef], levels: Iterable[int]
+        self, interpreter: str, files: Iterable[FileRef], levels: Iterable[int]
     ) -> dict[tuple[str, int], FileRef | None]:
         """(source blob, level) -> its pyc, or None where the source does not
-        compile, for the sources of `tree` that have an entry."""
+        compile, for those of `files` that have an entry."""
         known: dict[tuple[str, int], FileRef | None] = {}
         wanted = tuple(sorted(set(levels)))
         with self.env.begin() as txn:
-            for ref in bytecode.sources(tree).values():
+            for ref in files:
                 for level in wanted:
                     if (ref.blob, level) in known:
                         continue
@@ -822,10 +801,10 @@ class Store:
 
     def store_bytecode(
         self, interpreter: str, compiled: Mapping[tuple[str, int], Path], failed: Iterable[tuple[str, int]]
-    ) -> int:
+    ) -> dict[tuple[str, int], FileRef | None]:
         """Index what a compile produced: each pyc file (in tmp/, consumed)
         becomes a blob, durable before the entry that names it; sources that
-        did not compile are remembered as such. Returns the new blobs."""
+        did not compile are remembered as such. Returns the entries."""
         pending = _Pending()
         entries: dict[tuple[str, int], FileRef | None] = {key: None for key in failed}
         with self._gate.shared():
@@ -854,7 +833,7 @@ class Store:
             except BaseException:
                 pending.discard()
                 raise
-        return len(pending.inline) + len(pending.files)
+        return entries
 
     # -- GC, fsck, sweep ------------------------------------------------------------
 
