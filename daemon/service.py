@@ -145,11 +145,13 @@ class Service:
             known = await self._run(
                 partial(self.store.bytecode_known, env.interpreter, wanted.values(), self.bytecode_levels)
             )
-            levels = self.bytecode_levels
-            missing = [ref for blob, ref in wanted.items() if any((blob, lv) not in known for lv in levels)]
-            if not missing:
+            jobs: list[bytecode.Job] = []
+            for blob, ref in wanted.items():
+                lacking = tuple(level for level in self.bytecode_levels if (blob, level) not in known)
+                if lacking:
+                    jobs.append(bytecode.Job(str(len(jobs)), ref, lacking))
+            if not jobs:
                 return known
-            jobs = [bytecode.Job(str(i), ref, levels) for i, ref in enumerate(missing)]
             prefix = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-"
             workers = min(int(self.compilers.total_tokens), -(-len(jobs) // bytecode.JOBS_PER_WORKER))
             outcome: dict[str, bool] = {}

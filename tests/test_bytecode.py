@@ -202,13 +202,24 @@ def test_same_source_is_one_pyc_and_sources_that_do_not_compile_are_skipped(
     assert daemon.service.bytecode_counts.workers == workers
 
 
-def test_optimization_levels(tmp_path: Path, built_wheels: dict[str, Path]) -> None:
+def test_optimization_levels_and_a_level_added_later(tmp_path: Path, built_wheels: dict[str, Path]) -> None:
+    daemon = Daemon(tmp_path, levels=(0,))
+    venv = venv_at(tmp_path / "v", pip=False)
+    cache = site_of(venv) / "nwdemo_pure" / "__pycache__"
+    try:
+        daemon.install(venv, built_wheels["pure"])
+        plain = os.stat(cache / f"core.{CACHE_TAG}.pyc").st_ino
+        assert not (cache / f"core.{CACHE_TAG}.opt-1.pyc").exists()
+    finally:
+        daemon.stop()
     daemon = Daemon(tmp_path, levels=(0, 1))
     try:
-        venv = venv_at(tmp_path / "v", pip=False)
-        daemon.install(venv, built_wheels["pure"])
-        cache = site_of(venv) / "nwdemo_pure" / "__pycache__"
-        assert (cache / f"core.{CACHE_TAG}.pyc").is_file()
+        # Start-up serves what is stored; the next change compiles level 1 only.
+        assert not (cache / f"core.{CACHE_TAG}.opt-1.pyc").exists()
+        daemon.thread.call(daemon.service.rollback, venv)
+        assert not (site_of(venv) / "nwdemo_pure").exists()  # generation 1: before the install
+        daemon.thread.call(daemon.service.rollback, venv, 2)
+        assert os.stat(cache / f"core.{CACHE_TAG}.pyc").st_ino == plain
         assert (cache / f"core.{CACHE_TAG}.opt-1.pyc").is_file()
         cached, compiled = imports(venv, "import nwdemo_pure.core", "-O")
         assert compiled == set()
