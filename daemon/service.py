@@ -365,10 +365,15 @@ class Service:
             shared bytecode of the folded sources replaces them)."""
             files: dict[str, FileRef | tuple[Path, bool]] = {}
             seen: dict[str, tuple[int, int, int]] = {}
+            generation = self.store.tree(env.path)
             for rel, node in merged.items():
                 if isinstance(node, FileRef):
                     if not bytecode.is_bytecode(rel):
                         files[rel] = node
+                    elif rel in generation:
+                        # A pyc an archive shipped stays the package's, even
+                        # where the view serves the store's own instead.
+                        files[rel] = generation[rel]
                     continue
                 body = overlay.body(node.id)
                 st = os.stat(body)

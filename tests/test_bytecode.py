@@ -317,3 +317,22 @@ def test_reads_go_on_while_a_package_compiles(daemon: Daemon, tmp_path: Path) ->
     # Each read is an open, a read and a release through the daemon: it waits
     # for no compile. The bound is loose for loaded machines.
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
+
+
+def test_a_pyc_an_archive_ships_stays_the_packages(daemon: Daemon, tmp_path: Path) -> None:
+    shipped = f"hypo/__pycache__/a.{CACHE_TAG}.pyc"
+    wheel = build_classic_wheel(
+        tmp_path / "wheels",
+        [("hypo/__init__.py", b"", False), ("hypo/a.py", b"A = 1\n", False), (shipped, b"stale", False)],
+    )
+    venv = venv_at(tmp_path / "v", pip=False)
+    daemon.install(venv, wheel)
+    site = site_of(venv)
+    # The view serves the store's pyc, which matches the source's mtime.
+    assert (site / shipped).read_bytes()[:4] == importlib.util.MAGIC_NUMBER
+    installed = {p.name: p.package for p in daemon.service.store.generation(venv).packages}
+    (site / "other.py").write_text("B = 2\n")
+    assert daemon.thread.call(daemon.service.fold, venv) is not None
+    after = {p.name: p.package for p in daemon.service.store.generation(venv).packages}
+    assert after["hypo-pkg"] == installed["hypo-pkg"]  # unchanged, not adopted again
+    assert daemon.service.store.tree(venv)[shipped].size == len(b"stale")
