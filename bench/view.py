@@ -18,8 +18,8 @@ workload in a child process:
 
 pip runs with PIP_CONFIG_FILE=/dev/null and no PIP_* index variables; the
 measured imports run with PYTHONDONTWRITEBYTECODE unset, so that both venvs
-use bytecode (pip compiles it at install; the view's venv writes it into its
-copy-on-write layer on the first import, which is therefore slower there).
+use bytecode (pip compiles it at install; nwcache's daemon compiles it at
+install too, once per interpreter, and the view serves it: docs/BYTECODE.md).
 """
 
 from __future__ import annotations
@@ -272,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM; load average at the end {load_average()}. "
         f"Python {platform.python_version()}, pyfuse3 {pyfuse3.__version__}, kernel {platform.release()}. "
         "pip ran with PIP_CONFIG_FILE=/dev/null and no PIP_* index variables; the measured children ran with "
-        "PYTHONDONTWRITEBYTECODE unset (bytecode used in both venvs: pip compiled it, the view's venv wrote it "
-        "into its copy-on-write layer on its first import). Cold = after `echo 3 > /proc/sys/vm/drop_caches`; warm = the second of two reads in a row.",
+        "PYTHONDONTWRITEBYTECODE unset (bytecode used in both venvs: pip compiled it; nwcache's daemon compiled "
+        "it at install and the view serves the shared pycs). Cold = after `echo 3 > /proc/sys/vm/drop_caches`; warm = the second of two reads in a row.",
         "",
         "Native: a venv where pip installed the wheels, on the checkout's file system. View: a registered venv "
         "(site-packages a symlink into the view) where nwcache installed the same wheels; the serving daemon is "
