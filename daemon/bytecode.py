@@ -19,9 +19,12 @@ import base64
 import json
 import os
 import re
+import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import trio
 
 from .schema import FileRef
 
@@ -33,7 +36,8 @@ from .schema import FileRef
 # constant, so that the pyc depends on the source's content alone; the
 # import system replaces it with the real path when it loads the pyc.
 WORKER = r"""
-import base64, importlib.util, json, marshal, sys
+import base64, importlib.util, json, marshal, sys, warnings
+warnings.simplefilter("ignore")  # SyntaxWarnings: Python shows them when it compiles itself
 magic = importlib.util.MAGIC_NUMBER
 jobs, out = sys.argv[1], sys.argv[2]
 with open(jobs, "rb") as listing:
@@ -57,7 +61,10 @@ with open(jobs, "rb") as listing:
 """
 # Jobs per worker process below which another process is not worth its start.
 JOBS_PER_WORKER = 64
-WORKER_TIMEOUT = 900.0
+# A worker that reports nothing for this long is killed, and the source it
+# was compiling is remembered as not compiling: a hostile source must not
+# hold an install for longer.
+SOURCE_TIMEOUT = 60.0
 
 _BYTECODE_PATH = re.compile(r"(?:^|/)__pycache__/[^/]+\.pyc$")
 _LEVEL_SUFFIX = {0: "", 1: ".opt-1", 2: ".opt-2"}
@@ -169,3 +176,60 @@ def split_jobs(jobs: list[Job], workers: int) -> list[list[Job]]:
         shares[i].append(job)
         loads[i] += job.source.size + 512
     return [share for share in shares if share]
+
+
+@dataclass
+class WorkerRun:
+    """What one worker process reported: job id -> compiled (True) or not."""
+
+    outcome: dict[str, bool] = field(default_factory=dict)
+    returncode: int | None = None
+    timed_out: bool = False
+    stderr: str = ""
+
+
+async def run_worker(python: str, listing: str, prefix: str, *, silence: float = SOURCE_TIMEOUT) -> WorkerRun:
+    """Run the worker in `python` over a job listing, taking its verdicts as
+    they come, and kill it after `silence` seconds without one; its stderr
+    goes to a file beside the outputs (no pipe to fill)."""
+    run = WorkerRun()
+    errors = trio.Path(f"{listing}.err")
+    err = await trio.to_thread.run_sync(os.open, errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        process = await trio.lowlevel.open_process(
+            [python, "-I", "-S", "-B", "-c", WORKER, listing, prefix],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+        )
+    finally:
+        os.close(err)
+    stdout = process.stdout
+    assert stdout is not None
+    try:
+        pending = b""
+        while True:
+            with trio.move_on_after(silence) as waited:
+                chunk = await stdout.receive_some()
+            if waited.cancelled_caught:
+                run.timed_out = True
+                process.kill()
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                verdict, _, rest = line.decode("ascii", "replace").partition(" ")
+                run.outcome[rest.split(" ", 1)[0]] = verdict == "ok"
+        run.returncode = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+        await stdout.aclose()
+    if run.returncode != 0:
+        run.stderr = (await errors.read_bytes())[-2000:].decode("utf-8", "replace").strip()
+    return run

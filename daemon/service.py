@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -194,7 +193,6 @@ class Service:
             bytecode.write_jobs(Path(listing), share, where, mtime)
 
         await self._run(write_listing)
-        done: subprocess.CompletedProcess[bytes] | None = None
         counts = self.bytecode_counts
         async with self.compilers:
             counts.workers += 1
@@ -202,31 +200,23 @@ class Service:
             counts.sources += len(share)
             began = trio.current_time()
             try:
-                with trio.move_on_after(bytecode.WORKER_TIMEOUT):
-                    done = await trio.run_process(
-                        [env.python, "-I", "-S", "-B", "-c", bytecode.WORKER, listing, prefix],
-                        capture_stdout=True,
-                        capture_stderr=True,
-                        check=False,
-                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
-                    )
+                run = await bytecode.run_worker(env.python, listing, prefix)
             finally:
                 counts.running -= 1
                 counts.seconds += trio.current_time() - began
-        reported = 0
-        if done is not None:
-            for line in done.stdout.decode("ascii", "replace").splitlines():
-                verdict, _, rest = line.partition(" ")
-                outcome[rest.split(" ", 1)[0]] = verdict == "ok"
-                reported += 1
-            if done.returncode != 0:
-                log.warning(
-                    "bytecode worker for %s exited with %s: %s",
-                    env.python,
-                    done.returncode,
-                    done.stderr.decode("utf-8", "replace").strip()[-500:],
-                )
+        outcome.update(run.outcome)
+        if run.returncode != 0:
+            log.warning(
+                "bytecode worker for %s %s: %s",
+                env.python,
+                "reported nothing for a while and was killed"
+                if run.timed_out
+                else f"exited {run.returncode}",
+                run.stderr[-500:],
+            )
+        reported = sum(1 for job in share if job.id in run.outcome)
         if reported < len(share):
+            # Jobs run in listing order: the first without a verdict is the one it died on.
             outcome.setdefault(share[reported].id, False)
         counts.failed += sum(1 for job in share if outcome.get(job.id) is False)
 

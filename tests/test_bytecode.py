@@ -12,9 +12,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 
 from nwcache.daemon import bytecode
 from nwcache.daemon.linking import is_mount_point
@@ -336,3 +338,26 @@ def test_a_pyc_an_archive_ships_stays_the_packages(daemon: Daemon, tmp_path: Pat
     after = {p.name: p.package for p in daemon.service.store.generation(venv).packages}
     assert after["hypo-pkg"] == installed["hypo-pkg"]  # unchanged, not adopted again
     assert daemon.service.store.tree(venv)[shipped].size == len(b"stale")
+
+
+def test_a_worker_that_goes_silent_is_killed_and_its_verdicts_kept(tmp_path: Path) -> None:
+    # Stand-ins for an interpreter stuck on a hostile source, and for one
+    # that dies on it: the daemon must not wait for either.
+    stuck = tmp_path / "stuck"
+    stuck.write_text("#!/bin/sh\necho 'ok 0'\necho 'fail 1 SyntaxError'\nexec sleep 600\n")
+    dying = tmp_path / "dying"
+    dying.write_text("#!/bin/sh\necho 'ok 0'\necho 'bad things' >&2\nkill -SEGV $$\n")
+    for script in (stuck, dying):
+        script.chmod(0o755)
+    listing = str(tmp_path / "jobs")
+    began = time.monotonic()
+    run = trio.run(partial(bytecode.run_worker, str(stuck), listing, str(tmp_path / "out-"), silence=0.5))
+    assert time.monotonic() - began < 30
+    assert run.timed_out
+    assert run.outcome == {"0": True, "1": False}
+    assert run.returncode == -9
+    run = trio.run(partial(bytecode.run_worker, str(dying), listing, str(tmp_path / "out-")))
+    assert not run.timed_out
+    assert run.outcome == {"0": True}
+    assert run.returncode == -11
+    assert "bad things" in run.stderr
