@@ -284,16 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             # uv's cache is warm now (the cold run filled it), the store too.
             warm: dict[str, list[float]] = {"nwcache": [], "uv": [], "pip": []}
+            parts: dict[str, list[float]] = {"client": [], "daemon": []}
             numpy = [wheels["numpy"]]
+            missing = scratch / "missing.whl"
+            # One round of everything per run, so that every figure sees the same load.
             for run in range(args.runs):
                 warm["nwcache"].append(
                     timed(nwcache_install(new_venv(scratch / f"w-nw{run}", env), numpy), env)
                 )
                 warm["uv"].append(timed(uv_install(new_venv(scratch / f"w-uv{run}", env), numpy), env))
                 warm["pip"].append(timed(pip_install(new_venv(scratch / f"w-pip{run}", env), numpy), env))
-            parts: dict[str, list[float]] = {"client": [], "daemon": []}
-            missing = scratch / "missing.whl"
-            for run in range(args.runs):
                 venv = new_venv(scratch / f"w-part{run}", env)
                 start = time.perf_counter()
                 done = subprocess.run(
@@ -332,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM; load average at the start {load_at_start}, at the end {load_average()}. "
         f"Python {platform.python_version()}, {uv_version}, pip {pip_version(pip_environment())}, kernel {platform.release()}. "
         "pip with PIP_CONFIG_FILE=/dev/null and no PIP_* index variables; uv with UV_NO_CONFIG=1, its cache on the "
-        "same file system; PYTHONDONTWRITEBYTECODE=1 for all (no tool compiles bytecode); dependencies off; local "
+        "same file system; PYTHONDONTWRITEBYTECODE=1 for all (pip and uv compile no bytecode; nwcache's daemon "
+        "compiles each new source once per interpreter into its store, docs/BYTECODE.md, which the cold row "
+        "includes); dependencies off; local "
         "wheel files. Venvs are created beforehand (`python -m venv --without-pip`); every time is wall time of the "
         "command, process start included (for nwcache: the client, registering the venv, the install; the daemon "
         "was already running). nwcache runs as a user installs it: a wheel of this checkout (`uv build`) with its "
