@@ -17,21 +17,50 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
+from nwcache.client.remote import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, call, install
+
+# Not `from typing import TYPE_CHECKING`: the client imports no typing at all
+# (start-up time; mypy treats any TYPE_CHECKING alike).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
     from nwcache.archive import Archive, ArchiveError
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_NO_DAEMON = 3
-EXIT_INTERRUPTED = 130
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (it
+    imports bz2 and lzma)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the width: left to itself it imports
+    shutil for it, and argparse makes one for every add_argument."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"error: {message}", file=sys.stderr)
@@ -341,87 +370,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return daemon_main(default_home(), default_socket())
 
 
-class _ProgressBar:
-    """A rich progress bar on stderr, made at the first progress line (rich
-    is imported only then: plain runs and pipes never pay for it). rich
-    honours NO_COLOR."""
-
-    def __init__(self) -> None:
-        self._progress: Any = None
-        self._task: Any = None
-
-    def update(self, message: str, done: int, total: int) -> None:
-        if self._progress is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(message, total=total or None)
-        self._progress.update(self._task, description=message, completed=done, total=total or None)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-
 def _remote(
     op: str, request_args: dict[str, object], args: argparse.Namespace, render: Callable[[Any], str]
 ) -> int:
-    """One request to the daemon: progress on stderr when it is a terminal,
-    the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
-    from nwcache.client.protocol import DaemonUnavailable, ProtocolError, default_socket, request
-
-    socket_path = default_socket()
-    bar = _ProgressBar() if sys.stderr.isatty() and not getattr(args, "json", False) else None
-    try:
-        for message in request(socket_path, op, request_args):
-            event = message.get("event")
-            if event == "progress":
-                if bar is not None:
-                    bar.update(
-                        str(message.get("message")),
-                        int(message.get("done") or 0),
-                        int(message.get("total") or 0),
-                    )
-                continue
-            if bar is not None:
-                bar.close()
-            if event == "error":
-                print(f"error: {message.get('message')}", file=sys.stderr)
-                if message.get("hint"):
-                    print(f"hint: {message.get('hint')}", file=sys.stderr)
-                return int(message.get("exit", EXIT_FAILED))
-            elif event == "result":
-                result = message.get("result")
-                if getattr(args, "json", False):
-                    print(json.dumps(result, indent=2, sort_keys=True))
-                else:
-                    text = render(result)
-                    if text:
-                        print(text)
-                return EXIT_OK
-    except DaemonUnavailable as exc:
-        if bar is not None:
-            bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        print(
-            "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'", file=sys.stderr
-        )
-        return EXIT_NO_DAEMON
-    except ProtocolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("hint: check the daemon's log; restart it after upgrading nwcache", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_FAILED
+    return call(op, request_args, bool(getattr(args, "json", False)), render)
 
 
 def _gen_line(gen: dict[str, Any]) -> str:
@@ -470,18 +422,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    archives = [os.path.abspath(a) for a in args.archives]
-    missing = [a for a in archives if not os.path.isfile(a)]
-    if missing:
-        print(f"error: {missing[0]}: no such file", file=sys.stderr)
-        print("hint: pass paths of .whl archives (classic or 2.0)", file=sys.stderr)
-        return EXIT_FAILED
-    return _remote(
-        "install",
-        {"env": os.path.abspath(args.env), "archives": archives},
-        args,
-        lambda gen: f"generation {gen['number']}: {gen['action']}",
-    )
+    return install([str(a) for a in args.archives], str(args.env), args.json)
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:

@@ -22,12 +22,35 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-PROTOCOL = 1
-MAX_LINE = 16 << 20
+# The client's side of the protocol (the request, its constants and errors)
+# lives in nwcache.client.remote, which imports no more than it must.
+from nwcache.client.remote import (
+    MAX_LINE,
+    PROTOCOL,
+    DaemonUnavailable,
+    ProtocolError,
+    request,
+    socket_path,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "MAX_LINE",
+    "OPS",
+    "PROTOCOL",
+    "DaemonUnavailable",
+    "ProtocolError",
+    "answers",
+    "default_home",
+    "default_socket",
+    "encode",
+    "request",
+]
 
 OPS = (
     "ping",
@@ -54,10 +77,7 @@ def default_home() -> Path:
 
 
 def default_socket() -> Path:
-    if "NWCACHE_SOCKET" in os.environ:
-        return Path(os.environ["NWCACHE_SOCKET"])
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nwcache-{os.getuid()}"
-    return Path(runtime) / "nwcache" / "daemon.sock"
+    return Path(socket_path())
 
 
 def answers(socket_path: Path) -> bool:
@@ -72,42 +92,3 @@ def answers(socket_path: Path) -> bool:
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-class DaemonUnavailable(Exception):
-    """No daemon answers at the socket."""
-
-
-class ProtocolError(Exception):
-    """The daemon answered something this client cannot read."""
-
-
-def request(
-    socket_path: Path, op: str, args: dict[str, Any], *, timeout: float | None = None
-) -> Iterator[dict[str, Any]]:
-    """Send one request; yield every line of the answer (the last one is the
-    result or the error)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        try:
-            sock.connect(str(socket_path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnavailable(f"no nwcache daemon at {socket_path} ({exc.strerror})") from None
-        except PermissionError:
-            raise DaemonUnavailable(f"{socket_path} is not yours to use (permission denied)") from None
-        sock.sendall(encode({"protocol": PROTOCOL, "op": op, "args": args}))
-        reader = sock.makefile("rb")
-        final = False
-        for line in reader:
-            if len(line) > MAX_LINE:
-                raise ProtocolError("the daemon sent an oversized message")
-            message = json.loads(line)
-            yield message
-            if message.get("event") in ("result", "error"):
-                final = True
-                break
-        if not final:
-            raise ProtocolError("the daemon closed the connection before answering (did it stop?)")
-    finally:
-        sock.close()

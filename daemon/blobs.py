@@ -70,3 +70,12 @@ class BlobFiles:
             leftover.unlink()
             removed += 1
         return removed
+
+
+def fsync_path(path: Path) -> None:
+    """Make one file's content, or one directory's entries, durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import heapq
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from installer.scripts import Script
@@ -34,8 +35,9 @@ class Placement:
     path: str
 
 
-def place(pkg: PackageRecord, env: EnvRecord, path: str) -> Placement | None:
-    """None for files installing replaces (the archive's RECORD)."""
+def place(pkg: PackageRecord, env: EnvRecord | None, path: str) -> Placement | None:
+    """None for files installing replaces (the archive's RECORD). Only
+    placements outside site-packages need `env`."""
     if pkg.source == "adopted":
         return Placement("site", path)
     if path == f"{pkg.dist_info}/RECORD" or path.startswith(f"{pkg.dist_info}/RECORD."):
@@ -46,6 +48,8 @@ def place(pkg: PackageRecord, env: EnvRecord, path: str) -> Placement | None:
     category, _, rest = path[len(data_dir) :].partition("/")
     if category in ("purelib", "platlib"):
         return Placement("site", rest)
+    if env is None:
+        raise ValueError(f"{path} is placed per environment")
     if category == "scripts":
         return Placement("outside", f"{env.scripts}/{rest}")
     if category == "headers":
@@ -69,6 +73,50 @@ def _b64(hex_digest: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).rstrip(b"=").decode()
 
 
+def _record_lines(rows: dict[str, FileRef]) -> list[tuple[str, str]]:
+    """(path, installed RECORD line) for each row, sorted by path."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    lines = []
+    for path in sorted(rows):
+        writer.writerow([path, f"sha256={_b64(rows[path].blob)}", rows[path].size])
+        lines.append((path, out.getvalue()))
+        out.seek(0)
+        out.truncate()
+    return lines
+
+
+@dataclass(frozen=True)
+class PackageLayout:
+    """What of a package's placement depends on the package alone, worked out
+    once per package (the store keeps it by package id): installing numpy into
+    a new venv then walks none of its thousand files again. Never modified."""
+
+    site: dict[str, FileRef]  # site_tree()
+    data: tuple[str, ...]  # archive paths placed outside site-packages, per environment
+    record_lines: tuple[tuple[str, str], ...]  # the installed RECORD's lines for `site`, sorted
+
+
+def package_layout(pkg: PackageRecord) -> PackageLayout:
+    site: dict[str, FileRef] = {}
+    data: list[str] = []
+    if pkg.source == "adopted":
+        site = dict(pkg.files)
+    else:
+        data_dir = pkg.dist_info.removesuffix(".dist-info") + ".data/"
+        for path, ref in pkg.files.items():
+            if path.startswith(data_dir) and path[len(data_dir) :].partition("/")[0] not in (
+                "purelib",
+                "platlib",
+            ):
+                data.append(path)
+                continue
+            placement = place(pkg, None, path)
+            if placement is not None:
+                site[placement.path] = ref
+    return PackageLayout(site, tuple(data), tuple(_record_lines(site)))
+
+
 def plan_install(
     pkg: PackageRecord,
     env: EnvRecord,
@@ -76,16 +124,21 @@ def plan_install(
     requested: bool,
     read_blob: Callable[[str], bytes],
     put_blob: Callable[[bytes, bool], FileRef],
+    layout: PackageLayout | None = None,
 ) -> Installed:
     """The environment-specific files of installing `pkg` into `env`. Blobs
-    of generated files are stored through `put_blob(content, executable)`."""
+    of generated files are stored through `put_blob(content, executable)`.
+    `layout` is package_layout(pkg), when the caller keeps it."""
     site_gen: dict[str, FileRef] = {}
     outside: dict[str, FileRef] = {}
     if pkg.source == "adopted":
         return Installed(
             pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside
         )
-    for path, ref in pkg.files.items():
+    if layout is None:
+        layout = package_layout(pkg)
+    for path in layout.data:
+        ref = pkg.files[path]
         placement = place(pkg, env, path)
         if placement is None or placement.where != "outside":
             continue
@@ -118,15 +171,18 @@ def plan_install(
         site_gen[f"{pkg.dist_info}/REQUESTED"] = put_blob(b"", False)
     # The installed RECORD, as pip writes it: every file with its hash and
     # size, paths relative to site-packages, RECORD itself without either.
-    rows: dict[str, FileRef] = {**site_tree(pkg, env), **site_gen}
+    # The package's own lines are the layout's; the few generated ones
+    # (replacing a package file of the same path) are merged in by path.
+    extra: dict[str, FileRef] = dict(site_gen)
     site_dir = os.path.join(env.path, env.site_packages)
     for path, ref in outside.items():
-        rows[os.path.relpath(os.path.join(env.path, path), site_dir)] = ref
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+        extra[os.path.relpath(os.path.join(env.path, path), site_dir)] = ref
+    own: Iterable[tuple[str, str]] = layout.record_lines
+    if not extra.keys().isdisjoint(layout.site):
+        own = [line for line in layout.record_lines if line[0] not in extra]
     record_path = f"{pkg.dist_info}/RECORD"
-    for path in sorted(rows):
-        writer.writerow([path, f"sha256={_b64(rows[path].blob)}", rows[path].size])
-    writer.writerow([record_path, "", ""])
+    out = io.StringIO()
+    out.writelines(line for _, line in heapq.merge(own, _record_lines(extra)))
+    csv.writer(out, lineterminator="\n").writerow([record_path, "", ""])
     site_gen[record_path] = put_blob(out.getvalue().encode(), False)
     return Installed(pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside)

@@ -66,7 +66,7 @@ def _remove_prefixed(prefix: str) -> None:
 
 
 def env_dir_name(env: EnvRecord) -> str:
-    return f"{Path(env.path).name}-{env.id.hex()[:12]}"
+    return f"{os.path.basename(env.path)}-{env.id.hex()[:12]}"  # not pathlib: several calls per request
 
 
 class Service:

@@ -9,6 +9,7 @@ own short read transactions and never wait on a writer (LMDB's MVCC).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -30,7 +31,7 @@ from nwcache.archive.parallel import SMALL_FILE, InFlight, executors, write_all
 from nwcache.archive.sources import FileData
 
 from . import bytecode, schema
-from .blobs import BlobFiles, syncfs
+from .blobs import BlobFiles, fsync_path, syncfs
 from .crashpoints import crash_point
 from .errors import (
     IncompatibleTags,
@@ -41,12 +42,17 @@ from .errors import (
     UnknownEnv,
     UnknownPackage,
 )
-from .layout import plan_install, site_tree
+from .layout import PackageLayout, package_layout, plan_install, site_tree
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
 from .venvs import group_distributions, probe, scan_site_packages, sha256_file, venv_root
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data does
 CHUNK = 1 << 20
+# Up to this many new bodies are made durable one fsync each (and one per
+# directory); more in one batch, one syncfs. syncfs flushes every dirty page
+# of the file system, other programs' too: tens of ms on a busy machine for
+# the one new RECORD an install of a stored package writes.
+FSYNC_ONE_BY_ONE = 16
 
 
 def _hex(data: FileData) -> str:
@@ -164,6 +170,12 @@ class Store:
         # Archive files this process ingested, by identity: path, inode, size, mtime -> digest.
         self._recent: dict[tuple[str, int, int, int, int], str] = {}
         self._recent_lock = threading.Lock()
+        # Decoded records by key, read back from committed state only: a
+        # package record never changes once written (only GC deletes one, and
+        # drops it here too); an environment's record is kept with the bytes
+        # it was decoded from and handed out as a copy.
+        self._packages: dict[bytes, tuple[PackageRecord, PackageLayout | None]] = {}
+        self._env_records: dict[bytes, tuple[bytes, EnvRecord]] = {}
         if sweep:
             self.sweep()
 
@@ -233,26 +245,63 @@ class Store:
         """Bodies into place, durably, before any index entry names them."""
         if not pending.files:
             return
+        published = []
         for blob, (temp, _size) in pending.files.items():
             if self.bodies.exists(blob):
                 temp.unlink()
             else:
                 self.bodies.publish(temp, blob)
+                published.append(self.bodies.path(blob))
         crash_point("bodies-published")
-        syncfs(self.bodies.root)
+        if len(published) > FSYNC_ONE_BY_ONE:
+            syncfs(self.bodies.root)
+        else:
+            for body in published:
+                fsync_path(body)
+            for directory in {body.parent for body in published}:
+                fsync_path(directory)
         crash_point("bodies-durable")
 
     # -- packages ---------------------------------------------------------------
 
-    def get_package(self, package: str | bytes, txn: lmdb.Transaction | None = None) -> PackageRecord | None:
+    def get_package(
+        self, package: str | bytes, txn: lmdb.Transaction | None = None, *, committed: bool = False
+    ) -> PackageRecord | None:
+        """The package's record (shared: never modify it). `committed`: `txn`
+        is a read transaction, so what it finds may be remembered."""
         key = bytes.fromhex(package) if isinstance(package, str) else package
+        cached = self._packages.get(key)
+        if cached is not None:
+            return cached[0]
         value: bytes | memoryview | None
         if txn is None:
             with self.env.begin() as read:
                 value = read.get(key, db=self.db["packages"])
+            committed = True
         else:
             value = txn.get(key, db=self.db["packages"])
-        return PackageRecord.decode(value) if value is not None else None
+        if value is None:
+            return None
+        record = PackageRecord.decode(value)
+        if committed:
+            # A record read inside a write transaction may yet be rolled back.
+            self._packages.setdefault(key, (record, None))
+        return record
+
+    def _layout(self, pkg: PackageRecord) -> PackageLayout:
+        """package_layout(pkg), kept with the record once it is stored."""
+        cached = self._packages.get(pkg.id)
+        if cached is not None and cached[0] is pkg:
+            if cached[1] is None:
+                cached = (pkg, package_layout(pkg))
+                self._packages[pkg.id] = cached
+            assert cached[1] is not None
+            return cached[1]
+        return package_layout(pkg)
+
+    def _forget_packages(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self._packages.pop(bytes(key), None)
 
     def packages(self) -> list[PackageRecord]:
         with self.env.begin() as txn:
@@ -432,10 +481,22 @@ class Store:
 
     def _env_by_path(self, path: str | os.PathLike[str], txn: lmdb.Transaction) -> EnvRecord:
         root = os.path.realpath(path)
-        value = txn.get(schema.env_id(root), db=self.db["envs"])
+        key = schema.env_id(root)
+        value = txn.get(key, db=self.db["envs"])
         if value is None:
             raise UnknownEnv(f"{path} is not a registered environment")
-        return EnvRecord.decode(value)
+        return self._decode_env(key, value)
+
+    def _decode_env(self, key: bytes, value: bytes | memoryview) -> EnvRecord:
+        """EnvRecord.decode(value), from memory when the bytes are the same
+        (its list of supported tags runs to hundreds of entries). A copy:
+        callers change `current` and `next`; `tags` is shared, never changed."""
+        raw = bytes(value)
+        cached = self._env_records.get(key)
+        if cached is None or cached[0] != raw:
+            cached = (raw, EnvRecord.decode(raw))
+            self._env_records[key] = cached
+        return dataclasses.replace(cached[1])
 
     def get_env(self, path: str | os.PathLike[str]) -> EnvRecord:
         with self.env.begin() as txn:
@@ -451,8 +512,8 @@ class Store:
         root = venv_root(path)
         with self.env.begin() as txn:
             value = txn.get(schema.env_id(str(root)), db=self.db["envs"])
-        if value is not None:
-            return EnvRecord.decode(value)
+            if value is not None:
+                return self._decode_env(schema.env_id(str(root)), value)
         interp = probe(root)
         env = EnvRecord(
             path=str(root),
@@ -654,14 +715,15 @@ class Store:
             return self._site_of(txn, env, gen)
 
     def _site_of(self, txn: lmdb.Transaction, env: EnvRecord, gen: GenerationRecord) -> dict[str, FileRef]:
+        """`txn` is a read transaction."""
         tree: dict[str, FileRef] = {}
         for installed in gen.packages:
-            pkg = self.get_package(installed.package, txn)
+            pkg = self.get_package(installed.package, txn, committed=True)
             if pkg is None:
                 raise StoreError(
                     f"generation {gen.number} of {env.path} names missing package {installed.package}"
                 )
-            tree.update(site_tree(pkg, env))
+            tree.update(self._layout(pkg).site)
             tree.update(installed.site)
         return tree
 
@@ -694,6 +756,7 @@ class Store:
                         put_blob=lambda content, executable: FileRef(
                             self._stage_bytes(pending, content), len(content), executable
                         ),
+                        layout=self._layout(pkg),
                     )
                     for pkg in packages
                 ]
@@ -752,12 +815,17 @@ class Store:
     def _check_conflicts(self, txn: lmdb.Transaction, env: EnvRecord, packages: list[Installed]) -> None:
         owner: dict[str, str] = {}
         for installed in packages:
+            # Asked of the index itself, not of the decoded records in memory.
             pkg = self.get_package(installed.package, txn)
-            if pkg is None:
+            if pkg is None or txn.get(pkg.id, db=self.db["packages"]) is None:
                 raise StoreError(f"package {installed.package} is not in the store")
             self._check_blobs(txn, [*installed.site.values(), *installed.outside.values()])
             label = f"{pkg.name} {pkg.version}"
-            paths = [*site_tree(pkg, env), *installed.site, *(f"<venv>/{p}" for p in installed.outside)]
+            paths = [
+                *self._layout(pkg).site,
+                *installed.site,
+                *(f"<venv>/{p}" for p in installed.outside),
+            ]
             for p in paths:
                 other = owner.get(p)
                 if other is not None and other != label:
@@ -865,11 +933,13 @@ class Store:
                                 r.blob for r in (*installed.site.values(), *installed.outside.values())
                             )
                 packages = 0
+                deleted: list[bytes] = []
                 for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
                     if pkg_key.hex() in reachable_pkgs:
                         reachable_blobs.update(r.blob for r in PackageRecord.decode(pkg_value).files.values())
                     else:
                         txn.delete(pkg_key, db=self.db["packages"])
+                        deleted.append(bytes(pkg_key))
                         packages += 1
                 # Bytecode lives while its source does and some environment
                 # runs its interpreter; its pyc is reachable through it.
@@ -883,6 +953,9 @@ class Store:
                     else:
                         txn.delete(code_key, db=self.db["bytecode"])
                 reachable_blobs.update(pinned)
+                # Forgotten before the commit as well as after: no reader may
+                # take a deleted record from memory once it is gone from the index.
+                self._forget_packages(deleted)
                 doomed: list[str] = []
                 freed = blobs = 0
                 for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
@@ -894,6 +967,7 @@ class Store:
                         if inline is None:
                             doomed.append(blob_key.hex())
                 crash_point("gc-commit")
+            self._forget_packages(deleted)
             crash_point("gc-committed")
             for blob in doomed:
                 self.bodies.delete(blob)

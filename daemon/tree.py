@@ -134,9 +134,24 @@ def diff(old: Dir | None, new: Dir | None, prefix: str = "") -> Iterator[Change]
         yield Change(prefix.rstrip("/"), name)
 
 
+# content_counts() of every directory node asked about, kept as long as the
+# node lives: nodes are immutable and shared, so a venv whose site-packages is
+# the same node as another's (the same packages) costs no walk at all, and a
+# new tree walks only its new directories.
+_counts: weakref.WeakKeyDictionary[Dir, Counter[tuple[str, bool]]] = weakref.WeakKeyDictionary()
+
+
 def content_counts(root: Dir) -> Counter[tuple[str, bool]]:
-    """How many paths of the tree hold each (blob, executable)."""
-    counts: Counter[tuple[str, bool]] = Counter()
-    for _, ref in root.files():
-        counts[(ref.blob, ref.executable)] += 1
+    """How many paths of the tree hold each (blob, executable). Shared with
+    later callers: do not modify the result."""
+    counts = _counts.get(root)
+    if counts is None:
+        counts = Counter()
+        for name in root.names:
+            child = root.entries[name]
+            if isinstance(child, Dir):
+                counts.update(content_counts(child))
+            else:
+                counts[(child.blob, child.executable)] += 1
+        _counts[root] = counts
     return counts

@@ -1,5 +1,5 @@
 import sys
 
-from nwcache.client.cli import main
+from nwcache.client.remote import main
 
 sys.exit(main())

@@ -1,0 +1,259 @@
+"""The `nwcache` console script, and every request the client sends.
+
+`nwcache install ARCHIVE... --env VENV [--json]` is what users run most and
+wait on: that line is read here by hand and sent with nothing but the C parts
+of the standard library (_socket, _json), so the client costs about what
+Python's own start costs. Any other command line, a malformed one included,
+goes to the full argparse parser (nwcache.client.cli), whose commands end in
+the same install() and call().
+
+Imports are the point of this module: os and sys (loaded by Python's start
+anyway), _socket and _json. No argparse, pathlib, typing, json, socket.
+The protocol is described in nwcache.client.protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+PROTOCOL = 1
+MAX_LINE = 16 << 20
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NO_DAEMON = 3
+EXIT_INTERRUPTED = 130
+
+
+class DaemonUnavailable(Exception):
+    """No daemon answers at the socket."""
+
+
+class ProtocolError(Exception):
+    """The daemon answered something this client cannot read."""
+
+
+def socket_path() -> str:
+    """NWCACHE_SOCKET, default $XDG_RUNTIME_DIR/nwcache/daemon.sock."""
+    if "NWCACHE_SOCKET" in os.environ:
+        return os.environ["NWCACHE_SOCKET"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nwcache-{os.getuid()}"
+    return os.path.join(runtime, "nwcache", "daemon.sock")
+
+
+# -- JSON without the json package (it imports re) --------------------------------
+
+
+def dumps(value: object) -> str:
+    """Compact JSON of dicts, lists, strings, ints, bools and None, as
+    json.dumps(value, separators=(",", ":")) writes it."""
+    import _json
+
+    if isinstance(value, str):
+        return str(_json.encode_basestring_ascii(value))
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{dumps(str(k))}:{dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps(v) for v in value) + "]"
+    raise TypeError(f"cannot send {type(value).__name__} to the daemon")
+
+
+class _Scanning:
+    """What _json.make_scanner reads from its context (json.JSONDecoder's defaults)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return float(name.replace("Infinity", "inf"))
+
+
+def loads(text: str) -> Any:
+    import _json
+
+    try:
+        value, end = _json.make_scanner(_Scanning)(text, 0)  # type: ignore[arg-type]  # any object with these attributes
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip():
+        raise ValueError("trailing data after JSON")
+    return value
+
+
+# -- the connection ---------------------------------------------------------------
+
+
+def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Send one request; yield every line of the answer (the last one is the
+    result or the error)."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnavailable(f"no nwcache daemon at {path} ({exc.strerror})") from None
+        except PermissionError:
+            raise DaemonUnavailable(f"{path} is not yours to use (permission denied)") from None
+        sock.sendall(dumps({"protocol": PROTOCOL, "op": op, "args": args}).encode() + b"\n")
+        buffer = b""
+        while True:
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                if len(buffer) > MAX_LINE:
+                    raise ProtocolError("the daemon sent an oversized message")
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ProtocolError("the daemon closed the connection before answering (did it stop?)")
+                buffer += chunk
+                continue
+            line, buffer = buffer[:newline], buffer[newline + 1 :]
+            try:
+                message = loads(line.decode())
+            except (ValueError, UnicodeDecodeError):
+                raise ProtocolError("the daemon sent something that is not a JSON line") from None
+            if not isinstance(message, dict):
+                raise ProtocolError("the daemon sent something that is not a message")
+            yield message
+            if message.get("event") in ("result", "error"):
+                return
+    finally:
+        sock.close()
+
+
+def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:
+    """One request to the daemon: progress on stderr when it is a terminal,
+    the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
+    bar = None
+    try:
+        for message in request(socket_path(), op, args):
+            event = message.get("event")
+            if event == "progress":
+                if not as_json and sys.stderr.isatty():
+                    if bar is None:
+                        from nwcache.client.progress import ProgressBar
+
+                        bar = ProgressBar()
+                    bar.update(
+                        str(message.get("message")),
+                        int(message.get("done") or 0),
+                        int(message.get("total") or 0),
+                    )
+                continue
+            if bar is not None:
+                bar.close()
+                bar = None
+            if event == "error":
+                print(f"error: {message.get('message')}", file=sys.stderr)
+                if message.get("hint"):
+                    print(f"hint: {message.get('hint')}", file=sys.stderr)
+                return int(message.get("exit", EXIT_FAILED))
+            if event == "result":
+                result = message.get("result")
+                if as_json:
+                    import json
+
+                    print(json.dumps(result, indent=2, sort_keys=True))
+                else:
+                    text = render(result)
+                    if text:
+                        print(text)
+                return EXIT_OK
+    except DaemonUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(
+            "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'", file=sys.stderr
+        )
+        return EXIT_NO_DAEMON
+    except ProtocolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: check the daemon's log; restart it after upgrading nwcache", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+    return EXIT_FAILED
+
+
+def install(archives: list[str], env: str, as_json: bool) -> int:
+    """`nwcache install`: every archive must be a file; paths go to the daemon absolute."""
+    absolute = [os.path.abspath(a) for a in archives]
+    missing = [a for a in absolute if not os.path.isfile(a)]
+    if missing:
+        print(f"error: {missing[0]}: no such file", file=sys.stderr)
+        print("hint: pass paths of .whl archives (classic or 2.0)", file=sys.stderr)
+        return EXIT_FAILED
+    return call(
+        "install",
+        {"env": os.path.abspath(env), "archives": absolute},
+        as_json,
+        lambda gen: f"generation {gen['number']}: {gen['action']}",
+    )
+
+
+# -- the console script -------------------------------------------------------------
+
+
+def plain_install(argv: list[str]) -> tuple[list[str], str, bool] | None:
+    """(archives, venv, --json) when argv is exactly `install ARCHIVE...
+    --env VENV [--json]` in any order, each flag once, no archive or venv
+    starting with '-'; None for anything else (argparse's to read)."""
+    if not argv or argv[0] != "install":
+        return None
+    archives: list[str] = []
+    env: str | None = None
+    as_json = False
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--json" and not as_json:
+            as_json = True
+        elif word == "--env" and env is None:
+            env = next(words, None)
+            if env is None or env.startswith("-") or not env:
+                return None
+        elif word.startswith("--env=") and env is None and len(word) > len("--env="):
+            env = word[len("--env=") :]
+        elif word.startswith("-") or not word:
+            return None
+        else:
+            archives.append(word)
+    if env is None or not archives:
+        return None
+    return archives, env, as_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    plain = plain_install(words)
+    if plain is None:
+        from nwcache.client.cli import main as full
+
+        return full(words)
+    try:
+        return install(*plain)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print("hint: check the path, its permissions and the free space; nothing was kept", file=sys.stderr)
+        return EXIT_FAILED
