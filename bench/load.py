@@ -37,6 +37,7 @@ from tests.faults import FaultDaemon, build_pure_wheel, build_wheel, new_venv, s
 CLIENTS = 4
 READERS = 16
 READER_ENVS = 4
+GC_EVERY = 5  # rounds of install, list, uninstall, history; then gc
 # One reader: until its deadline, open and read one random file of the venv's
 # site-packages (timed), and every 20th time import a random module afresh;
 # then one JSON line: reads, imports, errors, latencies (seconds). The short
@@ -76,11 +77,13 @@ print(json.dumps({"reads": len(latencies), "imports": imports, "errors": errors[
 """
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, kind: str = "VmRSS") -> int:
+    """Resident memory in KiB: VmRSS in all, RssAnon the process's own heap,
+    RssFile mapped files (the LMDB index is one)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {kind} for {pid}")
 
 
 def descriptors(daemon: FaultDaemon) -> list[str]:
@@ -119,6 +122,10 @@ class LoadResult:
     rss_before_kib: int = 0
     rss_start_kib: int = 0
     rss_end_kib: int = 0
+    anon_start_kib: int = 0
+    anon_end_kib: int = 0
+    file_start_kib: int = 0
+    file_end_kib: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)  # 1-minute load average, sampled every 5 s
 
@@ -179,9 +186,17 @@ def run_load(root: Path, wheels: list[Path], seconds: float, warmup: float) -> L
                 ["uninstall", *names, "--env", str(venv)],
                 ["history", "--env", str(venv)],
             ]
+            cycle = GC_EVERY * len(commands) + 1
             step = 0
             while time.time() < deadline:
-                argv = commands[step % len(commands)]
+                # Every fifth round also collects garbage (keeping 5 generations per
+                # venv, the default), as a user would: without it every install
+                # and uninstall adds a generation for good, and `history` grows.
+                argv = (
+                    ["gc", "--keep", "5"]
+                    if step % cycle == cycle - 1
+                    else commands[step % cycle % len(commands)]
+                )
                 done = subprocess.run(
                     [sys.executable, "-m", "nwcache", *argv],
                     env=daemon.env,
@@ -204,6 +219,8 @@ def run_load(root: Path, wheels: list[Path], seconds: float, warmup: float) -> L
             result.load.append(os.getloadavg()[0])
             if not result.rss_start_kib and time.time() >= warm_until:
                 result.rss_start_kib = rss_kib(pid)
+                result.anon_start_kib = rss_kib(pid, "RssAnon")
+                result.file_start_kib = rss_kib(pid, "RssFile")
             time.sleep(min(5.0, max(0.0, deadline - time.time())))  # sampling period, not synchronisation
         for thread in threads:
             thread.join(600)
@@ -219,6 +236,8 @@ def run_load(root: Path, wheels: list[Path], seconds: float, warmup: float) -> L
             result.read_errors += answer["errors"][: answer["error_count"]]
             latencies += answer["latencies"]
         result.rss_end_kib = rss_kib(pid)
+        result.anon_end_kib = rss_kib(pid, "RssAnon")
+        result.file_end_kib = rss_kib(pid, "RssFile")
         # Every connection closed and every operation done: what remains open now was open before.
         end_fds = descriptors(daemon)
         result.fds_end = len(end_fds)
@@ -266,7 +285,8 @@ def report(result: LoadResult, started: str) -> str:
             "",
             "What ran: one daemon; 4 clients, each in its own venv, looping `nwcache install` (4 wheels built",
             "offline: tests/projects/purepkg, a generated wheel of 500 modules and 60 incompressible 40 KB",
-            "files, two small generated ones), `list`, `uninstall` (all four), `history`, each a new CLI process;",
+            "files, two small generated ones), `list`, `uninstall` (all four), `history`, and after every fifth",
+            "round `gc --keep 5`, each command a new CLI process;",
             "16 reader processes, 4 per venv in 4 other venvs holding the same wheels, each opening and reading",
             "a random file through the venv's site-packages (the view) every ~20 ms, and importing a random",
             "module afresh every 20th read.",
@@ -282,6 +302,10 @@ def report(result: LoadResult, started: str) -> str:
             f"{result.rss_end_kib / 1024:.1f} MiB ({result.rss_growth:+.1%} after warm-up) |",
             f"| read latency p50 / p99 / p99.9 / max | {lat['p50']:.2f} / {lat['p99']:.1f} / {lat['p99.9']:.1f} / "
             f"{lat['max']:.1f} ms |",
+            f"| of the RSS, the daemon's own memory (RssAnon) after warm-up, at the end | "
+            f"{result.anon_start_kib / 1024:.1f} MiB, {result.anon_end_kib / 1024:.1f} MiB |",
+            f"| of the RSS, mapped files (RssFile: the LMDB index, libraries) after warm-up, at the end | "
+            f"{result.file_start_kib / 1024:.1f} MiB, {result.file_end_kib / 1024:.1f} MiB |",
             "",
         ]
     )

@@ -136,7 +136,9 @@ def tree_of(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("shape", ["venv-link", "lib-link", "site-link", "not-a-venv"])
-def test_symlinked_or_foreign_venvs_are_refused(daemon: Daemon, tmp_path: Path, shape: str) -> None:
+def test_symlinked_or_foreign_venvs_are_refused(
+    daemon: Daemon, tmp_path: Path, shape: str, built_wheels: dict[str, Path]
+) -> None:
     daemon.start()
     work = tmp_path / "work"
     venv = new_venv(work / "venv")
@@ -160,14 +162,14 @@ def test_symlinked_or_foreign_venvs_are_refused(daemon: Daemon, tmp_path: Path, 
         (given / "lib").mkdir()
         expected = "is not a virtual environment (no pyvenv.cfg)"
     before = tree_of(work)
-    for argv in (("env", "register", given), ("install", "--env", given, "/nonexistent.whl")):
+    for argv in (("env", "register", given), ("install", built_wheels["pure"], "--env", given)):
         code, out, err = daemon.cli(*argv)
         assert code == 1, (argv, out, err)
-        errors = [line for line in err.splitlines() if line.startswith("error:")]
-        if argv[0] == "env":
-            assert len(errors) == 1, err
-            assert expected in errors[0], err
-            assert err.splitlines()[1].startswith("hint:"), err
+        lines = err.splitlines()
+        assert len(lines) == 2, err
+        assert lines[0].startswith("error:"), err
+        assert expected in lines[0], err
+        assert lines[1].startswith("hint:"), err
     assert tree_of(work) == before
     code, out, err = daemon.cli("env", "list", "--json")
     assert code == 0, err
