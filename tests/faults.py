@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,11 +27,12 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nwcache.client.protocol import request
+from nwcache.client.protocol import PROTOCOL, encode
 from tests.conftest import PROJECTS, PROJECTS_DIR, clean_env, pip_wheel_command
 from tests.test_daemon import Daemon
 
@@ -53,6 +55,21 @@ while True:
         print("reading", flush=True)
         first = False
 """
+
+
+def request(path: Path, op: str, args: dict[str, Any], *, timeout: float) -> Iterator[dict[str, Any]]:
+    """One request to the daemon, every line of its answer (the protocol of
+    client/protocol.py, with a timeout on every receive)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(encode({"protocol": PROTOCOL, "op": op, "args": args}))
+        for line in sock.makefile("rb"):
+            message: dict[str, Any] = json.loads(line)
+            yield message
+            if message.get("event") in ("result", "error"):
+                return
+    raise ConnectionError(f"the daemon closed the connection before answering {op}")
 
 
 class FaultDaemon(Daemon):

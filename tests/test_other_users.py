@@ -23,8 +23,8 @@ from pathlib import Path
 import packaging
 import pytest
 
-from nwcache.client.protocol import request
 from nwcache.daemon.mount import clear_stale_mount
+from tests.faults import request
 from tests.test_daemon import Daemon
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
