@@ -73,5 +73,15 @@ bench-bytecode: setup
 bench-corpus: setup
 	$(BIN)/python -m bench.corpus $(BENCH_ARGS)
 
+.PHONY: bench-load faults
+
+# 4 clients installing while 16 processes read through the view, 10 minutes (docs/BENCH-LOAD.md).
+bench-load: setup
+	$(BIN)/python -m bench.load --report docs/BENCH-LOAD.md $(BENCH_ARGS)
+
+# 120 SIGKILLs of the daemon at random moments (docs/RELIABILITY.md); e.g. FAULTS_ARGS="--runs 40".
+faults: setup
+	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info

@@ -61,7 +61,11 @@ def mounts() -> Iterator[tuple[str, str]]:
 
 
 def is_mount_point(path: Path) -> bool:
-    wanted = os.path.realpath(path) if not path.is_symlink() else str(path)
+    try:
+        link = path.is_symlink()
+    except OSError:  # a dead FUSE mount fails even lstat (ENOTCONN); it is no symlink
+        link = False
+    wanted = str(path) if link else os.path.realpath(path)
     return any(point == wanted for _, point in mounts())
 
 

@@ -10,6 +10,7 @@ unmounted, exit 0.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -193,7 +194,14 @@ class Handlers:
         }
 
 
-def error_message(exc: BaseException) -> dict[str, Any]:
+def error_message(exc: BaseException, home: Path | None = None) -> dict[str, Any]:
+    if _out_of_space(exc):
+        return {
+            "kind": "NoSpace",
+            "message": f"no space left on the store's disk (NWCACHE_HOME={home})",
+            "hint": "free space there or move NWCACHE_HOME to a larger disk; nothing was changed",
+            "exit": 1,
+        }
     if isinstance(exc, StoreError):
         return {"kind": type(exc).__name__, "message": str(exc), "hint": exc.hint, "exit": 1}
     if isinstance(exc, ArchiveError):
@@ -217,6 +225,18 @@ def error_message(exc: BaseException) -> dict[str, Any]:
         "hint": "see the daemon's log",
         "exit": 1,
     }
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """ENOSPC from a write of the store's own (a body, LMDB's "No space left
+    on device", possibly wrapped in an exception group of the workers)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_out_of_space(e) for e in exc.exceptions)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return (exc.__cause__ is not None and _out_of_space(exc.__cause__)) or "No space left on device" in str(
+        exc
+    )
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:
@@ -303,7 +323,7 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
         try:
             result = await method(dict(request.get("args") or {}), progress)
         except Exception as exc:
-            answer = error_message(exc)
+            answer = error_message(exc, handlers.service.store.home)
             if answer["kind"] == "InternalError":
                 log.exception("internal error in %s", op)
             await send({"event": "error", **answer})

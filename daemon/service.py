@@ -65,6 +65,11 @@ def _remove_prefixed(prefix: str) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _temp_of(target: Path) -> Path:
+    """Where a file outside site-packages is written before it is renamed into place."""
+    return target.with_name(f".{target.name}.nwcache-new")
+
+
 def env_dir_name(env: EnvRecord) -> str:
     return f"{os.path.basename(env.path)}-{env.id.hex()[:12]}"  # not pathlib: several calls per request
 
@@ -251,6 +256,7 @@ class Service:
                 await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
                 continue
             await self._load(env, compile=False)
+            await self._run(partial(self._settle_outside, env))
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.target(env)))
 
@@ -387,6 +393,7 @@ class Service:
             before = await self._run(partial(self.store.generation, env.path))
             gen = await self._run(partial(self.store.install, env.path, archives))
             await self._refresh(env)
+            crash_point("outside-pending")
             await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
@@ -422,15 +429,7 @@ class Service:
             target = _inside(root, rel)
             if old.get(rel) == ref and target.is_file():
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{target.name}.nwcache-new")
-            _size, where = self.store.blob_location(ref.blob)
-            if isinstance(where, bytes):
-                temp.write_bytes(where)
-            else:
-                shutil.copyfile(where, temp)
-            temp.chmod(0o755 if ref.executable else 0o644)
-            os.replace(temp, target)
+            self._put_outside(target, ref)
         for rel, ref in sorted(old.items()):
             if rel in new:
                 continue
@@ -439,6 +438,48 @@ class Service:
                 target.unlink()
             elif target.exists():
                 log.warning("left %s in place: it changed since nwcache wrote it", target)
+
+    def _put_outside(self, target: Path, ref: FileRef) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = _temp_of(target)
+        _size, where = self.store.blob_location(ref.blob)
+        if isinstance(where, bytes):
+            temp.write_bytes(where)
+        else:
+            shutil.copyfile(where, temp)
+        temp.chmod(0o755 if ref.executable else 0o644)
+        os.replace(temp, target)
+
+    def _settle_outside(self, env: EnvRecord) -> None:
+        """At start-up: a daemon killed between a generation flip and writing
+        the venv's scripts, headers and data left them at the generation
+        before. Bring them to the current one: write what is missing or still
+        holds another kept generation's content, remove what only other
+        generations name (unless the user changed it since)."""
+        current = self.store.generation(env.path)
+        new = {p: r for i in current.packages for p, r in i.outside.items()}
+        others: dict[str, set[tuple[str, int]]] = {}
+        for gen in self.store.history(env.path):
+            for installed in gen.packages:
+                for rel, ref in installed.outside.items():
+                    others.setdefault(rel, set()).add((ref.blob, ref.size))
+        root = Path(env.path).resolve()
+        for rel in sorted(new.keys() | others.keys()):
+            target = _inside(root, rel)
+            _temp_of(target).unlink(missing_ok=True)  # a write the kill interrupted
+            found = sha256_file(target) if target.is_file() and not target.is_symlink() else None
+            wanted = new.get(rel)
+            if wanted is not None and found != (wanted.blob, wanted.size):
+                if found is None and (target.exists() or target.is_symlink()):
+                    log.warning("left %s in place: it is not a file nwcache wrote", target)
+                elif found is None or found in others.get(rel, set()):
+                    log.warning("%s was at another generation; brought to generation %d", target, env.current)
+                    self._put_outside(target, wanted)
+                else:
+                    log.warning("left %s in place: it changed since nwcache wrote it", target)
+            elif wanted is None and found is not None and found in others[rel]:
+                log.warning("removed %s: generation %d does not hold it", target, env.current)
+                target.unlink()
 
     async def gc(self, keep: int = 5) -> GCReport:
         pinned = self.view.pinned_blobs()

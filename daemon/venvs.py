@@ -105,19 +105,43 @@ def probe(root: Path) -> Interpreter:
     with _probed_lock:
         known = _probed.get(key) if key is not None else None
     if known is not None:
-        return dataclasses.replace(known, python=str(python))  # everything else is relative to the root
-    found = _probe(root, python)
-    if key is not None:
-        with _probed_lock:
-            _probed[key] = found
+        found = dataclasses.replace(known, python=str(python))  # everything else is relative to the root
+    else:
+        found = _probe(root, python)
+        if key is not None:
+            with _probed_lock:
+                _probed[key] = found
+    check_site_packages(root, found.site_packages)
     return found
+
+
+def check_site_packages(root: Path, site_packages: str) -> None:
+    """Refuse a site-packages outside the venv or reached through a symlink
+    (`lib/` or site-packages itself): registering replaces site-packages, and
+    that must never touch a directory outside the venv."""
+    if os.path.isabs(site_packages) or site_packages.split(os.sep)[0] == os.pardir:
+        raise NotAVenv(
+            f"{root}'s site-packages resolves outside it ({os.path.normpath(root / site_packages)})",
+            hint="make lib/ and site-packages real directories inside the venv",
+        )
+    here = root
+    for part in Path(site_packages).parts:
+        here = here / part
+        if here.is_symlink():
+            raise NotAVenv(
+                f"{here} is a symlink; nwcache registers only a site-packages that is a real directory of the venv",
+                hint="make lib/ and site-packages real directories inside the venv",
+            )
 
 
 def _probe(root: Path, python: Path) -> Interpreter:
     packaging_parent = str(Path(packaging.__file__).parent.parent)
     try:
+        # -B: packaging is imported from nwcache's own environment, where the
+        # probe must not write bytecode (nothing is written outside the store
+        # and the registered venv).
         done = subprocess.run(
-            [str(python), "-E", "-s", "-c", _PROBE, packaging_parent],
+            [str(python), "-E", "-s", "-B", "-c", _PROBE, packaging_parent],
             capture_output=True,
             text=True,
             timeout=PROBE_TIMEOUT,
