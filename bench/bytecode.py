@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             uv_install(new_venv(scratch / "uv", plain), wheels), plain
         )
 
-        shared_daemon, lazy_daemon = Daemon(shared_env), Daemon(lazy_env)
+        here = [sys.executable, "-m", "nwcache"]  # this checkout, as `nwcache()` below runs it
+        shared_daemon, lazy_daemon = Daemon(shared_env, here), Daemon(lazy_env, here)
         shared_daemon.start()
         lazy_daemon.start()
         try:

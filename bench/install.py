@@ -213,13 +213,14 @@ def du(paths: list[Path]) -> int:
 
 
 class Daemon:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], command: list[str] | None = None) -> None:
         self.env = env
+        self.command = command  # default: the nwcache that main() installed
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [str(NWCACHE), "daemon"],
+            [*(self.command or [str(NWCACHE)]), "daemon"],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
