@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from .errors import InvalidArchive, RecordMismatch, UnsupportedArchive
+from .paths import MAX_FILES
 
 STORED = 0
 DEFLATED = 8
@@ -65,7 +66,7 @@ class ZipReader:
     """Reads and validates the structure of a zip file up front; member data
     is then streamed with CRC and size checks."""
 
-    def __init__(self, fh: BinaryIO, *, archive: str, max_members: int = 1_000_000) -> None:
+    def __init__(self, fh: BinaryIO, *, archive: str, max_members: int = MAX_FILES) -> None:
         self.fh = fh
         self.archive = archive
         fh.seek(0, 2)
