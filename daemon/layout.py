@@ -14,14 +14,22 @@ import base64
 import csv
 import io
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from installer.scripts import Script
 from installer.utils import parse_entrypoints
 
-from .errors import StoreError
+from nwcache.archive import ArchiveError
+from nwcache.archive.paths import check_path
+
+from .errors import NotInstallable
 from .schema import EnvRecord, FileRef, Installed, PackageRecord
+
+if TYPE_CHECKING:
+    from installer.scripts import ScriptSection
 
 INSTALLER_NAME = b"nwcache\n"
 
@@ -38,21 +46,95 @@ def place(pkg: PackageRecord, env: EnvRecord, path: str) -> Placement | None:
     """None for files installing replaces (the archive's RECORD)."""
     if pkg.source == "adopted":
         return Placement("site", path)
-    if path == f"{pkg.dist_info}/RECORD" or path.startswith(f"{pkg.dist_info}/RECORD."):
+    return place_path(pkg.dist_info, pkg.name, env, path)
+
+
+def place_path(dist_info: str, name: str, env: EnvRecord, path: str) -> Placement | None:
+    if path == f"{dist_info}/RECORD" or path.startswith(f"{dist_info}/RECORD."):
         return None
-    data_dir = pkg.dist_info.removesuffix(".dist-info") + ".data/"
+    data_dir = dist_info.removesuffix(".dist-info") + ".data/"
     if not path.startswith(data_dir):
         return Placement("site", path)
     category, _, rest = path[len(data_dir) :].partition("/")
+    if not rest:
+        raise NotInstallable(f"{path} names no file inside its .data category")
     if category in ("purelib", "platlib"):
         return Placement("site", rest)
     if category == "scripts":
         return Placement("outside", f"{env.scripts}/{rest}")
     if category == "headers":
-        return Placement("outside", f"{env.include}/{pkg.name}/{rest}")
+        return Placement("outside", f"{env.include}/{name}/{rest}")
     if category == "data":
         return Placement("outside", rest)
-    raise ValueError(f"unknown .data category {category!r} in {path}")
+    raise NotInstallable(f"unknown .data category {category!r} in {path}")
+
+
+def interpreter_names(env: EnvRecord) -> set[str]:
+    """The venv's interpreter as its scripts directory names it."""
+    short = ".".join(env.version.split(".")[:2])
+    return {f"{env.scripts}/{n}" for n in ("python", "python3", f"python{short}")}
+
+
+def console_scripts(label: str, entry_points: bytes) -> list[tuple[str, str, str, ScriptSection]]:
+    """(name, module, attribute, section) of every console and gui script,
+    each name a single safe file name."""
+    try:
+        scripts = list(parse_entrypoints(entry_points.decode("utf-8")))
+    except Exception as exc:  # configparser and decoding errors alike: the file is malformed
+        raise NotInstallable(f"{label}: entry_points.txt is malformed ({type(exc).__name__})") from None
+    for name, _module, _attr, _section in scripts:
+        try:
+            check_path(name)
+        except ArchiveError:
+            raise NotInstallable(f"{label}: entry point name {name!r} is not a file name") from None
+        if "/" in name:
+            raise NotInstallable(f"{label}: entry point name {name!r} is not a file name")
+    return scripts
+
+
+@dataclass
+class Destinations:
+    """Where a package's files would land: site-packages paths and venv-relative paths."""
+
+    site: set[str] = field(default_factory=set)
+    outside: set[str] = field(default_factory=set)
+
+
+def check_installable(
+    label: str, dist_info: str, name: str, paths: Iterable[str], entry_points: bytes | None, env: EnvRecord
+) -> Destinations:
+    """Refuse, before anything is stored, a package whose installation would
+    harm the environment: an unknown .data category, a script or data file
+    replacing the interpreter or pyvenv.cfg, a file landing outside the venv,
+    inside site-packages by way of .data/data (the view serves that
+    directory), or on a directory; an entry point that is not a file name."""
+    out = Destinations()
+    for path in paths:
+        placement = place_path(dist_info, name, env, path)
+        if placement is not None:
+            (out.site if placement.where == "site" else out.outside).add(placement.path)
+    if entry_points is not None:
+        out.outside.update(f"{env.scripts}/{script[0]}" for script in console_scripts(label, entry_points))
+    interpreter = interpreter_names(env)
+    protected = interpreter | {"pyvenv.cfg"}
+    root = os.path.realpath(env.path)
+    site = os.path.join(root, env.site_packages)
+    for rel in sorted(out.outside):
+        if rel in interpreter:
+            raise NotInstallable(f"{label} would overwrite the environment's interpreter ({rel})")
+        if rel in protected:
+            raise NotInstallable(f"{label} would overwrite the environment's {rel}")
+        lexical = os.path.normpath(os.path.join(root, rel))
+        real = os.path.realpath(lexical)
+        inside_root = real.startswith(root + os.sep)
+        if not inside_root or lexical.startswith(site + os.sep) or real.startswith(site + os.sep):
+            where = "inside site-packages" if inside_root else "outside the environment"
+            raise NotInstallable(f"{label} would write {rel} {where}")
+        if real != lexical and os.path.relpath(real, root) in protected:
+            raise NotInstallable(f"{label} would overwrite the environment's {rel}")
+        if Path(real).is_dir():
+            raise NotInstallable(f"{label} would replace the directory {rel} with a file")
+    return out
 
 
 def site_tree(pkg: PackageRecord, env: EnvRecord) -> dict[str, FileRef]:
@@ -85,6 +167,17 @@ def plan_install(
         return Installed(
             pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside
         )
+    entry_points = pkg.files.get(f"{pkg.dist_info}/entry_points.txt")
+    label = f"{pkg.name} {pkg.version}"
+    # The store may hold the package from an install into another environment.
+    check_installable(
+        label,
+        pkg.dist_info,
+        pkg.name,
+        pkg.files,
+        read_blob(entry_points.blob) if entry_points is not None else None,
+        env,
+    )
     for path, ref in pkg.files.items():
         placement = place(pkg, env, path)
         if placement is None or placement.where != "outside":
@@ -98,21 +191,10 @@ def plan_install(
             outside[placement.path] = put_blob(content, True)
         else:
             outside[placement.path] = ref
-    entry_points = pkg.files.get(f"{pkg.dist_info}/entry_points.txt")
     if entry_points is not None:
-        text = read_blob(entry_points.blob).decode("utf-8")
-        for name, module, attr, section in parse_entrypoints(text):
+        for name, module, attr, section in console_scripts(label, read_blob(entry_points.blob)):
             _, content = Script(name, module, attr, section).generate(env.python, "posix")
             outside[f"{env.scripts}/{name}"] = put_blob(content, True)
-    interpreter = {
-        f"{env.scripts}/{n}" for n in ("python", "python3", f"python{'.'.join(env.version.split('.')[:2])}")
-    }
-    clobbering = sorted(interpreter.intersection(outside))
-    if clobbering:
-        raise StoreError(
-            f"{pkg.name} {pkg.version} would overwrite the environment's interpreter ({', '.join(clobbering)})",
-            hint="the archive is hostile or broken; nothing was installed",
-        )
     site_gen[f"{pkg.dist_info}/INSTALLER"] = put_blob(INSTALLER_NAME, False)
     if requested:
         site_gen[f"{pkg.dist_info}/REQUESTED"] = put_blob(b"", False)
