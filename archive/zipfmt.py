@@ -219,6 +219,8 @@ class ZipReader:
             mode = 0o755
         # The local header must agree with the central directory.
         # One read for the local header, its name and (usually) its extra field.
+        if offset > self.size - _LOCAL.size:
+            raise self._fail("local header offset beyond the end of the file", "zip-truncated", name)
         head = self.pread(offset, min(_LOCAL.size + name_len + 64, self.size - offset))
         if len(head) < _LOCAL.size:
             raise self._fail("archive is truncated", "zip-truncated", name)

@@ -16,7 +16,6 @@ import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from installer.scripts import Script
@@ -32,6 +31,8 @@ if TYPE_CHECKING:
     from installer.scripts import ScriptSection
 
 INSTALLER_NAME = b"nwcache\n"
+NAME_MAX = 255  # bytes in one file name component (Linux)
+PATH_MAX = 4096  # bytes in a whole path, the terminating NUL included
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def check_installable(
             (out.site if placement.where == "site" else out.outside).add(placement.path)
     if entry_points is not None:
         out.outside.update(f"{env.scripts}/{script[0]}" for script in console_scripts(label, entry_points))
+    for dest in [*out.site, *out.outside]:
+        if any(len(part.encode()) > NAME_MAX for part in dest.split("/")):
+            raise NotInstallable(f"{label}: a component of {dest[:80]}... is longer than {NAME_MAX} bytes")
     interpreter = interpreter_names(env)
     protected = interpreter | {"pyvenv.cfg"}
     root = os.path.realpath(env.path)
@@ -125,6 +129,8 @@ def check_installable(
         if rel in protected:
             raise NotInstallable(f"{label} would overwrite the environment's {rel}")
         lexical = os.path.normpath(os.path.join(root, rel))
+        if len(lexical.encode()) >= PATH_MAX:
+            raise NotInstallable(f"{label}: {rel[:80]}... is too long a path inside {root}")
         real = os.path.realpath(lexical)
         inside_root = real.startswith(root + os.sep)
         if not inside_root or lexical.startswith(site + os.sep) or real.startswith(site + os.sep):
@@ -132,7 +138,7 @@ def check_installable(
             raise NotInstallable(f"{label} would write {rel} {where}")
         if real != lexical and os.path.relpath(real, root) in protected:
             raise NotInstallable(f"{label} would overwrite the environment's {rel}")
-        if Path(real).is_dir():
+        if os.path.isdir(real):
             raise NotInstallable(f"{label} would replace the directory {rel} with a file")
     return out
 
