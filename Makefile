@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-corpus clean
+.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-corpus fuzz clean
 
 all: test
 
@@ -69,6 +69,9 @@ bench-install: setup
 # e.g. BENCH_ARGS="--top 10".
 bench-corpus: setup
 	$(BIN)/python -m bench.corpus $(BENCH_ARGS)
+
+fuzz: setup
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info
