@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,8 +21,8 @@ import zstandard
 from nwcache.archive import tarfmt
 from nwcache.archive.digest import DigestItem, content_digest
 from nwcache.archive.wheelinfo import V2Header, to_v2
-from nwcache.archive.zipfmt import DEFLATED, STORED
-from tests.vectors.generate import EPOCH, zip_archive
+from nwcache.archive.zipfmt import DEFLATED, STORED, ZipWriter
+from tests.vectors.generate import EPOCH
 
 WHEEL = b"Wheel-Version: 1.0\nGenerator: nwcache-fuzz\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
 
@@ -127,6 +128,19 @@ def digest_of(record: bytes, rows: Rows, executables: set[str], dist_info: str) 
             items.append(DigestItem(r[0], r[0] in executables, digest, int(r[2])))
     items.append(DigestItem(f"{dist_info}/RECORD", False, hashlib.sha256(record).digest(), len(record)))
     return content_digest(items)
+
+
+def zip_archive(members: Members) -> bytes:
+    """tests.vectors.generate.zip_archive at deflate level 1 (speed): keeps
+    duplicate names and file type bits."""
+    out = io.BytesIO()
+    writer = ZipWriter(out, timestamp=EPOCH)
+    for name, data, mode, method in members:
+        writer.names.discard(name)
+        writer.add_bytes(name, data, mode=mode & 0o777, method=method, level=1)
+        writer.members[-1].mode = mode
+    writer.close()
+    return out.getvalue()
 
 
 def build(model: Model) -> bytes:

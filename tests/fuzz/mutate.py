@@ -87,7 +87,7 @@ def seed(rng: random.Random) -> Model:
             Entry("demo/donn\u00e9es/\u6587\u5b57.py", "y = '\u00e9'\n".encode()),
         ]
     elif kind == 3:  # many files, some large
-        files += [Entry(f"demo/m{i}.py", content(rng)) for i in range(rng.randrange(5, 30))]
+        files += [Entry(f"demo/m{i}.py", content(rng)) for i in range(rng.randrange(3, 20))]
     elif kind == 4:
         files.append(Entry("demo/big.bin", content(rng) + random_bytes(rng, 100)))
     model.files = files
