@@ -339,6 +339,11 @@ class Archive:
                     member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label
                 )
         check_collisions(record_by_path, archive=self.label)
+        # A 2.0 payload path may not add a second .dist-info either.
+        for path in record_by_path:
+            top = path.split("/", 1)[0]
+            if "/" in path and top.endswith(".dist-info") and top != self.dist_info:
+                raise self._fail(f"RECORD lists a second .dist-info directory, {top!r}", "dist-info-count")
         wheel_label = f"{self.dist_info}/WHEEL"
         if declared_version(self.wheel_bytes, archive=self.label, member=wheel_label) == FORMAT_VERSION:
             self.format = 2

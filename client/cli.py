@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
 EXIT_INTERRUPTED = 130
+# Control characters in a daemon's error (a hostile name) never reach the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -396,7 +399,7 @@ def _remote(
             if bar is not None:
                 bar.close()
             if event == "error":
-                print(f"error: {message.get('message')}", file=sys.stderr)
+                print(f"error: {_CONTROL.sub('?', str(message.get('message')))}", file=sys.stderr)
                 if message.get("hint"):
                     print(f"hint: {message.get('hint')}", file=sys.stderr)
                 return int(message.get("exit", EXIT_FAILED))

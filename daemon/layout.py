@@ -123,6 +123,7 @@ def check_installable(
     protected = interpreter | {"pyvenv.cfg"}
     root = os.path.realpath(env.path)
     site = os.path.join(root, env.site_packages)
+    real_site = os.path.realpath(site)
     for rel in sorted(out.outside):
         if rel in interpreter:
             raise NotInstallable(f"{label} would overwrite the environment's interpreter ({rel})")
@@ -132,10 +133,11 @@ def check_installable(
         if len(lexical.encode()) >= PATH_MAX:
             raise NotInstallable(f"{label}: {rel[:80]}... is too long a path inside {root}")
         real = os.path.realpath(lexical)
-        inside_root = real.startswith(root + os.sep)
-        if not inside_root or lexical.startswith(site + os.sep) or real.startswith(site + os.sep):
-            where = "inside site-packages" if inside_root else "outside the environment"
-            raise NotInstallable(f"{label} would write {rel} {where}")
+        # site-packages may be a symlink to the view: compare with both its paths.
+        if any(p.startswith(s + os.sep) for p in (lexical, real) for s in (site, real_site)):
+            raise NotInstallable(f"{label} would write {rel} inside site-packages")
+        if not real.startswith(root + os.sep):
+            raise NotInstallable(f"{label} would write {rel} outside the environment")
         if real != lexical and os.path.relpath(real, root) in protected:
             raise NotInstallable(f"{label} would overwrite the environment's {rel}")
         if os.path.isdir(real):

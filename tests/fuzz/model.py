@@ -11,6 +11,7 @@ hook breaks them on purpose.
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import io
 from collections.abc import Callable
@@ -113,7 +114,10 @@ def compress(data: bytes, *, level: int, window_log: int) -> bytes:
 
 
 def format_rows(rows: Rows) -> bytes:
-    return "".join(",".join(r) + "\n" for r in rows).encode("utf-8", "surrogatepass")
+    """CSV as a wheel writer writes it: a path with a comma, quote or newline is quoted."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode("utf-8", "surrogatepass")
 
 
 def digest_of(record: bytes, rows: Rows, executables: set[str], dist_info: str) -> str:
