@@ -17,6 +17,7 @@ from nwcache.daemon.layout import check_installable
 from tests.fuzz.model import Entry, Model, build, canonical_tar, compress
 from tests.fuzz.mutate import _fcs_field, rle_bomb
 from tests.fuzz.target import make_env
+from tests.hostile import zipedit
 from tests.vectors import generate
 
 
@@ -145,6 +146,30 @@ def test_rle_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     assert caught.value.rule == "payload-size"
     assert "at least 8388608 bytes" in caught.value.message
     assert zstandard.get_frame_parameters(rle_bomb(tar_size, 64)[:18]).content_size == tar_size
+
+
+def test_payload_cannot_add_a_second_dist_info(tmp_path: Path) -> None:
+    """Found by the hostile corpus: refused in a classic wheel, installed from a 2.0 payload."""
+    for form in (1, 2):
+        extra = model(form=form)
+        extra.files.append(Entry("other-1.0.dist-info/METADATA", b"Name: other\n"))
+        assert refusal(tmp_path, build(extra)) == "dist-info-count"
+
+
+def test_error_lines_carry_no_control_characters(tmp_path: Path) -> None:
+    """Found by the hostile corpus: a member name reached the terminal raw."""
+    data = generate.classic(generate.Spec())
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.write_bytes(
+        zipedit.set_external_mode(
+            data.replace(b"demo/core.py", b"demo/\x1b[2J.py"), "demo/\x1b[2J.py", 0o120777
+        )
+    )
+    with pytest.raises(ArchiveError) as caught:
+        read_all(path)
+    assert caught.value.rule == "zip-symlink"
+    assert "\x1b" not in str(caught.value)
+    assert "demo/\\x1b[2J.py" in str(caught.value)
 
 
 @pytest.mark.parametrize(
