@@ -273,19 +273,23 @@ class Store:
         if known is not None:
             return known
         with Archive.open(path) as archive:
-            if tags is not None:
-                supported = set(tags)
-                wheel_tags = sorted(str(t) for t in archive.wheel_name.tags)
-                if not supported.intersection(wheel_tags):
-                    raise IncompatibleTags(
-                        f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
-                    )
-            if env is not None:
-                self._check_installable(archive, env)
+            self._admit(archive, tags, env)
             with self._gate.shared():
                 record = self._ingest(archive)
         self._remember_file(path, record)
         return record
+
+    def _admit(self, archive: Archive, tags: list[str] | None, env: EnvRecord | None) -> None:
+        """The refusals the metadata alone decides: tags, then installability."""
+        if tags is not None:
+            supported = set(tags)
+            wheel_tags = sorted(str(t) for t in archive.wheel_name.tags)
+            if not supported.intersection(wheel_tags):
+                raise IncompatibleTags(
+                    f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
+                )
+        if env is not None:
+            self._check_installable(archive, env)
 
     def _check_installable(self, archive: Archive, env: EnvRecord) -> None:
         """Every install-time refusal, from the metadata, before a byte is stored:
@@ -710,12 +714,19 @@ class Store:
         distribution of the same name already there is replaced (upgrade)."""
         env = self.get_env(path)
         pending = _Pending()
-        # Shared from ingest to flip: GC must not collect the new packages
-        # before a generation reaches them.
         # Named twice: refused before anything is stored (the file names say it).
         names = [parse_filename(Path(a).name, archive=str(a)).name for a in archives]
         if len(set(names)) != len(names):
             raise StoreError(f"the same distribution twice in one install: {', '.join(sorted(names))}")
+        if len(archives) > 1:
+            # Every archive's metadata refusals before the first is stored: a
+            # hostile second archive must not leave the first in the store.
+            for path in archives:
+                if self._ingested_file(path, env.tags) is None:
+                    with Archive.open(path) as archive:
+                        self._admit(archive, env.tags, env)
+        # Shared from ingest to flip: GC must not collect the new packages
+        # before a generation reaches them.
         with self._gate.shared():
             packages = [self.ingest(a, env=env) for a in archives]
             names = [canonicalize_name(p.name) for p in packages]

@@ -104,6 +104,28 @@ def test_refused_and_nothing_changed(
     assert differences(installed.before, after) == []
 
 
+def test_a_hostile_second_archive_stores_nothing(
+    installed: Installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`install good.whl evil.whl`: the evil one's metadata refusal comes
+    before the good one is stored."""
+    good = Model(
+        name="good",
+        files=[Entry("good/__init__.py", b"")],
+        meta=[Entry("METADATA", b"Metadata-Version: 2.1\nName: good\nVersion: 1.0\n")],
+    )
+    first = tmp_path / good.wheel_filename()
+    first.write_bytes(build(good))
+    name, data = next(c for c in CASES if c.name == "script-python3-v2").build()
+    second = tmp_path / name
+    second.write_bytes(data)
+    monkeypatch.setenv("NWCACHE_SOCKET", str(installed.daemon.socket))
+    assert nwcache(["install", str(first), str(second), "--env", str(installed.venv)]) == 1
+    assert "interpreter" in capsys.readouterr().err
+    after = snapshot(installed.daemon.home, installed.venv, installed.site_packages)
+    assert differences(installed.before, after) == []
+
+
 def test_the_comparison_sees_a_real_install(installed: Installed, tmp_path: Path) -> None:
     """The check above can fail: an install that is not refused shows in
     every part of the snapshot. Runs after the corpus (it changes the state)."""
