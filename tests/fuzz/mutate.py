@@ -375,7 +375,9 @@ def op_tar(rng: random.Random, m: Model) -> None:
 
 
 def _fcs_field(frame: bytes) -> tuple[int, int]:
-    """(offset, width) of the Frame_Content_Size field."""
+    """(offset, width) of the Frame_Content_Size field; width 0 when there is none."""
+    if len(frame) < 5:  # an earlier mutation cut the frame
+        return 0, 0
     descriptor = frame[4]
     single = bool(descriptor & 0x20)
     width = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[descriptor >> 6]
