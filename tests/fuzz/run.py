@@ -110,7 +110,8 @@ def work(
     previous_timer = signal.getitimer(signal.ITIMER_REAL)
     started = time.monotonic()
     try:
-        for _ in range(executions):
+        done = 0  # executions; an input the builder fails on is counted apart and replaced
+        while done < executions:
             if time.monotonic() > deadline:
                 break
             model = generate(rng)
@@ -123,6 +124,7 @@ def work(
             archive.parent.mkdir(exist_ok=True)
             archive.write_bytes(data)
             partial.executions += 1
+            done += 1
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
                 partial.verdicts[execute(archive, env).verdict] += 1
