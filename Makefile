@@ -73,7 +73,7 @@ bench-bytecode: setup
 bench-corpus: setup
 	$(BIN)/python -m bench.corpus $(BENCH_ARGS)
 
-.PHONY: bench-load faults
+.PHONY: bench-load faults fuzz
 
 # 4 clients installing while 16 processes read through the view, 10 minutes (docs/BENCH-LOAD.md).
 bench-load: setup
@@ -82,6 +82,10 @@ bench-load: setup
 # 120 SIGKILLs of the daemon at random moments (docs/RELIABILITY.md); e.g. FAULTS_ARGS="--runs 40".
 faults: setup
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+# The archive fuzzer (docs/RELIABILITY.md); e.g. FUZZ_ARGS="--executions 100000".
+fuzz: setup
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info

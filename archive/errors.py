@@ -7,7 +7,16 @@ so that tests, test vectors and other implementations can match on them.
 
 from __future__ import annotations
 
+import re
 from os import PathLike
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters escaped: a hostile member name must not reach a
+    terminal as an escape sequence or a forged second line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class ArchiveError(Exception):
@@ -30,7 +39,8 @@ class ArchiveError(Exception):
     def __str__(self) -> str:
         where = [part for part in (self.archive, self.member) if part]
         prefix = ": ".join(where)
-        return f"{prefix}: {self.message} [{self.rule}]" if prefix else f"{self.message} [{self.rule}]"
+        text = f"{prefix}: {self.message} [{self.rule}]" if prefix else f"{self.message} [{self.rule}]"
+        return printable(text)
 
 
 class InvalidArchive(ArchiveError):

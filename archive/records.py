@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass
 
 from .errors import InvalidArchive
-from .paths import check_path
+from .paths import MAX_FILES, check_path, is_decimal
 
 # PEP 376 / the wheel spec: sha256 or stronger; md5 and sha1 are refused.
 ALLOWED_HASHES = frozenset(
@@ -55,6 +55,8 @@ def parse_record(data: bytes, *, dist_info: str, archive: str) -> list[RecordEnt
         rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
         raise fail(f"RECORD is not valid CSV ({exc})", "record-syntax") from None
+    if len(rows) > MAX_FILES:
+        raise fail(f"{len(rows)} rows exceed the limit of {MAX_FILES} files", "record-too-many-rows")
     for number, row in enumerate(rows, 1):
         if not row:
             continue
@@ -68,7 +70,7 @@ def parse_record(data: bytes, *, dist_info: str, archive: str) -> list[RecordEnt
         if not hash_text:
             if path not in unhashed:
                 raise fail(f"line {number}: {path!r} has no hash", "record-missing-hash")
-            if size_text and not size_text.isdigit():
+            if size_text and not is_decimal(size_text):
                 raise fail(f"line {number}: bad size {size_text!r}", "record-syntax")
             entries.append(RecordEntry(path, "", b"", int(size_text) if size_text else None))
             continue
@@ -84,7 +86,7 @@ def parse_record(data: bytes, *, dist_info: str, archive: str) -> list[RecordEnt
             raise fail(f"line {number}: hash is not urlsafe base64", "record-syntax") from None
         if len(digest) != _DIGEST_SIZE[name] or urlsafe_b64(digest) != encoded:
             raise fail(f"line {number}: malformed {name} digest", "record-syntax")
-        if not size_text.isdigit():
+        if not is_decimal(size_text):
             raise fail(f"line {number}: bad size {size_text!r}", "record-syntax")
         entries.append(RecordEntry(path, name, digest, int(size_text)))
     if f"{dist_info}/RECORD" not in seen:

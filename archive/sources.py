@@ -49,6 +49,10 @@ from .zipfmt import CHUNK, STORED, ZipEntry, ZipReader
 DEFAULT_MAX_WINDOW_LOG = 27
 PAYLOAD_SUFFIX = ".payload.tar.zst"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Every .dist-info file is metadata a reader may hold in memory.
+MAX_METADATA = 64 << 20
+# libzstd's message when a frame decodes past its Frame_Content_Size.
+_ZSTD_OVERRUN = "Destination buffer is too small"
 
 
 def payload_name(dist_info: str) -> str:
@@ -318,6 +322,11 @@ class Archive:
         record_member = self.zip.by_name.get(f"{self.dist_info}/RECORD")
         if wheel_member is None or record_member is None:
             raise self._fail("WHEEL or RECORD missing from .dist-info", "dist-info-missing")
+        for member in files:
+            if member.name.startswith(self.dist_info + "/") and member.file_size > MAX_METADATA:
+                raise self._fail(
+                    f"metadata file larger than {MAX_METADATA >> 20} MiB", "metadata-too-large", member.name
+                )
         self.v2: V2Header | None
         self.wheel_bytes = self._read_small(wheel_member)
         self.record_bytes = self._read_small(record_member)
@@ -330,6 +339,11 @@ class Archive:
                     member.name.removesuffix("/") if member.is_dir else member.name, archive=self.label
                 )
         check_collisions(record_by_path, archive=self.label)
+        # A 2.0 payload path may not add a second .dist-info either.
+        for path in record_by_path:
+            top = path.split("/", 1)[0]
+            if "/" in path and top.endswith(".dist-info") and top != self.dist_info:
+                raise self._fail(f"RECORD lists a second .dist-info directory, {top!r}", "dist-info-count")
         wheel_label = f"{self.dist_info}/WHEEL"
         if declared_version(self.wheel_bytes, archive=self.label, member=wheel_label) == FORMAT_VERSION:
             self.format = 2
@@ -452,9 +466,7 @@ class Archive:
         return payload
 
     def _read_small(self, entry: ZipEntry) -> bytes:
-        if entry.file_size > 64 << 20:
-            raise self._fail("metadata file larger than 64 MiB", "metadata-too-large", entry.name)
-        return self.zip.read(entry)
+        return self.zip.read(entry)  # a .dist-info member: size checked in _validate
 
     # -- what the metadata says ----------------------------------------------
 
@@ -577,6 +589,9 @@ class Archive:
             )
         pos = payload.data_offset + header_size
         end = payload.data_offset + payload.file_size
+        # Raw and RLE blocks say how many bytes they decode to: a frame of
+        # them that adds up past Payload-Size is a bomb, refused unread.
+        at_least = 0
         while True:
             if pos + 3 > end:
                 raise self._fail("payload frame is truncated", "payload-frame", name)
@@ -584,9 +599,19 @@ class Archive:
             last, kind, size = header & 1, (header >> 1) & 3, header >> 3
             if kind == 3:
                 raise self._fail("reserved zstd block type", "payload-frame", name)
+            if kind in (0, 1):
+                at_least += size
             pos += 3 + (1 if kind == 1 else size)
             if last:
                 break
+        if at_least > self.v2.payload_size:
+            raise RecordMismatch(
+                f"payload frame decodes to at least {at_least} bytes, more than Payload-Size"
+                f" {self.v2.payload_size}",
+                rule="payload-size",
+                archive=self.label,
+                member=name,
+            )
         pos += 4
         if pos > end:
             raise self._fail("payload frame is truncated", "payload-frame", name)
@@ -659,6 +684,8 @@ class Archive:
             if buffered.read(1):
                 raise self._fail("data after the tar stream", "tar-trailing-data", payload.name)
         except zstandard.ZstdError as exc:
+            if _ZSTD_OVERRUN in str(exc):  # a bomb: more than the frame (= Payload-Size) declares
+                raise too_big from None
             raise self._fail(
                 f"payload does not decompress ({exc})", "payload-corrupt", payload.name
             ) from None

@@ -8,6 +8,7 @@ writer's encoding is canonical: one input always gives the same bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,9 @@ END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 _MAX_OCTAL_SIZE = 8**11 - 1
 _MAX_PAX_HEADER = 1 << 16
 _MAGIC = b"ustar\x0000"
+# int() accepts signs, underscores and whitespace: numeric fields are digits only.
+_OCTAL = re.compile(rb"[0-7]+")
+_DECIMAL = re.compile(rb"[0-9]+")
 _PAX_NAME = b"././@PaxHeader"
 _REJECTED_TYPES = {
     b"1": ("hardlink entry", "tar-hardlink"),
@@ -155,20 +159,18 @@ class TarReader:
         text = field.rstrip(b"\0 ").lstrip(b" ")
         if not text:
             return 0
-        try:
-            return int(text, 8)
-        except ValueError:
-            raise self._fail(f"malformed {what} field", "tar-format") from None
+        if not _OCTAL.fullmatch(text):
+            raise self._fail(f"malformed {what} field", "tar-format")
+        return int(text, 8)
 
     def _parse_pax(self, data: bytes) -> dict[str, bytes]:
         records: dict[str, bytes] = {}
         pos = 0
         while pos < len(data):
             space = data.find(b" ", pos)
-            try:
-                length = int(data[pos:space])
-            except ValueError:
-                raise self._fail("malformed pax record", "tar-pax") from None
+            if space < 0 or not _DECIMAL.fullmatch(data[pos:space]):
+                raise self._fail("malformed pax record", "tar-pax")
+            length = int(data[pos:space])
             record = data[pos : pos + length]
             if space < 0 or length <= 0 or len(record) != length or not record.endswith(b"\n"):
                 raise self._fail("malformed pax record", "tar-pax")
@@ -210,10 +212,9 @@ class TarReader:
             if pax is not None:
                 name = pax.get("path", name)
                 if "size" in pax:
-                    try:
-                        size = int(pax["size"])
-                    except ValueError:
-                        raise self._fail("malformed pax size", "tar-pax") from None
+                    if not _DECIMAL.fullmatch(pax["size"]):
+                        raise self._fail("malformed pax size", "tar-pax")
+                    size = int(pax["size"])
                 pax = None
             try:
                 path = name.decode("utf-8")

@@ -21,6 +21,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from .errors import InvalidArchive, UnsupportedArchive
+from .paths import is_decimal
 
 FORMAT_VERSION = "2.0"
 PAYLOAD_COMPRESSION = "zstd"
@@ -232,10 +233,10 @@ def from_v2(data: bytes, *, archive: str, member: str) -> tuple[bytes, V2Header]
             member=member,
         )
     window = get[FIELD_WINDOW_LOG]
-    if not window.isdigit() or not MIN_WINDOW_LOG <= int(window) <= MAX_WINDOW_LOG:
+    if not is_decimal(window) or not MIN_WINDOW_LOG <= int(window) <= MAX_WINDOW_LOG:
         raise fail(f"{FIELD_WINDOW_LOG} {window!r} is not a number from {MIN_WINDOW_LOG} to {MAX_WINDOW_LOG}")
     size = get[FIELD_PAYLOAD_SIZE]
-    if not size.isdigit():
+    if not is_decimal(size):
         raise fail(f"{FIELD_PAYLOAD_SIZE} {size!r} is not a number")
     digest = get[FIELD_DIGEST]
     if not _DIGEST.match(digest):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from .errors import InvalidArchive, RecordMismatch, UnsupportedArchive
+from .paths import MAX_FILES
 
 STORED = 0
 DEFLATED = 8
@@ -65,7 +66,7 @@ class ZipReader:
     """Reads and validates the structure of a zip file up front; member data
     is then streamed with CRC and size checks."""
 
-    def __init__(self, fh: BinaryIO, *, archive: str, max_members: int = 1_000_000) -> None:
+    def __init__(self, fh: BinaryIO, *, archive: str, max_members: int = MAX_FILES) -> None:
         self.fh = fh
         self.archive = archive
         fh.seek(0, 2)
@@ -218,6 +219,8 @@ class ZipReader:
             mode = 0o755
         # The local header must agree with the central directory.
         # One read for the local header, its name and (usually) its extra field.
+        if offset > self.size - _LOCAL.size:
+            raise self._fail("local header offset beyond the end of the file", "zip-truncated", name)
         head = self.pread(offset, min(_LOCAL.size + name_len + 64, self.size - offset))
         if len(head) < _LOCAL.size:
             raise self._fail("archive is truncated", "zip-truncated", name)

@@ -139,6 +139,10 @@ def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]
         sock.close()
 
 
+# Control characters in a daemon's error (a hostile name) never reach the terminal.
+_CONTROL = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:
     """One request to the daemon: progress on stderr when it is a terminal,
     the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
@@ -162,7 +166,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                 bar.close()
                 bar = None
             if event == "error":
-                print(f"error: {message.get('message')}", file=sys.stderr)
+                print(f"error: {str(message.get('message')).translate(_CONTROL)}", file=sys.stderr)
                 if message.get("hint"):
                     print(f"hint: {message.get('hint')}", file=sys.stderr)
                 return int(message.get("exit", EXIT_FAILED))

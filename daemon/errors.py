@@ -44,3 +44,9 @@ class NoSuchGeneration(StoreError):
 
 class StoreBusy(StoreError):
     hint = "another nwcache daemon owns this NWCACHE_HOME; stop it or use another"
+
+
+class NotInstallable(StoreError):
+    """The archive is valid, but installing it would harm the environment."""
+
+    hint = "the archive is hostile or broken; nothing was installed or stored"

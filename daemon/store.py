@@ -29,6 +29,7 @@ from nwcache.archive import Archive
 from nwcache.archive.digest import DigestItem, content_digest
 from nwcache.archive.parallel import SMALL_FILE, InFlight, executors, write_all
 from nwcache.archive.sources import FileData
+from nwcache.archive.wheelinfo import parse_filename
 
 from . import bytecode, schema
 from .blobs import BlobFiles, fsync_path, syncfs
@@ -42,7 +43,7 @@ from .errors import (
     UnknownEnv,
     UnknownPackage,
 )
-from .layout import PackageLayout, package_layout, plan_install, site_tree
+from .layout import PackageLayout, check_installable, package_layout, plan_install, site_tree
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
 from .venvs import group_distributions, probe, scan_site_packages, sha256_file, venv_root
 
@@ -307,27 +308,65 @@ class Store:
         with self.env.begin() as txn:
             return [PackageRecord.decode(v) for _, v in txn.cursor(db=self.db["packages"])]
 
-    def ingest(self, path: str | os.PathLike[str], *, tags: list[str] | None = None) -> PackageRecord:
+    def ingest(
+        self, path: str | os.PathLike[str], *, tags: list[str] | None = None, env: EnvRecord | None = None
+    ) -> PackageRecord:
         """Store a classic or 2.0 archive, verifying every file against RECORD.
         Writes only the blobs the store lacks; reads no payload byte when the
         package, or every one of its blobs, is already stored. With `tags`
-        (an environment's), refuses an archive that fits none before reading
-        its payload."""
+        (default: `env`'s), refuses an archive that fits none before reading
+        its payload; with `env`, also one whose installation there would be
+        refused (layout.check_installable), so a refused install stores nothing."""
+        if tags is None and env is not None:
+            tags = env.tags
         known = self._ingested_file(path, tags)
         if known is not None:
             return known
         with Archive.open(path) as archive:
-            if tags is not None:
-                supported = set(tags)
-                wheel_tags = sorted(str(t) for t in archive.wheel_name.tags)
-                if not supported.intersection(wheel_tags):
-                    raise IncompatibleTags(
-                        f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
-                    )
+            self._admit(archive, tags, env)
             with self._gate.shared():
                 record = self._ingest(archive)
         self._remember_file(path, record)
         return record
+
+    def _admit(self, archive: Archive, tags: list[str] | None, env: EnvRecord | None) -> None:
+        """The refusals the metadata alone decides: tags, then installability."""
+        if tags is not None:
+            supported = set(tags)
+            wheel_tags = sorted(str(t) for t in archive.wheel_name.tags)
+            if not supported.intersection(wheel_tags):
+                raise IncompatibleTags(
+                    f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
+                )
+        if env is not None:
+            self._check_installable(archive, env)
+
+    def _check_installable(self, archive: Archive, env: EnvRecord) -> None:
+        """Every install-time refusal, from the metadata, before a byte is stored:
+        the layout's rules, then the files of other distributions in the
+        environment (a conflict found only at the flip would come after the
+        package was stored)."""
+        entry_points = next(
+            (f for f in archive.files if f.path == f"{archive.dist_info}/entry_points.txt"), None
+        )
+        text = b"".join(archive.open_file(entry_points).chunks()) if entry_points is not None else None
+        name = str(archive.wheel_name.name)
+        label = f"{name} {archive.version}"
+        wanted = check_installable(label, archive.dist_info, name, (f.path for f in archive.files), text, env)
+        ours = wanted.site | {f"<venv>/{p}" for p in wanted.outside}
+        with self.env.begin() as txn:
+            now = self._env_by_path(env.path, txn)
+            current = self._generation(txn, now, now.current)
+            for installed in current.packages:
+                if canonicalize_name(installed.name) == name:
+                    continue  # an upgrade replaces it
+                pkg = self.get_package(installed.package, txn)
+                if pkg is None:
+                    continue  # the flip reports it
+                theirs = [*site_tree(pkg, env), *installed.site, *(f"<venv>/{p}" for p in installed.outside)]
+                clash = sorted(ours.intersection(theirs))
+                if clash:
+                    raise PathConflict(f"{pkg.name} {pkg.version} and {label} both install {clash[0]}")
 
     @staticmethod
     def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int, int, int]:
@@ -739,13 +778,22 @@ class Store:
         distribution of the same name already there is replaced (upgrade)."""
         env = self.get_env(path)
         pending = _Pending()
+        # Named twice: refused before anything is stored (the file names say it).
+        names = [parse_filename(Path(a).name, archive=str(a)).name for a in archives]
+        if len(set(names)) != len(names):
+            raise StoreError(f"the same distribution twice in one install: {', '.join(sorted(names))}")
+        if len(archives) > 1:
+            # Every archive's metadata refusals before the first is stored: a
+            # hostile second archive must not leave the first in the store.
+            for path in archives:
+                if self._ingested_file(path, env.tags) is None:
+                    with Archive.open(path) as archive:
+                        self._admit(archive, env.tags, env)
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
         with self._gate.shared():
-            packages = [self.ingest(a, tags=env.tags) for a in archives]
+            packages = [self.ingest(a, env=env) for a in archives]
             names = [canonicalize_name(p.name) for p in packages]
-            if len(set(names)) != len(names):
-                raise StoreError(f"the same distribution twice in one install: {', '.join(sorted(names))}")
             try:
                 plans = [
                     plan_install(

@@ -34,7 +34,7 @@ from typing import Any
 
 from nwcache.client.protocol import PROTOCOL, encode
 from tests.conftest import PROJECTS, PROJECTS_DIR, clean_env, pip_wheel_command
-from tests.test_daemon import Daemon
+from tests.daemon_process import Daemon
 
 OPS = ("install", "read", "uninstall", "gc")
 PACKAGES = {"crashy", "nwdemo-pure"}  # what "present" means in an environment

@@ -24,8 +24,8 @@ import packaging
 import pytest
 
 from nwcache.daemon.mount import clear_stale_mount
+from tests.daemon_process import Daemon
 from tests.faults import request
-from tests.test_daemon import Daemon
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 OTHER_USER = "nwcache-other"

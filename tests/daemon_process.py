@@ -1,0 +1,76 @@
+"""A real nwcache daemon in its own process, for tests: its own NWCACHE_HOME
+and socket under a temporary directory, readiness polled with a deadline,
+the real CLI run against it, and the mount cleared when it stops."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nwcache.client.protocol import answers
+from nwcache.daemon.mount import clear_stale_mount
+from tests.conftest import clean_env
+
+READY_TIMEOUT = 60.0
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.home = root / "home"
+        self.socket = root / "run" / "daemon.sock"
+        self.env = clean_env({"NWCACHE_HOME": str(self.home), "NWCACHE_SOCKET": str(self.socket)})
+        self.env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+        self.process: subprocess.Popen[str] | None = None
+        self.log = root / "daemon.log"
+
+    def start(self, notify: Path | None = None) -> None:
+        env = dict(self.env)
+        if notify is not None:
+            env["NOTIFY_SOCKET"] = str(notify)
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nwcache", "daemon"], env=env, stdout=log, stderr=log, text=True
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.answers():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the daemon exited with {self.process.returncode}:\n{self.log.read_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the daemon did not answer within {READY_TIMEOUT} s:\n{self.log.read_text()}"
+                )
+            time.sleep(0.05)  # polling for readiness, bounded by the deadline above
+
+    def answers(self) -> bool:
+        return answers(self.socket)
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        process, self.process = self.process, None
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            clear_stale_mount(self.home / "view")
+
+    def cli(self, *argv: str | Path) -> tuple[int, str, str]:
+        """The real CLI in this process (the daemon is another one)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "nwcache", *map(str, argv)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return done.returncode, done.stdout, done.stderr
