@@ -14,6 +14,7 @@ import os
 import queue
 import random
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -150,8 +151,7 @@ def work(
         signal.signal(signal.SIGALRM, previous_handler)
         left = previous_timer[0] - (time.monotonic() - started)
         signal.setitimer(signal.ITIMER_REAL, max(left, 0.001) if previous_timer[0] else 0)
-        for leftover in (scratch / "in").glob("*"):
-            leftover.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
     total.merge(partial)
     if report is not None:
         report.put(partial)
