@@ -318,12 +318,7 @@ class Service:
             if isinstance(node, OverlayDir):
                 out.mkdir(mode=node.mode)
             elif isinstance(node, FileRef):
-                _size, where = self.store.blob_location(node.blob)
-                if isinstance(where, bytes):
-                    out.write_bytes(where)
-                else:
-                    shutil.copyfile(where, out)
-                out.chmod(0o755 if node.executable else 0o644)
+                self._copy_blob(node, out)
                 # The view's mtime, which the shared pycs copied beside their
                 # sources record: they stay valid in the real directory.
                 mtime = content_mtime_ns(node.blob)
@@ -439,15 +434,19 @@ class Service:
             elif target.exists():
                 log.warning("left %s in place: it changed since nwcache wrote it", target)
 
+    def _copy_blob(self, ref: FileRef, out: Path) -> None:
+        """A store file as a real file at `out`, with its executable bit."""
+        _size, where = self.store.blob_location(ref.blob)
+        if isinstance(where, bytes):
+            out.write_bytes(where)
+        else:
+            shutil.copyfile(where, out)
+        out.chmod(0o755 if ref.executable else 0o644)
+
     def _put_outside(self, target: Path, ref: FileRef) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = _temp_of(target)
-        _size, where = self.store.blob_location(ref.blob)
-        if isinstance(where, bytes):
-            temp.write_bytes(where)
-        else:
-            shutil.copyfile(where, temp)
-        temp.chmod(0o755 if ref.executable else 0o644)
+        self._copy_blob(ref, temp)
         os.replace(temp, target)
 
     def _settle_outside(self, env: EnvRecord) -> None:
