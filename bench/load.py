@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench.common import cpu_model, memory_total
 from tests.conftest import clean_env
-from tests.faults import FaultDaemon, build_pure_wheel, build_wheel, new_venv, site_of
+from tests.faults import FaultDaemon, build_pure_wheel, build_wheel, descriptors, new_venv, site_of
 
 CLIENTS = 4
 READERS = 16
@@ -84,21 +84,6 @@ def rss_kib(pid: int, kind: str = "VmRSS") -> int:
         if line.startswith(f"{kind}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {kind} for {pid}")
-
-
-def descriptors(daemon: FaultDaemon) -> list[str]:
-    """Open descriptors of the daemon, apart from blob bodies kept open by the view."""
-    assert daemon.process is not None
-    fd_dir = Path(f"/proc/{daemon.process.pid}/fd")
-    found = []
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(fd_dir / fd)
-        except FileNotFoundError:
-            continue
-        if not target.startswith(str(daemon.home / "blobs") + "/"):
-            found.append(target)
-    return sorted(found)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -382,6 +382,22 @@ def summarise(faults: Faults) -> Summary:
     )
 
 
+def descriptors(daemon: FaultDaemon) -> list[str]:
+    """The daemon's open descriptors, apart from blob bodies the view keeps
+    open for the kernel (a cache, bounded by view.KEPT_OPEN)."""
+    assert daemon.process is not None
+    fd_dir = Path(f"/proc/{daemon.process.pid}/fd")
+    found = []
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(fd_dir / fd)
+        except FileNotFoundError:
+            continue
+        if not target.startswith(str(daemon.home / "blobs") + "/"):
+            found.append(target)
+    return sorted(found)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=120, help="kills, spread evenly over the four operations")

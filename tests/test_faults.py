@@ -25,7 +25,7 @@ from nwcache.client.protocol import PROTOCOL, encode
 from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.mount import clear_stale_mount
 from tests.conftest import clean_env
-from tests.faults import FaultDaemon, Faults, build_wheel, new_venv, site_of, snapshot, summarise
+from tests.faults import FaultDaemon, Faults, build_wheel, descriptors, new_venv, site_of, snapshot, summarise
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 SETTLE_TIMEOUT = 120.0
@@ -163,22 +163,6 @@ def test_disk_full_during_ingest(tmp_path: Path, built_wheels: dict[str, Path]) 
         subprocess.run(["umount", str(home)], check=False)
         if os.path.ismount(home):
             subprocess.run(["umount", "-l", str(home)], check=True)
-
-
-def descriptors(daemon: FaultDaemon) -> list[str]:
-    """The daemon's open descriptors, apart from blob bodies the view keeps
-    open for the kernel (a cache, bounded by view.KEPT_OPEN)."""
-    assert daemon.process is not None
-    fd_dir = Path(f"/proc/{daemon.process.pid}/fd")
-    found = []
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(fd_dir / fd)
-        except FileNotFoundError:
-            continue  # closed while we looked
-        if not target.startswith(str(daemon.home / "blobs")):
-            found.append(target)
-    return sorted(found)
 
 
 def install_request(venv: Path, wheels: list[Path]) -> bytes:
