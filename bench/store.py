@@ -86,6 +86,9 @@ def drop_package(store: Store, package_id: bytes) -> None:
     """Forget a package but keep its blobs: the 'every blob stored' case."""
     with store.env.begin(write=True) as txn:
         txn.delete(package_id, db=store.db["packages"])
+    # The store keeps decoded package records; only GC deletes packages in
+    # the product, and it tells the cache too.
+    store._forget_packages([package_id])
 
 
 def rebuilt(classic: Path, out: Path) -> Path:
