@@ -125,7 +125,12 @@ class Service:
         if not self.bytecode_levels:
             return tree
         known = await self._run(
-            partial(self.store.bytecode_known, env.interpreter, tree.values(), self.bytecode_levels)
+            partial(
+                self.store.bytecode_known,
+                env.interpreter,
+                bytecode.sources(tree).values(),
+                self.bytecode_levels,
+            )
         )
         missing = bytecode.missing(tree, known, self.bytecode_levels)
         if compile and missing:

@@ -17,6 +17,19 @@ from tests.conftest import clean_env
 READY_TIMEOUT = 60.0
 
 
+def run_cli(env: dict[str, str], *argv: str | Path) -> tuple[int, str, str]:
+    """The real `nwcache` command line in a child process: (exit code, stdout, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", *map(str, argv)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
 class Daemon:
     def __init__(self, root: Path) -> None:
         self.home = root / "home"
@@ -65,12 +78,4 @@ class Daemon:
 
     def cli(self, *argv: str | Path) -> tuple[int, str, str]:
         """The real CLI in this process (the daemon is another one)."""
-        done = subprocess.run(
-            [sys.executable, "-m", "nwcache", *map(str, argv)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        return done.returncode, done.stdout, done.stderr
+        return run_cli(self.env, *argv)

@@ -29,6 +29,7 @@ from nwcache.client.protocol import answers
 from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.mount import clear_stale_mount
 from tests.conftest import clean_env
+from tests.daemon_process import run_cli
 
 pytestmark = [
     pytest.mark.slow,
@@ -157,15 +158,7 @@ class UserManager:
         return self.systemctl("status", "--no-pager", "-l", UNIT).stdout
 
     def nwcache(self, *argv: str | Path) -> tuple[int, str, str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "nwcache", *map(str, argv)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        return done.returncode, done.stdout, done.stderr
+        return run_cli(self.env, *argv)
 
     def stop(self) -> None:
         """The manager down (it stops the unit on the way), then whatever is
