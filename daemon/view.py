@@ -103,6 +103,9 @@ class Inode:
     id: int = 0  # upper files and symlinks: the overlay id
     lookups: int = 0
     opens: int = 0
+    # Store files: their attributes change only with the link count.
+    attrs: pyfuse3.EntryAttributes | None = None
+    attrs_nlink: int = 0
 
 
 @dataclass(eq=False)
@@ -431,6 +434,10 @@ class ViewOperations(pyfuse3.Operations):
     # -- attributes -------------------------------------------------------------
 
     def _attrs(self, inode: Inode, st: os.stat_result | None = None) -> pyfuse3.EntryAttributes:
+        if inode.kind == "store" and inode.attrs is not None:
+            assert inode.ref is not None
+            if inode.attrs_nlink == self.links.get((inode.ref.blob, inode.ref.executable), 0):
+                return inode.attrs  # replies copy it: sharing one object is safe
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = inode.ino
         attrs.generation = 0
@@ -445,9 +452,13 @@ class ViewOperations(pyfuse3.Operations):
             assert ref is not None
             attrs.st_mode = stat.S_IFREG | (0o755 if ref.executable else 0o644)
             attrs.st_size = ref.size
-            attrs.st_nlink = max(1, self.links.get((ref.blob, ref.executable), 0))
+            inode.attrs_nlink = self.links.get((ref.blob, ref.executable), 0)
+            attrs.st_nlink = max(1, inode.attrs_nlink)
             t = content_mtime_ns(ref.blob)
             attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = t
+            attrs.st_blocks = (attrs.st_size + 511) // 512
+            inode.attrs = attrs
+            return attrs
         elif inode.kind == "upper":
             assert st is not None
             path = self._upper_path(inode)
@@ -608,17 +619,39 @@ class ViewOperations(pyfuse3.Operations):
         if listing is None:
             raise FUSEError(errno.EBADF)
         inode = listing.inode
+        lower = self._plain_lower(inode)
         for index in range(start_id, len(listing.names)):
             name = listing.names[index]
-            if inode.kind == "dir" and inode.path is None:
-                return  # the directory went away
-            child = await self._child(inode, name)
+            if lower is not None:
+                # Resolved once per request, not once per entry: the layer has
+                # nothing here, so every child is the generation's.
+                node = lower.entries.get(name)
+                if node is None:
+                    continue  # removed since opendir
+                assert inode.env is not None
+                assert inode.path is not None
+                child: Inode | None = self._child_inode(inode.env, _join(inode.path, name), node)
+            else:
+                if inode.kind == "dir" and inode.path is None:
+                    return  # the directory went away
+                child = await self._child(inode, name)
             if child is None:
                 continue  # removed since opendir
-            attrs = await self._entry(child)
+            attrs = await self._entry(child) if child.kind == "upper" else self._attrs(child)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):
                 return
             child.lookups += 1
+
+    def _plain_lower(self, inode: Inode) -> Dir | None:
+        """The generation's directory behind `inode` when the layer neither
+        hides it nor has entries directly inside it (the common case)."""
+        if inode.kind != "dir" or inode.env is None or inode.path is None:
+            return None
+        env = inode.env
+        if inode.path in env.overlay.children:
+            return None
+        node = self._resolve(env, inode.path)
+        return node if isinstance(node, Dir) else None
 
     @handler
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:

@@ -235,3 +235,114 @@ def test_mirror_leads_back_into_the_venv(blobs: Blobs, tmp_path: Path) -> None:
         assert await ops.readlink(bin_link.st_ino, CTX) == os.fsencode(venv / "bin")
 
     run(main)
+
+
+Listed = tuple[str, int, int, int, int]  # name, inode, links, mode, size
+
+
+async def readdir_all(
+    ops: ViewOperations, ino: int, monkeypatch: pytest.MonkeyPatch, room: int = 2
+) -> list[Listed]:
+    """Every entry readdir replies, at most `room` per request as a small
+    kernel buffer takes them, each request going on from the offset the last
+    reply gave (as the kernel does)."""
+    listed: list[Listed] = []
+    next_ids: list[int] = []
+    taken = 0
+
+    def reply(token: object, name: bytes, attrs: pyfuse3.EntryAttributes, next_id: int) -> bool:
+        nonlocal taken
+        if taken == room:
+            return False  # this request's buffer is full
+        taken += 1
+        listed.append((name.decode(), attrs.st_ino, attrs.st_nlink, attrs.st_mode, attrs.st_size))
+        next_ids.append(next_id)
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+    fh = await ops.opendir(ino, CTX)
+    try:
+        start = 0
+        while True:
+            taken = 0
+            await ops.readdir(fh, start, None)  # type: ignore[arg-type]
+            if taken == 0:
+                return listed
+            start = next_ids[-1]
+    finally:
+        await ops.releasedir(fh)
+
+
+async def looked_up(ops: ViewOperations, path: str, names: list[str]) -> list[Listed]:
+    found = []
+    for name in names:
+        attrs = await lookup_path(ops, f"{path}/{name}")
+        found.append((name, attrs.st_ino, attrs.st_nlink, attrs.st_mode, attrs.st_size))
+    return found
+
+
+def test_readdir_answers_what_lookup_answers(
+    blobs: Blobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """readdir resolves a directory the layer leaves alone once per request
+    and reuses store files' attributes: its replies must still be exactly
+    what lookup says, through layer changes, link counts and flips."""
+    tree = {"pkg/__init__.py": b"I\n", "pkg/mod.py": b"M\n", "pkg/sub/x.py": b"X\n", "pkg/tool": b"T\n"}
+
+    async def main() -> None:
+        ops = ViewOperations(blobs)
+        await ops.add_env("a", build(blobs, tree), Overlay(tmp_path / "a"), venv=tmp_path)
+        await ops.add_env("b", build(blobs, tree), Overlay(tmp_path / "b"), venv=tmp_path)
+        pkg = (await lookup_path(ops, "a/pkg")).st_ino
+        listed = await readdir_all(ops, pkg, monkeypatch)
+        assert [entry[0] for entry in listed] == ["__init__.py", "mod.py", "sub", "tool"]
+        assert listed == await looked_up(ops, "a/pkg", ["__init__.py", "mod.py", "sub", "tool"])
+        assert listed[0][2] == 2  # shared with b
+
+        # The layer writes into pkg: a new file, a removal, a new directory.
+        info, _ = await ops.create(pkg, b"new.py", stat.S_IFREG | 0o644, os.O_WRONLY, CTX)
+        await ops.write(info.fh, 0, b"NEW\n")
+        await ops.release(info.fh)
+        await ops.unlink(pkg, b"mod.py", CTX)
+        await ops.mkdir(pkg, b"made", stat.S_IFDIR | 0o755, CTX)
+        listed = await readdir_all(ops, pkg, monkeypatch, room=1)
+        names = ["__init__.py", "made", "new.py", "sub", "tool"]
+        assert [entry[0] for entry in listed] == names
+        assert listed == await looked_up(ops, "a/pkg", names)
+
+        # b's directory is still the generation's alone.
+        b_pkg = (await lookup_path(ops, "b/pkg")).st_ino
+        assert [e[0] for e in await readdir_all(ops, b_pkg, monkeypatch)] == [
+            "__init__.py",
+            "mod.py",
+            "sub",
+            "tool",
+        ]
+
+        # a goes: b's files are no longer shared, and readdir says so.
+        await ops.remove_env("a")
+        listed = await readdir_all(ops, b_pkg, monkeypatch, room=3)
+        assert listed == await looked_up(ops, "b/pkg", ["__init__.py", "mod.py", "sub", "tool"])
+        assert listed[0][2] == 1
+
+        # A flip between opendir and readdir: what went is skipped, what
+        # changed is the new content.
+        fh = await ops.opendir(b_pkg, CTX)
+        assert (
+            await ops.replace_tree("b", build(blobs, {"pkg/__init__.py": b"I2\n", "pkg/tool": b"T\n"})) >= 1
+        )
+        replies: list[tuple[str, int]] = []
+
+        def reply(token: object, name: bytes, attrs: pyfuse3.EntryAttributes, next_id: int) -> bool:
+            replies.append((name.decode(), attrs.st_ino))
+            return True
+
+        monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+        await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
+        await ops.releasedir(fh)
+        assert [name for name, _ in replies] == ["__init__.py", "tool"]
+        assert replies[0][1] == (await lookup_path(ops, "b/pkg/__init__.py")).st_ino
+        for env in ops.envs.values():
+            env.overlay.close()
+
+    run(main)
