@@ -60,18 +60,23 @@ WHEELS = (
 )
 IMPORTS = ("numpy", "pandas", "scipy.stats")
 MiB = 1024 * 1024
-OPEN_CLOSE_LOOP = """
+LOOP = """
 import os, sys, time
-path, count = sys.argv[1], int(sys.argv[2])
+what, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 samples = []
 for _ in range(count):
     start = time.perf_counter_ns()
-    os.close(os.open(path, os.O_RDONLY))
+    if what == "open":
+        os.close(os.open(path, os.O_RDONLY))
+    else:
+        os.listdir(path)
     samples.append(time.perf_counter_ns() - start)
 samples.sort()
 print(samples[len(samples) // 2])
 """
 OPEN_CLOSES = 5000
+LISTINGS = 1000
+LISTED = Path("numpy") / "_core"  # a package directory an import lists
 
 
 def child_env(scratch: Path, name: str, bytecode: str) -> dict[str, str]:
@@ -116,19 +121,21 @@ def pin(pid: int, cpus: set[int]) -> None:
             pass  # a worker thread that just ended
 
 
-def open_close_us(path: Path, env: dict[str, str]) -> float:
-    """Median microseconds of one open and close of `path`, after a warm-up run."""
-    argv = [sys.executable, "-c", OPEN_CLOSE_LOOP, str(path), str(OPEN_CLOSES)]
+def loop_us(what: str, path: Path, count: int, env: dict[str, str]) -> float:
+    """Median microseconds of one open and close ("open") or one listing
+    ("list") of `path`, after as many to warm up."""
+    argv = [sys.executable, "-c", LOOP, what, str(path), str(count)]
     subprocess.run(argv, env=env, capture_output=True, check=True)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     return int(done.stdout) / 1000
 
 
-def floor_open_close_us(scratch: Path, env: dict[str, str]) -> float:
-    """The same loop on the smallest pyfuse3 filesystem (bench/floor_fs.py)."""
+def floor_us(scratch: Path, env: dict[str, str], entries: int) -> tuple[float, float]:
+    """The same loops on the smallest pyfuse3 filesystem (bench/floor_fs.py),
+    its directory holding `entries` files: (open and close, listing)."""
     mountpoint = scratch / "floor"
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.floor_fs", str(mountpoint)],
+        [sys.executable, "-m", "bench.floor_fs", str(mountpoint), str(entries)],
         env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -139,7 +146,10 @@ def floor_open_close_us(scratch: Path, env: dict[str, str]) -> float:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("bench.floor_fs did not mount")
             time.sleep(0.05)  # polling for the mount, bounded by the deadline above
-        return open_close_us(mountpoint / "floor", env)
+        return (
+            loop_us("open", mountpoint / "floor", OPEN_CLOSES, env),
+            loop_us("list", mountpoint / "dir", LISTINGS, env),
+        )
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -164,6 +174,7 @@ def gap_notes(
     rows: list[tuple[str, float, float, float]],
     requests: list[tuple[str, dict[str, int]]],
     latency: dict[str, float],
+    listing: dict[str, float],
     pinned: list[tuple[str, float, float]],
 ) -> list[str]:
     """Set the warm gap against what its requests cost, apart and on one CPU."""
@@ -203,16 +214,19 @@ def gap_notes(
     ]
     lines.append(
         f"On one CPU the view is {min(together):.2f}x to {max(together):.2f}x of the pip venv; on two, "
-        f"{min(apart):.2f}x to {max(apart):.2f}x. The handlers are not where the time goes: the smallest pyfuse3 "
-        "filesystem answers an open and close in about as long as the view. Priced at the rate of a tight loop, "
+        f"{min(apart):.2f}x to {max(apart):.2f}x. The handlers are a small part of it: the smallest pyfuse3 "
+        f"filesystem answers an open and close in {latency['the smallest pyfuse3 filesystem']:.0f} µs against the "
+        f"view's {latency['the view (nwcache)']:.0f} µs, and lists a directory in "
+        f"{listing['the smallest pyfuse3 filesystem']:.0f} µs against the view's "
+        f"{listing['the view (nwcache)']:.0f} µs. Priced at the rate of a tight loop of opens, "
         + (
             f"the requests account for {min(shares):.0%} to {max(shares):.0%} of the warm gap. "
             if shares
             else "no warm import is slower than the pip venv's. "
         )
-        + "Not isolated here: the rest is most likely the same requests costing more when they come spread out "
-        "between the execution of modules (a tight loop keeps both processes and both CPUs awake; an import lets "
-        "them sleep between requests). Closing the gap needs fewer requests per import (the kernel answers "
+        + "Not isolated here: where the rest goes. Most likely the same requests cost more spread out between "
+        "the execution of modules than in a tight loop, which keeps both processes, their CPUs and their caches "
+        "warm. Closing the gap needs fewer requests per import (the kernel answers "
         "opens and directory listings itself in its no-open and cached-directory modes, which need the inode in "
         "read and readdir, and pyfuse3 does not pass it) or a cheaper round trip (FUSE over io_uring, Linux 6.14 "
         "and newer, serves each request on the CPU that made it; pyfuse3 does not support it)."
@@ -301,10 +315,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pin(shared_daemon.process.pid, everywhere)
             pyc = Path("numpy") / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc"
             site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+            entries = len(os.listdir(pip_venv / site / LISTED))
+            floor_open, floor_list = floor_us(scratch, plain, entries)
             latency = {
-                "the pip venv (ext4)": open_close_us(pip_venv / site / pyc, plain),
-                "the view (nwcache)": open_close_us(shared / site / pyc, plain),
-                "the smallest pyfuse3 filesystem": floor_open_close_us(scratch, plain),
+                "the pip venv (ext4)": loop_us("open", pip_venv / site / pyc, OPEN_CLOSES, plain),
+                "the view (nwcache)": loop_us("open", shared / site / pyc, OPEN_CLOSES, plain),
+                "the smallest pyfuse3 filesystem": floor_open,
+            }
+            listing = {
+                "the pip venv (ext4)": loop_us("list", pip_venv / site / LISTED, LISTINGS, plain),
+                "the view (nwcache)": loop_us("list", shared / site / LISTED, LISTINGS, plain),
+                "the smallest pyfuse3 filesystem": floor_list,
             }
         finally:
             shared_daemon.stop()
@@ -370,7 +391,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| --- | ---: |",
         *[f"| {label} | {us:.1f} µs |" for label, us in latency.items()],
         "",
-        *gap_notes(rows, requests, latency, pinned),
+        f"Median time of one `os.listdir` of a directory of {entries} entries (`{LISTED}` of the pip venv and "
+        f"of the view; a directory of as many files on the smallest pyfuse3 filesystem), {LISTINGS:,} in a row "
+        "after as many to warm up; through FUSE that is five requests (opendir, readdir twice, releasedir, and "
+        "a getattr because a listing invalidates the directory's atime), with every entry's attributes in the "
+        "readdir reply:",
+        "",
+        "| directory on | listing |",
+        "| --- | ---: |",
+        *[f"| {label} | {us:.1f} µs |" for label, us in listing.items()],
+        "",
+        *gap_notes(rows, requests, latency, listing, pinned),
     ]
     args.out.write_text("\n".join(report) + "\n")
     print("\n".join(report))
