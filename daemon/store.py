@@ -116,6 +116,14 @@ class _Pending:
                 pass
 
 
+@dataclass
+class _Created:
+    """What one install added to the index, so a failure can take it back."""
+
+    packages: set[bytes] = field(default_factory=set)
+    blobs: set[str] = field(default_factory=set)
+
+
 @dataclass(frozen=True)
 class Problem:
     kind: str
@@ -230,17 +238,24 @@ class Store:
             pending.files[blob] = (temp, len(content))
         return blob
 
-    def _commit_blobs(self, txn: lmdb.Transaction, pending: _Pending) -> None:
-        """Index the pending blobs (bodies already published and durable)."""
+    def _commit_blobs(self, txn: lmdb.Transaction, pending: _Pending) -> list[str]:
+        """Index the pending blobs (bodies already published and durable);
+        returns those the index did not hold."""
+        added = []
         for blob, content in pending.inline.items():
-            txn.put(
+            if txn.put(
                 bytes.fromhex(blob),
                 schema.encode_blob(len(content), content),
                 db=self.db["blobs"],
                 overwrite=False,
-            )
+            ):
+                added.append(blob)
         for blob, (_temp, size) in pending.files.items():
-            txn.put(bytes.fromhex(blob), schema.encode_blob(size, None), db=self.db["blobs"], overwrite=False)
+            if txn.put(
+                bytes.fromhex(blob), schema.encode_blob(size, None), db=self.db["blobs"], overwrite=False
+            ):
+                added.append(blob)
+        return added
 
     def _publish(self, pending: _Pending) -> None:
         """Bodies into place, durably, before any index entry names them."""
@@ -309,14 +324,20 @@ class Store:
             return [PackageRecord.decode(v) for _, v in txn.cursor(db=self.db["packages"])]
 
     def ingest(
-        self, path: str | os.PathLike[str], *, tags: list[str] | None = None, env: EnvRecord | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tags: list[str] | None = None,
+        env: EnvRecord | None = None,
+        created: _Created | None = None,
     ) -> PackageRecord:
         """Store a classic or 2.0 archive, verifying every file against RECORD.
         Writes only the blobs the store lacks; reads no payload byte when the
         package, or every one of its blobs, is already stored. With `tags`
         (default: `env`'s), refuses an archive that fits none before reading
         its payload; with `env`, also one whose installation there would be
-        refused (layout.check_installable), so a refused install stores nothing."""
+        refused (layout.check_installable), so a refused install stores nothing.
+        `created` collects the package and blobs this call added."""
         if tags is None and env is not None:
             tags = env.tags
         known = self._ingested_file(path, tags)
@@ -325,7 +346,7 @@ class Store:
         with Archive.open(path) as archive:
             self._admit(archive, tags, env)
             with self._gate.shared():
-                record = self._ingest(archive)
+                record = self._ingest(archive, created)
         self._remember_file(path, record)
         return record
 
@@ -400,7 +421,7 @@ class Store:
             )
         return record
 
-    def _ingest(self, archive: Archive) -> PackageRecord:
+    def _ingest(self, archive: Archive, created: _Created | None = None) -> PackageRecord:
         claimed = archive.metadata_digest()
         if claimed is not None:
             existing = self.get_package(bytes.fromhex(claimed.removeprefix("sha256:")))
@@ -433,11 +454,15 @@ class Store:
             )
             self._publish(pending)
             with self._write() as txn:
-                self._commit_blobs(txn, pending)
+                added = self._commit_blobs(txn, pending)
                 self._check_blobs(txn, record.files.values())
                 crash_point("package-commit")
-                txn.put(record.id, record.encode(), db=self.db["packages"], overwrite=False)
+                new = txn.put(record.id, record.encode(), db=self.db["packages"], overwrite=False)
             crash_point("package-committed")
+            if created is not None:
+                created.blobs.update(added)
+                if new:
+                    created.packages.add(record.id)
         except BaseException:
             pending.discard()
             raise
@@ -789,10 +814,30 @@ class Store:
                 if self._ingested_file(path, env.tags) is None:
                     with Archive.open(path) as archive:
                         self._admit(archive, env.tags, env)
+        created = _Created()
+        try:
+            return self._install(env, archives, pending, created, requested=requested, action=action)
+        except BaseException:
+            # A later archive failing (a bad hash, a bomb found while its
+            # payload is read) must not leave the earlier ones stored.
+            if created.packages or created.blobs:
+                self._take_back(created)
+            raise
+
+    def _install(
+        self,
+        env: EnvRecord,
+        archives: list[str | os.PathLike[str]],
+        pending: _Pending,
+        created: _Created,
+        *,
+        requested: bool,
+        action: str | None,
+    ) -> GenerationRecord:
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
         with self._gate.shared():
-            packages = [self.ingest(a, env=env) for a in archives]
+            packages = [self.ingest(a, env=env, created=created) for a in archives]
             names = [canonicalize_name(p.name) for p in packages]
             try:
                 plans = [
@@ -1020,6 +1065,52 @@ class Store:
             for blob in doomed:
                 self.bodies.delete(blob)
         return GCReport(dropped, packages, blobs, freed)
+
+    def _take_back(self, created: _Created) -> None:
+        """Remove what a failed install added: its new packages that no
+        generation reaches by now, and the blobs it wrote that nothing else
+        holds (a concurrent install may have come to share them)."""
+        with self._gate.exclusive():
+            with self._write() as txn:
+                reached_packages: set[str] = set()
+                reached: set[str] = set()
+                for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
+                    for gen in self._generations(txn, env):
+                        for installed in gen.packages:
+                            reached_packages.add(installed.package)
+                            reached.update(
+                                r.blob for r in (*installed.site.values(), *installed.outside.values())
+                            )
+                doomed = [key for key in created.packages if key.hex() not in reached_packages]
+                for key in doomed:
+                    txn.delete(key, db=self.db["packages"])
+                self._forget_packages(doomed)
+                for _, value in txn.cursor(db=self.db["packages"]):
+                    reached.update(r.blob for r in PackageRecord.decode(value).files.values())
+                for code_key, code_value in txn.cursor(db=self.db["bytecode"]):
+                    source, _level, _interpreter = schema.split_bytecode_key(bytes(code_key))
+                    reached.add(source)
+                    pyc = schema.decode_bytecode(code_value)
+                    if pyc is not None:
+                        reached.add(pyc.blob)
+                bodies = []
+                for blob in sorted(created.blobs - reached):
+                    entry = txn.get(bytes.fromhex(blob), db=self.db["blobs"])
+                    if entry is None:
+                        continue
+                    txn.delete(bytes.fromhex(blob), db=self.db["blobs"])
+                    if schema.decode_blob(entry)[1] is None:
+                        bodies.append(blob)
+            self._forget_packages(doomed)
+            for blob in bodies:
+                self.bodies.delete(blob)
+            # Shard directories this install made, if now empty: bodies are
+            # published only under the shared gate, so none is on its way in.
+            for directory in {self.bodies.path(blob).parent for blob in bodies}:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    pass  # holds other bodies
 
     def _generations(self, txn: lmdb.Transaction, env: EnvRecord) -> list[GenerationRecord]:
         out = []

@@ -126,6 +126,46 @@ def test_a_hostile_second_archive_stores_nothing(
     assert differences(installed.before, after) == []
 
 
+@pytest.mark.parametrize("refused", ["record-hash-v2", "payload-corrupt-v2"])
+def test_a_second_archive_refused_while_read_takes_the_first_back(
+    refused: str,
+    installed: Installed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`install good.whl bad.whl` where bad's metadata passes and its payload
+    fails once read: good was stored by then (packages, inline blobs and a
+    body file), and the failed install takes all of it back."""
+    dist = "taken_back_" + refused.replace("-", "_")
+    good = Model(
+        name=dist,
+        files=[
+            Entry("taken_back/__init__.py", f"NAME = {refused!r}\n".encode()),
+            Entry("taken_back/big.bin", os.urandom(256 * 1024)),
+        ],
+        meta=[
+            Entry("METADATA", f"Metadata-Version: 2.1\nName: taken-back-{refused}\nVersion: 1.0\n".encode())
+        ],
+    )
+    first = tmp_path / good.wheel_filename()
+    first.write_bytes(build(good))
+    case = next(c for c in CASES if c.name == refused)
+    name, data = case.build()
+    second = tmp_path / name
+    second.write_bytes(data)
+    monkeypatch.setenv("NWCACHE_SOCKET", str(installed.daemon.socket))
+    assert nwcache(["install", str(first), str(second), "--env", str(installed.venv)]) == 1
+    assert re.search(case.expect, capsys.readouterr().err)
+    after = snapshot(installed.daemon.home, installed.venv, installed.site_packages)
+    # Two transactions ran (the store, then the take-back), so the index's
+    # file is not the same bytes; every key and value in it is (the "lmdb" part).
+    changed = differences(installed.before, after)
+    assert [line for line in changed if not line.startswith("home: index/data.mdb:")] == []
+    code, out, err = installed.daemon.cli("fsck")
+    assert code == 0, (out, err)
+
+
 def test_the_comparison_sees_a_real_install(installed: Installed, tmp_path: Path) -> None:
     """The check above can fail: an install that is not refused shows in
     every part of the snapshot. Runs after the corpus (it changes the state)."""

@@ -226,9 +226,60 @@ def test_two_distributions_claiming_one_path(store: Store, venv: Path, tmp_path:
     clash = tmp_path / "other-1.0-py3-none-any.whl"
     clash.write_bytes(generate.v2(spec))
     current = store.generation(venv).number
+    packages = store.packages()
+    blobs = store.stats()["blobs"]
     with pytest.raises(PathConflict, match=r"demo 1\.0 and other 1\.0 both install demo/core\.py"):
         store.install(venv, [clash])
     assert store.generation(venv).number == current
+    # Stored before the conflict showed, then taken back.
+    assert store.packages() == packages
+    assert store.stats()["blobs"] == blobs
+
+
+def test_a_failed_install_takes_back_only_its_own(store: Store, venv: Path, tmp_path: Path) -> None:
+    """A later archive fails while its payload is read: the earlier one's
+    package and new blobs go; a blob it shares with a stored package stays
+    (fsck, run by the fixture, checks that every package's blobs exist)."""
+    from tests.vectors import generate
+
+    store.register(venv)
+    first = tmp_path / "first-1.0-py3-none-any.whl"
+    shared = b"SHARED = True\n"
+    first.write_bytes(
+        generate.v2(
+            generate.Spec(dist_info="first-1.0.dist-info", files=[generate.F("first/core.py", shared)])
+        )
+    )
+    store.install(venv, [first])
+    packages = store.packages()
+    blobs = store.stats()["blobs"]
+    spec = generate.Spec(
+        dist_info="other-1.0.dist-info",
+        files=[
+            generate.F("other/core.py", shared),
+            generate.F("other/new.py", b"NEW = 1\n"),
+            generate.F("other/big.bin", os.urandom(64 * 1024)),  # a body file, not inline
+        ],
+    )
+    other = tmp_path / "other-1.0-py3-none-any.whl"
+    other.write_bytes(generate.v2(spec))
+    with pytest.raises(ArchiveError, match="record-hash"):
+        store.install(venv, [other, VECTORS / "record-hash-payload" / FILENAME])
+    assert store.packages() == packages
+    assert store.stats()["blobs"] == blobs
+    assert store.generation(venv).number == 2
+    # Taken back, not wedged: the same file installs on its own.
+    store.install(venv, [other])
+    assert {p.name for p in store.packages()} == {"first", "other"}
+    # What a failed install wrote but a concurrent one has come to hold by the
+    # time of the take-back stays (simulated: the take-back told so directly).
+    from nwcache.daemon.store import _Created
+
+    shared_blob = hashlib.sha256(shared).hexdigest()
+    other_package = next(p for p in store.packages() if p.name == "other")
+    store._take_back(_Created(packages={other_package.id}, blobs={shared_blob}))
+    assert store.has_blob(shared_blob)
+    assert other_package in store.packages()  # its generation reaches it
 
 
 def test_upgrade_uninstall_rollback_history(store: Store, venv: Path, tmp_path: Path) -> None:
