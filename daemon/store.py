@@ -1104,8 +1104,9 @@ class Store:
             self._forget_packages(doomed)
             for blob in bodies:
                 self.bodies.delete(blob)
-            # Shard directories this install made, if now empty: bodies are
-            # published only under the shared gate, so none is on its way in.
+            # Shard directories left empty go too (the install made them):
+            # bodies are published only under the shared gate, so none is on
+            # its way in.
             for directory in {self.bodies.path(blob).parent for blob in bodies}:
                 try:
                     directory.rmdir()
