@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.common import DEFAULT_CACHE, ROOT, cpu_model, fetch_wheel, load_average, memory_total, pip_version
 from bench.install import UV, Daemon, new_venv, pip_install, timed, tool_env, uv_install
@@ -74,6 +75,67 @@ for _ in range(count):
 samples.sort()
 print(samples[len(samples) // 2])
 """
+# Times what the import system does with files during one import, by
+# wrapping the names importlib's path finder and loaders call (CPython 3.9+).
+ACCOUNT = """
+import json, posix, sys, time
+from importlib import _bootstrap_external as external
+
+spent = {"pyc": 0.0, "listdir": 0.0, "extension": 0.0, "stat": 0.0}
+calls = dict.fromkeys(spent, 0)
+
+
+def timed(kind, fn):
+    def run(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[kind] += time.perf_counter() - start
+            calls[kind] += 1
+    return run
+
+
+class _Read:
+    def __init__(self, data):
+        self.data = data
+    def read(self):
+        return self.data
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return False
+
+
+real_open_code = external._io.open_code
+
+
+def open_code(path):  # open, read whole, close: what get_data does with it
+    with real_open_code(path) as fh:
+        return _Read(fh.read())
+
+
+io_module = type(sys)("_io_timed")
+io_module.__dict__.update(external._io.__dict__)
+io_module.open_code = timed("pyc", open_code)
+external._io = io_module
+os_module = type(sys)("_os_timed")
+os_module.__dict__.update(posix.__dict__)
+os_module.listdir = timed("listdir", posix.listdir)
+os_module.stat = timed("stat", posix.stat)
+external._os = os_module
+external.ExtensionFileLoader.create_module = timed("extension", external.ExtensionFileLoader.create_module)
+start = time.perf_counter()
+__import__(sys.argv[1])
+spent["import"] = time.perf_counter() - start
+print(json.dumps({"spent": spent, "calls": calls}))
+"""
+ACCOUNTED = (
+    ("pyc", "opening and reading pycs"),
+    ("listdir", "listing directories"),
+    ("extension", "loading extension modules"),
+    ("stat", "stat"),
+)
 OPEN_CLOSES = 5000
 LISTINGS = 1000
 LISTED = Path("numpy") / "_core"  # a package directory an import lists
@@ -110,6 +172,25 @@ def warm_medians(
         for own, venv in zip(times, venvs, strict=True):
             own.append(import_time(venv, module, env, cpu))
     return [statistics.median(own) for own in times]
+
+
+def accounted(venv: Path, module: str, env: dict[str, str], runs: int) -> dict[str, tuple[float, int]]:
+    """Median seconds (and calls) inside each kind of file work of one warm
+    import, and of the whole import, in `venv`."""
+    samples: list[dict[str, Any]] = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", ACCOUNT, module],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        samples.append(json.loads(done.stdout))
+    return {
+        kind: (statistics.median(s["spent"][kind] for s in samples), samples[0]["calls"].get(kind, 1))
+        for kind in (*(k for k, _ in ACCOUNTED), "import")
+    }
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -176,6 +257,8 @@ def gap_notes(
     latency: dict[str, float],
     listing: dict[str, float],
     pinned: list[tuple[str, float, float]],
+    accounts: list[tuple[str, dict[str, tuple[float, int]], dict[str, tuple[float, int]]]],
+    runs: int,
 ) -> list[str]:
     """Set the warm gap against what its requests cost, apart and on one CPU."""
     per_request = latency["the view (nwcache)"] / 2
@@ -212,25 +295,50 @@ def gap_notes(
         for module, delta in requests
         if warm[module][1] > warm[module][0]
     ]
-    lines.append(
+    lines += [
+        f"Time spent inside the import system's file work during one warm import, timed in the importing "
+        f"process where importlib calls it (median of {runs} runs; calls in brackets):",
+        "",
+        "| import | work | pip venv | nwcache | difference |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    explained: list[float] = []
+    for module, pip_account, nw_account in accounts:
+        for kind, label in ACCOUNTED:
+            p, calls = pip_account[kind]
+            n, _ = nw_account[kind]
+            lines.append(
+                f"| `{module}` | {label} ({calls}) | {p * 1000:.1f} ms | {n * 1000:.1f} ms | {(n - p) * 1000:+.1f} ms |"
+            )
+        p, n = pip_account["import"][0], nw_account["import"][0]
+        extra = sum(nw_account[k][0] - pip_account[k][0] for k, _ in ACCOUNTED)
+        lines.append(
+            f"| `{module}` | the whole import | {p * 1000:.1f} ms | {n * 1000:.1f} ms | {(n - p) * 1000:+.1f} ms |"
+        )
+        if n > p:
+            explained.append(extra / (n - p))
+    lines += [
+        "",
         f"On one CPU the view is {min(together):.2f}x to {max(together):.2f}x of the pip venv; on two, "
-        f"{min(apart):.2f}x to {max(apart):.2f}x. The handlers are a small part of it: the smallest pyfuse3 "
+        f"{min(apart):.2f}x to {max(apart):.2f}x. The handlers are a small part of the cost: the smallest pyfuse3 "
         f"filesystem answers an open and close in {latency['the smallest pyfuse3 filesystem']:.0f} µs against the "
         f"view's {latency['the view (nwcache)']:.0f} µs, and lists a directory in "
         f"{listing['the smallest pyfuse3 filesystem']:.0f} µs against the view's "
-        f"{listing['the view (nwcache)']:.0f} µs. Priced at the rate of a tight loop of opens, "
+        f"{listing['the view (nwcache)']:.0f} µs. "
         + (
-            f"the requests account for {min(shares):.0%} to {max(shares):.0%} of the warm gap. "
-            if shares
-            else "no warm import is slower than the pip venv's. "
+            f"Priced at the rate of a tight loop of opens, the requests account for {min(shares):.0%} to "
+            f"{max(shares):.0%} of the warm gap; timed inside the import, the file work above accounts for "
+            f"{min(explained):.0%} to {max(explained):.0%} of it, most of it opening and reading pycs: a request "
+            "costs more inside an import than in a tight loop, where both processes, their CPUs and their caches "
+            "stay warm. "
+            if shares and explained
+            else "No warm import is slower than the pip venv's. "
         )
-        + "Not isolated here: where the rest goes. Most likely the same requests cost more spread out between "
-        "the execution of modules than in a tight loop, which keeps both processes, their CPUs and their caches "
-        "warm. Closing the gap needs fewer requests per import (the kernel answers "
-        "opens and directory listings itself in its no-open and cached-directory modes, which need the inode in "
-        "read and readdir, and pyfuse3 does not pass it) or a cheaper round trip (FUSE over io_uring, Linux 6.14 "
-        "and newer, serves each request on the CPU that made it; pyfuse3 does not support it)."
-    )
+        + "Closing the gap needs fewer requests per import (the kernel answers opens and directory listings "
+        "itself in its no-open and cached-directory modes, which need the inode in read and readdir, and pyfuse3 "
+        "does not pass it) or a cheaper round trip (FUSE over io_uring, Linux 6.14 and newer, serves each request "
+        "on the CPU that made it; pyfuse3 does not support it).",
+    ]
     return lines
 
 
@@ -301,6 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 after_import = requests_of(shared_env)
                 delta = {op: n - before.get(op, 0) for op, n in after_import.items() if n > before.get(op, 0)}
                 requests.append((module, delta))
+            accounts = [
+                (
+                    module,
+                    accounted(pip_venv, module, plain, args.runs),
+                    accounted(shared, module, plain, args.runs),
+                )
+                for module in IMPORTS
+            ]
             # The same warm imports with the importer and the daemon on one
             # CPU: what a request costs without a wake-up on another CPU.
             everywhere = os.sched_getaffinity(0)
@@ -401,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| --- | ---: |",
         *[f"| {label} | {us:.1f} µs |" for label, us in listing.items()],
         "",
-        *gap_notes(rows, requests, latency, listing, pinned),
+        *gap_notes(rows, requests, latency, listing, pinned, accounts, args.runs),
     ]
     args.out.write_text("\n".join(report) + "\n")
     print("\n".join(report))
