@@ -11,10 +11,13 @@ In one run, on numpy, pandas and scipy with the dependencies pandas imports
   an empty store (the daemon compiles, at most one worker per core) and the
   same wheels into a second venv of the same interpreter;
 - where the time goes: the FUSE requests one warm import makes (the view's
-  own counters), and the median time of an open and close of a pyc on the
-  pip venv's disk, through the view, and through the smallest pyfuse3
-  filesystem (bench/floor_fs.py: constant answers, the floor under any
-  pyfuse3 view on this machine);
+  own counters); the median time of an open and close of a pyc, and of a
+  directory listing, on the pip venv's disk, through the view, and through
+  the smallest pyfuse3 filesystem (bench/floor_fs.py: constant answers, the
+  floor under any pyfuse3 view on this machine); the same warm imports with
+  the importer and the daemon on one CPU; and the time the import system
+  spends opening and reading pycs, listing directories, loading extension
+  modules and stat-ing, timed inside the importing process;
 - imports: `import numpy`, `import pandas`, `import scipy.stats`, first (the
   first run after the install) and warm (median of --runs), in the pip venv
   (its own __pycache__, written by pip), in a registered venv served by the
