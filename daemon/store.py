@@ -116,6 +116,13 @@ class _Pending:
                 pass
 
 
+def _mark(gen: GenerationRecord, packages: set[str], blobs: set[str]) -> None:
+    """Add the packages and blobs one generation reaches."""
+    for installed in gen.packages:
+        packages.add(installed.package)
+        blobs.update(r.blob for r in (*installed.site.values(), *installed.outside.values()))
+
+
 @dataclass
 class _Created:
     """What one install added to the index, so a failure can take it back."""
@@ -1019,12 +1026,7 @@ class Store:
                             txn.delete(key, db=self.db["generations"])
                             dropped += 1
                             continue
-                        gen = self._generation(txn, env, number)
-                        for installed in gen.packages:
-                            reachable_pkgs.add(installed.package)
-                            reachable_blobs.update(
-                                r.blob for r in (*installed.site.values(), *installed.outside.values())
-                            )
+                        _mark(self._generation(txn, env, number), reachable_pkgs, reachable_blobs)
                 packages = 0
                 deleted: list[bytes] = []
                 for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
@@ -1076,11 +1078,7 @@ class Store:
                 reached: set[str] = set()
                 for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
                     for gen in self._generations(txn, env):
-                        for installed in gen.packages:
-                            reached_packages.add(installed.package)
-                            reached.update(
-                                r.blob for r in (*installed.site.values(), *installed.outside.values())
-                            )
+                        _mark(gen, reached_packages, reached)
                 doomed = [key for key in created.packages if key.hex() not in reached_packages]
                 for key in doomed:
                     txn.delete(key, db=self.db["packages"])

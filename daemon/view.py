@@ -637,7 +637,7 @@ class ViewOperations(pyfuse3.Operations):
                 child = await self._child(inode, name)
             if child is None:
                 continue  # removed since opendir
-            attrs = await self._entry(child) if child.kind == "upper" else self._attrs(child)
+            attrs = await self._entry(child)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):
                 return
             child.lookups += 1

@@ -240,12 +240,12 @@ def test_mirror_leads_back_into_the_venv(blobs: Blobs, tmp_path: Path) -> None:
 Listed = tuple[str, int, int, int, int]  # name, inode, links, mode, size
 
 
-async def readdir_all(
-    ops: ViewOperations, ino: int, monkeypatch: pytest.MonkeyPatch, room: int = 2
+async def readdir_from(
+    ops: ViewOperations, fh: pyfuse3.FileHandleT, monkeypatch: pytest.MonkeyPatch, room: int = 2
 ) -> list[Listed]:
-    """Every entry readdir replies, at most `room` per request as a small
-    kernel buffer takes them, each request going on from the offset the last
-    reply gave (as the kernel does)."""
+    """Every entry readdir replies on an open listing, at most `room` per
+    request as a small kernel buffer takes them, each request going on from
+    the offset the last reply gave (as the kernel does)."""
     listed: list[Listed] = []
     next_ids: list[int] = []
     taken = 0
@@ -260,15 +260,21 @@ async def readdir_all(
         return True
 
     monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+    start = 0
+    while True:
+        taken = 0
+        await ops.readdir(fh, start, None)  # type: ignore[arg-type]
+        if taken == 0:
+            return listed
+        start = next_ids[-1]
+
+
+async def readdir_all(
+    ops: ViewOperations, ino: int, monkeypatch: pytest.MonkeyPatch, room: int = 2
+) -> list[Listed]:
     fh = await ops.opendir(ino, CTX)
     try:
-        start = 0
-        while True:
-            taken = 0
-            await ops.readdir(fh, start, None)  # type: ignore[arg-type]
-            if taken == 0:
-                return listed
-            start = next_ids[-1]
+        return await readdir_from(ops, fh, monkeypatch, room)
     finally:
         await ops.releasedir(fh)
 
@@ -331,17 +337,10 @@ def test_readdir_answers_what_lookup_answers(
         assert (
             await ops.replace_tree("b", build(blobs, {"pkg/__init__.py": b"I2\n", "pkg/tool": b"T\n"})) >= 1
         )
-        replies: list[tuple[str, int]] = []
-
-        def reply(token: object, name: bytes, attrs: pyfuse3.EntryAttributes, next_id: int) -> bool:
-            replies.append((name.decode(), attrs.st_ino))
-            return True
-
-        monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
-        await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
+        listed = await readdir_from(ops, fh, monkeypatch)
         await ops.releasedir(fh)
-        assert [name for name, _ in replies] == ["__init__.py", "tool"]
-        assert replies[0][1] == (await lookup_path(ops, "b/pkg/__init__.py")).st_ino
+        assert [entry[0] for entry in listed] == ["__init__.py", "tool"]
+        assert listed[0][1] == (await lookup_path(ops, "b/pkg/__init__.py")).st_ino
         for env in ops.envs.values():
             env.overlay.close()
 
