@@ -485,6 +485,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"logical: {r['logical_bytes']:,} bytes in {r['files']:,} files across {len(r['envs'])} environments",
             f"dedup:   {r['dedup_ratio']:.2f}x" if r["dedup_ratio"] else "dedup:   -",
             f"bytecode: {r['bytecode_bytes']:,} bytes in {r['bytecode_blobs']:,} pycs, shared by every environment",
+            f"view:    {r['view']['mode']} mode",
         ]
         lines += [f"  {e['path']}: {e['files']:,} files, {e['bytes']:,} bytes" for e in r["envs"]]
         return "\n".join(lines)

@@ -7,6 +7,8 @@ thread that serves it)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import resource
 import threading
 from collections.abc import Awaitable, Callable
@@ -20,14 +22,45 @@ import trio
 from .mount import clear_stale_mount, serve_view
 from .service import Service
 from .store import Store
-from .view import ViewOperations
+from .errors import StoreError
+from .view import HANDLES, KERNEL_CACHED, PATCHED_PYFUSE3, ViewOperations
 
 T = TypeVar("T")
 START_TIMEOUT = 60.0
 
 
+log = logging.getLogger("nwcache.view")
+
+
+def view_mode() -> bool:
+    """Whether the view runs kernel-cached: by default when pyfuse3 carries
+    the project's patch; NWCACHE_VIEW_MODE=handles|kernel-cached chooses
+    (tests and benchmarks run both)."""
+    asked = os.environ.get("NWCACHE_VIEW_MODE", "")
+    if asked == HANDLES:
+        return False
+    if asked == KERNEL_CACHED:
+        if not PATCHED_PYFUSE3:
+            raise StoreError(
+                "NWCACHE_VIEW_MODE=kernel-cached needs pyfuse3 with the project's patch",
+                hint="run `make setup` (it builds pyfuse3 with patches/pyfuse3), or unset NWCACHE_VIEW_MODE",
+            )
+        return True
+    if asked:
+        raise StoreError(
+            f"NWCACHE_VIEW_MODE={asked!r} is not a view mode", hint=f"use {KERNEL_CACHED!r} or {HANDLES!r}"
+        )
+    if not PATCHED_PYFUSE3:
+        log.warning(
+            "pyfuse3 lacks the project's patch (patches/pyfuse3): the view serves in %s mode,"
+            " one FUSE round trip per open and listing",
+            HANDLES,
+        )
+    return PATCHED_PYFUSE3
+
+
 def raise_fd_limit() -> None:
-    """The view keeps bodies open (view.KEPT_OPEN) besides every open handle."""
+    """The view keeps bodies open (bodies.KEPT_OPEN) besides every open handle."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -43,7 +76,7 @@ async def run_service(
     raise_fd_limit()
     store = await trio.to_thread.run_sync(Store, home)
     try:
-        view = ViewOperations(store)
+        view = ViewOperations(store, kernel_caching=view_mode())
         service = Service(store, view, mountpoint, bytecode_levels=bytecode_levels)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_view, view, mountpoint)

@@ -187,6 +187,7 @@ class Handlers:
             "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
             "compiled": dataclasses.asdict(self.service.bytecode_counts),
             "view": {
+                "mode": view.mode,
                 "faults": view.faults,
                 "requests": dict(view.requests),
                 "invalidations": view.invalidations,
@@ -356,7 +357,13 @@ async def run_daemon(
             service = await nursery.start(run_service, home, home / "view")
             await nursery.start(serve_socket, service, socket_path)
             sd_notify(f"READY=1\nSTATUS=serving {home} on {socket_path}")
-            log.info("nwcache daemon %s ready: %s, socket %s", __version__, home, socket_path)
+            log.info(
+                "nwcache daemon %s ready: %s, socket %s, view %s",
+                __version__,
+                home,
+                socket_path,
+                service.view.mode,
+            )
             task_status.started()
             async for _ in signals:
                 break

@@ -1,30 +1,39 @@
 """The FUSE view: one file system serving every registered environment's
-site-packages, one directory per environment.
+site-packages, one directory per environment. The handlers live here; they
+ask their collaborators, passed in or made at start:
 
-    <mount>/<venv name>-<id>/...   an environment's site-packages: its current
-                                   generation with its copy-on-write layer on top
+    merged.EnvView     an environment's merged tree (generation + layer), by path
+    inodes.InodeTable  what each inode number means and how long it lives
+    bodies.BodyCache   open bodies of store blobs, shared by every reader
 
-Inode numbers are the point of the design (docs/ARCHITECTURE.md, DESIGN 3):
-a store file gets the inode of its (blob, executable) pair, the same in every
-environment and every generation, so the kernel keeps one page cache for it
-however many venvs import it; `st_nlink` says how many paths of the current
-generations share it. Directories, files made inside an environment and
-symlinks get inodes of their own. Content behind a store inode never changes,
-so opens keep the page cache and entries and attributes are cached for a day;
-the view invalidates exactly the names a generation flip changed.
+Inode numbers are the point of the design (docs/VIEW.md, DESIGN 3): a store
+file gets the inode of its (blob, executable) pair, the same in every
+environment and generation, so the kernel keeps one page cache for it
+however many venvs import it. Content behind a store inode never changes, so
+pages, entries and attributes are cached by the kernel for a day; the view
+invalidates exactly the names and directories a generation flip changed.
 
-FUSE names an inode, not a path, in open and setattr; a store inode is shared
-by many paths, so writing to it, truncating or chmod-ing it cannot be copied
-up for one environment and fails with EROFS (replace the file instead:
-delete or rename over it, which is what pip, Python's bytecode writer and
-most editors do). Everything else that changes names works: create, write,
-truncate and chmod of new files, rename, unlink, mkdir, rmdir, symlink.
+Two modes (docs/VIEW.md, "Modes"):
+- kernel-cached (the default with the project's pyfuse3 patch, patches/):
+  `open` and `opendir` answer ENOSYS once, after which the kernel sends no
+  OPEN, RELEASE, OPENDIR or RELEASEDIR at all, keeps pages as with
+  keep_cache and caches listings; symlink targets are cached too. Reads,
+  writes and listings arrive with the inode (fh is 0), and the kernel's
+  lookup counts keep store bodies alive (GC keeps every blob whose inode the
+  kernel still knows). Truncating opens arrive as setattr.
+- handles (an unpatched pyfuse3): every open and opendir is a round trip
+  that makes a handle, as pyfuse3 3.5 requires.
+
+FUSE names an inode, not a path, in open, write and setattr; a store inode
+is shared by many paths, so writing to it, truncating or chmod-ing it cannot
+be copied up for one environment and fails with EROFS (replace the file
+instead: delete or rename over it, which is what pip, Python's bytecode
+writer and most editors do).
 
 Only FUSEError leaves a handler. OSError keeps its errno; any other exception
 becomes EIO, is logged once with the request and counted in `faults`.
 Disk work (opening and reading bodies, writing new files) runs on worker
-threads; lookups, readdir and attributes of store files are answered from
-memory.
+threads; lookups, listings and attributes of store files come from memory.
 """
 
 from __future__ import annotations
@@ -35,19 +44,22 @@ import logging
 import os
 import stat
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .overlay import WHITEOUT, Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
+from .bodies import BlobSource, Body, BodyCache
+from .inodes import Inode, InodeTable
+from .merged import DirTimes, EnvView, join, parent_of
+from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
 from .schema import FileRef
-from .tree import Dir, content_counts, diff
+from .tree import Dir, diff
 
 log = logging.getLogger("nwcache.view")
 
@@ -56,69 +68,30 @@ log = logging.getLogger("nwcache.view")
 # going) is invalidated explicitly.
 CACHE_TIMEOUT = 24 * 3600.0
 BLOCK_SIZE = 128 * 1024
+NAME_MAX = 255
 # Store files get an mtime derived from their content: identical content has
 # the same mtime everywhere, different content (almost surely) a different
 # one, so a pyc validated by (mtime, size) can never be taken for another
 # version of its source. Seconds between 2000 and 2034: fits a pyc's 32 bits.
 _MTIME_BASE = 946684800
 _MTIME_SPAN = 1 << 30
-# Open bodies kept after their last handle closed: re-opening a module is
-# then a dictionary lookup instead of a thread hop.
-KEPT_OPEN = 8192
+
+# The project's pyfuse3 patch (patches/pyfuse3/) adds these; without them the
+# view runs in handle mode.
+PATCHED_PYFUSE3 = "cache_readdir" in dir(pyfuse3.FileInfo)
+
+KERNEL_CACHED = "kernel-cached"
+HANDLES = "handles"
 
 
 def content_mtime_ns(blob: str) -> int:
     return (_MTIME_BASE + int(blob[:8], 16) % _MTIME_SPAN) * 1_000_000_000
 
 
-class BlobSource(Protocol):
-    def blob_location(self, blob: str) -> tuple[int, bytes | Path]: ...
-
-
-@dataclass
-class EnvView:
-    """One environment as the view serves it."""
-
-    name: str
-    lower: Dir
-    overlay: Overlay
-    mtime_ns: int
-    # The venv's root and its site-packages path below it ("lib/python3.11/
-    # site-packages"): the environment's directory in the view mirrors that
-    # path, and every other name on the way is a symlink into the venv, so
-    # that `site-packages/../../../bin` (which pip writes through) is the
-    # venv's bin even when site-packages is a symlink into the view.
-    venv: Path = Path("/nonexistent")
-    prefix: tuple[str, ...] = ()
-
-
-@dataclass(eq=False)
-class Inode:
-    ino: int
-    kind: str  # "root", "dir", "store", "upper", "link"
-    key: tuple[Any, ...]
-    env: EnvView | None = None
-    path: str | None = None  # directories: moves with renames; None once gone
-    ref: FileRef | None = None  # store files
-    id: int = 0  # upper files and symlinks: the overlay id
-    lookups: int = 0
-    opens: int = 0
-    # Store files: their attributes change only with the link count.
-    attrs: pyfuse3.EntryAttributes | None = None
-    attrs_nlink: int = 0
-
-
-@dataclass(eq=False)
-class Body:
-    """An open body of a store blob, shared by every handle of its inode."""
-
-    fd: int | None
-    data: bytes | None
-    users: int = 0
-
-
 @dataclass(eq=False)
 class Handle:
+    """An open file in handle mode."""
+
     inode: Inode
     body: Body | None = None  # store files
     fd: int | None = None  # upper files
@@ -126,13 +99,8 @@ class Handle:
 
 
 @dataclass
-class DirListing:
-    inode: Inode
-    names: list[str]
-
-
-@dataclass
 class ViewStats:
+    mode: str = HANDLES
     faults: int = 0
     lookups: int = 0
     opens: int = 0
@@ -179,19 +147,18 @@ def handler(
     return wrapper
 
 
-def _keep_first_fd(handle: Handle, fd: int) -> None:
-    if handle.fd is None:
-        handle.fd = fd
+def _keep_first_fd(holder: Handle | Inode, fd: int) -> int:
+    """Two reads may race to open the same body: the first descriptor wins."""
+    if holder.fd is None:
+        holder.fd = fd
     else:
         os.close(fd)
+    return holder.fd
 
 
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def _parent(path: str) -> str:
-    return path.rpartition("/")[0]
+def _check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise FUSEError(errno.ENAMETOOLONG)
 
 
 class ViewOperations(pyfuse3.Operations):
@@ -203,28 +170,40 @@ class ViewOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, blobs: BlobSource, *, limiter: trio.CapacityLimiter | None = None) -> None:
+    def __init__(
+        self,
+        blobs: BlobSource,
+        *,
+        limiter: trio.CapacityLimiter | None = None,
+        kernel_caching: bool | None = None,
+    ) -> None:
         super().__init__()
-        self.blobs = blobs
+        if kernel_caching is None:
+            kernel_caching = PATCHED_PYFUSE3
+        if kernel_caching and not PATCHED_PYFUSE3:
+            raise ValueError("kernel-cached mode needs the project's pyfuse3 patch (patches/pyfuse3)")
+        self.kernel_caching = kernel_caching
+        # Read by the patched pyfuse3 when it mounts (patches/pyfuse3/README.md).
+        self.pass_inode_to_handle_ops = kernel_caching
+        self.enable_cache_symlinks = kernel_caching
+        self.enable_atomic_o_trunc = not kernel_caching
         self.limiter = limiter or trio.CapacityLimiter(8)
         self.envs: dict[str, EnvView] = {}
-        self.inodes: dict[int, Inode] = {}
-        self.keys: dict[tuple[Any, ...], Inode] = {}
+        self.inodes = InodeTable()
+        self.bodies = BodyCache(blobs, self.limiter)
         self.handles: dict[int, Handle] = {}
-        self.listings: dict[int, DirListing] = {}
-        self.bodies: dict[tuple[str, bool], Body] = {}
-        self.idle_bodies: OrderedDict[tuple[str, bool], Body] = OrderedDict()
-        self.links: Counter[tuple[str, bool]] = Counter()
-        self.stats = ViewStats()
+        self.listings: dict[int, tuple[Inode, list[str]]] = {}
+        self.stats = ViewStats(mode=KERNEL_CACHED if kernel_caching else HANDLES)
         self.mounted = False
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.started_ns = time.time_ns()
-        self._next_ino = pyfuse3.ROOT_INODE + 1
+        self.root_mtime_ns = self.started_ns
         self._next_fh = 1
-        root = Inode(pyfuse3.ROOT_INODE, "root", ("root",))
-        self.inodes[root.ino] = root
-        self.keys[root.key] = root
+
+    @property
+    def mode(self) -> str:
+        return self.stats.mode
 
     # -- environments (called by the daemon, on the trio thread) ---------------
 
@@ -234,48 +213,47 @@ class ViewOperations(pyfuse3.Operations):
         if name in self.envs:
             raise ValueError(f"environment {name} is already in the view")
         prefix = tuple(p for p in site_packages.split("/") if p)
-        self.envs[name] = EnvView(name, lower, overlay, time.time_ns(), venv, prefix)
-        self.links.update(content_counts(lower))
-        await self.invalidate([(pyfuse3.ROOT_INODE, name)])
+        self.envs[name] = EnvView(name, lower, overlay, venv, prefix)
+        self.root_mtime_ns = time.time_ns()
+        await self.invalidate([(pyfuse3.ROOT_INODE, name)], [pyfuse3.ROOT_INODE])
 
     async def replace_tree(self, name: str, lower: Dir) -> int:
         """Serve a new generation; returns how many names changed. When it
-        returns, every lookup through the kernel sees the new tree."""
+        returns, every lookup and listing through the kernel sees the new
+        tree, and every directory whose names changed has a new mtime."""
         env = self.envs[name]
-        old = env.lower
-        changes = list(diff(old, lower))
-        self.links.subtract(content_counts(old))
-        self.links.update(content_counts(lower))
-        self.links += Counter()  # drop zero counts
+        changes = list(diff(env.lower, lower))
         env.lower = lower
-        env.mtime_ns = time.time_ns()
+        now = time.time_ns()
         notes: list[tuple[int, str]] = []
+        parents: set[int] = set()
         for change in changes:
-            parent = self.keys.get(("dir", name, change.parent))
+            env.touch(change.parent, now)
+            parent = self.inodes.find(("dir", name, change.parent))
             if parent is not None:
                 notes.append((parent.ino, change.name))
-        await self.invalidate(notes)
+                parents.add(parent.ino)
+        await self.invalidate(notes, sorted(parents))
         return len(changes)
 
     async def remove_env(self, name: str) -> None:
-        env = self.envs.pop(name)
-        self.links.subtract(content_counts(env.lower))
-        self.links += Counter()
-        for key in [
-            k for k in self.keys if k[0] in ("dir", "upper", "link", "mirror", "out") and k[1] == name
-        ]:
-            inode = self.keys.pop(key)
+        self.envs.pop(name)
+        for inode in list(self.inodes.of_env(name, ("dir", "upper", "link", "mirror", "out"))):
+            self.inodes.unkey(inode)
             inode.path = None
             inode.env = None
-        await self.invalidate([(pyfuse3.ROOT_INODE, name)])
+            self._maybe_drop(inode)
+        self.root_mtime_ns = time.time_ns()
+        await self.invalidate([(pyfuse3.ROOT_INODE, name)], [pyfuse3.ROOT_INODE])
 
-    async def invalidate(self, notes: list[tuple[int, str]]) -> None:
-        """Drop the kernel's cached entries for these (directory, name) pairs
-        and wait until it has (from a worker thread: the kernel may need the
-        file system to answer while it does)."""
-        if not self.mounted or not notes:
+    async def invalidate(self, notes: list[tuple[int, str]], directories: Sequence[int] = ()) -> None:
+        """Drop the kernel's cached entries for these (directory, name) pairs,
+        and the attributes and cached listings of these directories, and wait
+        until it has (from a worker thread: the kernel may need the file
+        system to answer while it does)."""
+        if not self.mounted or not (notes or directories):
             return
-        self.stats.invalidations += len(notes)
+        self.stats.invalidations += len(notes) + len(directories)
 
         def run() -> None:
             for parent, name in notes:
@@ -284,13 +262,22 @@ class ViewOperations(pyfuse3.Operations):
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                         raise
+            for ino in directories:
+                try:
+                    pyfuse3.invalidate_inode(ino, attr_only=False)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
 
         await trio.to_thread.run_sync(run, limiter=self.limiter)
 
     def pinned_blobs(self) -> set[str]:
-        """Blobs GC must keep besides the generations': renamed store files
-        in copy-on-write layers and bodies open right now."""
-        pinned = {blob for blob, _ in self.bodies}
+        """Blobs GC must keep besides the generations': store files the
+        kernel still knows (a process may hold one open or mapped: in
+        kernel-cached mode the view is never told), bodies being read,
+        handles, and renamed store files in copy-on-write layers."""
+        pinned = self.bodies.held()
+        pinned |= {i.ref.blob for i in self.inodes if i.ref is not None and i.known}
         pinned |= {h.inode.ref.blob for h in self.handles.values() if h.inode.ref is not None}
         for env in self.envs.values():
             pinned |= env.overlay.store_refs()
@@ -298,77 +285,22 @@ class ViewOperations(pyfuse3.Operations):
 
     # -- resolution ---------------------------------------------------------------
 
-    def _lower(self, env: EnvView, path: str, *, beneath: bool = False) -> Dir | FileRef | None:
-        """The generation's node at `path` if the layer lets it show through.
-        With `beneath`, ignore the layer's entry at `path` itself (is there
-        something a removal must white out?)."""
-        entries = env.overlay.entries
-        if entries:
-            if not beneath:
-                own = entries.get(path)
-                if own is not None and not (isinstance(own, OverlayDir) and not own.opaque):
-                    return None
-            p = path
-            while p:
-                p = _parent(p)
-                if not p:
-                    break
-                e = entries.get(p)
-                if e is not None and not (isinstance(e, OverlayDir) and not e.opaque):
-                    return None
-        return env.lower.walk(path)
-
-    def _resolve(self, env: EnvView, path: str) -> Entry | Dir | FileRef | None:
-        """What `path` is in the merged tree: a Dir (or OverlayDir) for a
-        directory, a FileRef for a store file, UpperFile or Symlink."""
-        if not path:
-            return env.lower
-        own = env.overlay.entries.get(path)
-        if own is not None:
-            if isinstance(own, Whiteout):
-                return None
-            if isinstance(own, StoreFile):
-                return own.ref
-            return own
-        return self._lower(env, path)
-
-    def _names(self, env: EnvView, path: str) -> list[str]:
-        names: set[str] = set()
-        lower = self._lower(env, path) if path else env.lower
-        if isinstance(lower, Dir):
-            names.update(lower.names)
-        for name in env.overlay.children.get(path, ()):
-            if isinstance(env.overlay.entries[_join(path, name)], Whiteout):
-                names.discard(name)
-            else:
-                names.add(name)
-        return sorted(names)
-
-    def _inode(self, key: tuple[Any, ...], make: Callable[[int], Inode]) -> Inode:
-        inode = self.keys.get(key)
-        if inode is None:
-            inode = make(self._next_ino)
-            self._next_ino += 1
-            self.inodes[inode.ino] = inode
-            self.keys[key] = inode
-        return inode
-
     def _child_inode(self, env: EnvView, path: str, node: Entry | Dir | FileRef) -> Inode:
         if isinstance(node, Dir | OverlayDir):
             key: tuple[Any, ...] = ("dir", env.name, path)
-            return self._inode(key, lambda ino: Inode(ino, "dir", key, env=env, path=path))
+            return self.inodes.make(key, lambda ino: Inode(ino, "dir", key, env=env, path=path))
         if isinstance(node, FileRef):
             ref = node
             key = ("store", ref.blob, ref.executable)
-            return self._inode(key, lambda ino: Inode(ino, "store", key, ref=ref))
+            return self.inodes.make(key, lambda ino: Inode(ino, "store", key, ref=ref))
         if isinstance(node, UpperFile):
             key = ("upper", env.name, node.id)
             upper_id = node.id
-            return self._inode(key, lambda ino: Inode(ino, "upper", key, env=env, id=upper_id))
+            return self.inodes.make(key, lambda ino: Inode(ino, "upper", key, env=env, id=upper_id))
         if isinstance(node, Symlink):
             key = ("link", env.name, node.id)
             link_id = node.id
-            return self._inode(key, lambda ino: Inode(ino, "link", key, env=env, id=link_id))
+            return self.inodes.make(key, lambda ino: Inode(ino, "link", key, env=env, id=link_id))
         raise TypeError(node)
 
     def _env_dir(self, env: EnvView) -> Inode:
@@ -379,7 +311,7 @@ class ViewOperations(pyfuse3.Operations):
 
     def _mirror(self, env: EnvView, depth: int) -> Inode:
         key = ("mirror", env.name, depth)
-        return self._inode(key, lambda ino: Inode(ino, "mirror", key, env=env, id=depth))
+        return self.inodes.make(key, lambda ino: Inode(ino, "mirror", key, env=env, id=depth))
 
     async def _child(self, parent: Inode, text: str) -> Inode | None:
         """The inode `text` names in directory `parent` (not "." or "..")."""
@@ -396,29 +328,33 @@ class ViewOperations(pyfuse3.Operations):
             if not await trio.to_thread.run_sync(os.path.lexists, real, limiter=self.limiter):
                 return None
             key = ("out", env.name, str(real))
-            return self._inode(key, lambda ino: Inode(ino, "out", key, env=env, path=str(real)))
+            return self.inodes.make(key, lambda ino: Inode(ino, "out", key, env=env, path=str(real)))
         env, path = self._dir(parent.ino)
-        return self._lookup_path(env, _join(path, text))
+        return self._lookup_path(env, join(path, text))
 
     def _up(self, inode: Inode) -> Inode:
         """The inode of ".." of a directory."""
         env = inode.env
         if inode.kind == "root" or env is None:
-            return self.inodes[pyfuse3.ROOT_INODE]
+            return self.inodes.root
         if inode.kind == "mirror":
-            return self._mirror(env, inode.id - 1) if inode.id else self.inodes[pyfuse3.ROOT_INODE]
+            return self._mirror(env, inode.id - 1) if inode.id else self.inodes.root
         assert inode.path is not None
         if inode.path:
-            found = self._lookup_path(env, _parent(inode.path))
+            found = self._lookup_path(env, parent_of(inode.path))
             assert found is not None
             return found
-        return self._mirror(env, len(env.prefix) - 1) if env.prefix else self.inodes[pyfuse3.ROOT_INODE]
+        return self._mirror(env, len(env.prefix) - 1) if env.prefix else self.inodes.root
 
-    def _dir(self, ino: int) -> tuple[EnvView, str]:
-        """The environment and path of a directory inode (not the root)."""
+    def _inode(self, ino: int) -> Inode:
         inode = self.inodes.get(ino)
         if inode is None:
             raise FUSEError(errno.ESTALE)
+        return inode
+
+    def _dir(self, ino: int) -> tuple[EnvView, str]:
+        """The environment and path of a directory inode (not the root)."""
+        inode = self._inode(ino)
         if inode.kind in ("root", "mirror"):
             raise FUSEError(errno.EPERM)
         if inode.kind != "dir":
@@ -431,13 +367,15 @@ class ViewOperations(pyfuse3.Operations):
         assert inode.env is not None
         return inode.env.overlay.path_of(inode.id)
 
+    def _lookup_path(self, env: EnvView, path: str) -> Inode | None:
+        node = env.resolve(path)
+        return None if node is None else self._child_inode(env, path, node)
+
     # -- attributes -------------------------------------------------------------
 
     def _attrs(self, inode: Inode, st: os.stat_result | None = None) -> pyfuse3.EntryAttributes:
-        if inode.kind == "store" and inode.attrs is not None:
-            assert inode.ref is not None
-            if inode.attrs_nlink == self.links.get((inode.ref.blob, inode.ref.executable), 0):
-                return inode.attrs  # replies copy it: sharing one object is safe
+        if inode.attrs is not None:
+            return inode.attrs  # replies copy it: sharing one object is safe
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = inode.ino
         attrs.generation = 0
@@ -446,20 +384,21 @@ class ViewOperations(pyfuse3.Operations):
         attrs.st_uid = self.uid
         attrs.st_gid = self.gid
         attrs.st_blksize = BLOCK_SIZE
+        # One link per path: a store inode shared by many paths is not a
+        # hard link that writing in place would change everywhere (editors
+        # such as vim write in place into files with several links).
         attrs.st_nlink = 1
         if inode.kind == "store":
             ref = inode.ref
             assert ref is not None
             attrs.st_mode = stat.S_IFREG | (0o755 if ref.executable else 0o644)
             attrs.st_size = ref.size
-            inode.attrs_nlink = self.links.get((ref.blob, ref.executable), 0)
-            attrs.st_nlink = max(1, inode.attrs_nlink)
             t = content_mtime_ns(ref.blob)
             attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = t
             attrs.st_blocks = (attrs.st_size + 511) // 512
             inode.attrs = attrs
             return attrs
-        elif inode.kind == "upper":
+        if inode.kind == "upper":
             assert st is not None
             path = self._upper_path(inode)
             entry = inode.env.overlay.entries.get(path) if inode.env is not None and path else None
@@ -470,30 +409,38 @@ class ViewOperations(pyfuse3.Operations):
             attrs.st_atime_ns = st.st_atime_ns
             attrs.st_mtime_ns = st.st_mtime_ns
             attrs.st_ctime_ns = st.st_ctime_ns
-            # Files written here may change size behind cached attributes
-            # only through this mount, which updates the kernel itself.
         elif inode.kind in ("link", "out"):
             assert inode.env is not None
             if inode.kind == "out":
                 target = inode.path or ""
+                times = DirTimes(inode.env.born_ns, inode.env.born_ns, inode.env.born_ns)
             else:
                 path = self._upper_path(inode)
                 entry = inode.env.overlay.entries.get(path) if path else None
                 target = entry.target if isinstance(entry, Symlink) else ""
+                times = inode.env.times_of(path or "")
             attrs.st_mode = stat.S_IFLNK | 0o777
             attrs.st_size = len(os.fsencode(target))
-            attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = inode.env.mtime_ns
-        else:
-            mode = 0o755
-            mtime = self.started_ns
-            if inode.kind == "dir":
-                assert inode.env is not None
-                assert inode.path is not None
-                own = inode.env.overlay.entries.get(inode.path)
-                if isinstance(own, OverlayDir):
-                    mode = own.mode
-                mtime = inode.env.mtime_ns
-            attrs.st_mode = stat.S_IFDIR | mode
+            attrs.st_atime_ns, attrs.st_mtime_ns, attrs.st_ctime_ns = (
+                times.atime_ns,
+                times.mtime_ns,
+                times.ctime_ns,
+            )
+        elif inode.kind == "dir":
+            assert inode.env is not None
+            assert inode.path is not None
+            own = inode.env.overlay.entries.get(inode.path)
+            attrs.st_mode = stat.S_IFDIR | (own.mode if isinstance(own, OverlayDir) else 0o755)
+            attrs.st_size = 0
+            times = inode.env.times_of(inode.path)
+            attrs.st_atime_ns, attrs.st_mtime_ns, attrs.st_ctime_ns = (
+                times.atime_ns,
+                times.mtime_ns,
+                times.ctime_ns,
+            )
+        else:  # root, mirror
+            mtime = self.root_mtime_ns if inode.kind == "root" else self.started_ns
+            attrs.st_mode = stat.S_IFDIR | 0o755
             attrs.st_size = 0
             attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = mtime
         attrs.st_blocks = (attrs.st_size + 511) // 512
@@ -501,11 +448,14 @@ class ViewOperations(pyfuse3.Operations):
 
     async def _stat_upper(self, inode: Inode) -> os.stat_result:
         assert inode.env is not None
-        body = inode.env.overlay.body(inode.id)
-        open_fd = next((h.fd for h in self.handles.values() if h.inode is inode and h.fd is not None), None)
+        open_fd = inode.fd
+        if open_fd is None:
+            open_fd = next(
+                (h.fd for h in self.handles.values() if h.inode is inode and h.fd is not None), None
+            )
         if open_fd is not None:
             return await trio.to_thread.run_sync(os.fstat, open_fd, limiter=self.limiter)
-        return await trio.to_thread.run_sync(os.stat, body, limiter=self.limiter)
+        return await trio.to_thread.run_sync(os.stat, inode.env.overlay.body(inode.id), limiter=self.limiter)
 
     async def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         if inode.kind == "upper":
@@ -519,10 +469,9 @@ class ViewOperations(pyfuse3.Operations):
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         self.stats.lookups += 1
+        _check_name(name)
         text = os.fsdecode(name)
-        parent = self.inodes.get(parent_inode)
-        if parent is None:
-            raise FUSEError(errno.ESTALE)
+        parent = self._inode(parent_inode)
         if text == ".":
             found: Inode | None = parent
         elif text == "..":
@@ -541,10 +490,6 @@ class ViewOperations(pyfuse3.Operations):
         found.lookups += 1
         return attrs
 
-    def _lookup_path(self, env: EnvView, path: str) -> Inode | None:
-        node = self._resolve(env, path)
-        return None if node is None else self._child_inode(env, path, node)
-
     @handler
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
         for ino, count in inode_list:
@@ -557,22 +502,22 @@ class ViewOperations(pyfuse3.Operations):
     def _maybe_drop(self, inode: Inode) -> None:
         """Forget an inode the kernel no longer knows, unless a path of the
         current trees still leads to it through a directory we must keep."""
-        if inode.lookups or inode.opens or inode.kind == "root":
+        if inode.known or inode.kind == "root":
             return
         if inode.kind == "dir" and inode.path is not None:
+            inode.listing = None
             return  # directories stay while their environment does
-        del self.inodes[inode.ino]
-        if self.keys.get(inode.key) is inode:
-            del self.keys[inode.key]
+        if inode.fd is not None:
+            os.close(inode.fd)
+            inode.fd = None
+        self.inodes.drop(inode)
 
     @handler
     async def getattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        found = self.inodes.get(inode)
-        if found is None:
-            raise FUSEError(errno.ESTALE)
+        found = self._inode(inode)
         if found.kind == "dir":
             env, path = self._dir(inode)
-            if not isinstance(self._resolve(env, path), Dir | OverlayDir):
+            if not isinstance(env.resolve(path), Dir | OverlayDir):
                 raise FUSEError(errno.ENOENT)
         return await self._entry(found)
 
@@ -591,77 +536,87 @@ class ViewOperations(pyfuse3.Operations):
 
     # -- directories --------------------------------------------------------------
 
+    async def _list(self, inode: Inode) -> list[str]:
+        if inode.kind == "root":
+            return sorted(self.envs)
+        if inode.kind == "mirror":
+            env = inode.env
+            assert env is not None
+            real = env.venv.joinpath(*env.prefix[: inode.id])
+            on_disk = await trio.to_thread.run_sync(os.listdir, real, limiter=self.limiter)
+            return sorted({env.prefix[inode.id], *on_disk})
+        env, path = self._dir(inode.ino)
+        return env.names(path)
+
     @handler
     async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
-        found = self.inodes.get(inode)
-        if found is None:
-            raise FUSEError(errno.ESTALE)
+        if self.kernel_caching:
+            # Once: the kernel then opens directories itself and caches listings.
+            raise FUSEError(errno.ENOSYS)
+        found = self._inode(inode)
         # A listing is a snapshot taken at opendir: offsets are indices into
         # it, so entries added or removed meanwhile never shift the others.
-        if found.kind == "root":
-            names = sorted(self.envs)
-        elif found.kind == "mirror":
-            env = found.env
-            assert env is not None
-            real = env.venv.joinpath(*env.prefix[: found.id])
-            on_disk = await trio.to_thread.run_sync(os.listdir, real, limiter=self.limiter)
-            names = sorted({env.prefix[found.id], *on_disk})
-        else:
-            env, path = self._dir(inode)
-            names = self._names(env, path)
         fh = self._new_fh()
-        self.listings[fh] = DirListing(found, names)
+        self.listings[fh] = (found, await self._list(found))
         return pyfuse3.FileHandleT(fh)
 
     @handler
-    async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self.listings.get(fh)
-        if listing is None:
-            raise FUSEError(errno.EBADF)
-        inode = listing.inode
-        lower = self._plain_lower(inode)
-        for index in range(start_id, len(listing.names)):
-            name = listing.names[index]
+    async def readdir(
+        self,
+        fh: pyfuse3.FileHandleT,
+        start_id: int,
+        token: pyfuse3.ReaddirToken,
+        inode: pyfuse3.InodeT | None = None,
+    ) -> None:
+        if fh == 0 and inode is not None:
+            # No-opendir mode: the kernel reads a listing from offset 0 to the
+            # end into its cache; the names taken at offset 0 are paged through.
+            directory = self._inode(inode)
+            if start_id == 0 or directory.listing is None:
+                directory.listing = await self._list(directory)
+            names = directory.listing
+        else:
+            listing = self.listings.get(fh)
+            if listing is None:
+                raise FUSEError(errno.EBADF)
+            directory, names = listing
+        lower = None
+        if directory.kind == "dir" and directory.env is not None and directory.path is not None:
+            lower = directory.env.plain_lower(directory.path)
+        for index in range(start_id, len(names)):
+            name = names[index]
             if lower is not None:
                 # Resolved once per request, not once per entry: the layer has
                 # nothing here, so every child is the generation's.
                 node = lower.entries.get(name)
                 if node is None:
-                    continue  # removed since opendir
-                assert inode.env is not None
-                assert inode.path is not None
-                child: Inode | None = self._child_inode(inode.env, _join(inode.path, name), node)
+                    continue  # removed since the listing was taken
+                assert directory.env is not None
+                assert directory.path is not None
+                child: Inode | None = self._child_inode(directory.env, join(directory.path, name), node)
             else:
-                if inode.kind == "dir" and inode.path is None:
+                if directory.kind == "dir" and directory.path is None:
                     return  # the directory went away
-                child = await self._child(inode, name)
+                child = await self._child(directory, name)
             if child is None:
-                continue  # removed since opendir
+                continue  # removed since the listing was taken
             attrs = await self._entry(child)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, index + 1):
                 return
             child.lookups += 1
-
-    def _plain_lower(self, inode: Inode) -> Dir | None:
-        """The generation's directory behind `inode` when the layer neither
-        hides it nor has entries directly inside it (the common case)."""
-        if inode.kind != "dir" or inode.env is None or inode.path is None:
-            return None
-        env = inode.env
-        if inode.path in env.overlay.children:
-            return None
-        node = self._resolve(env, inode.path)
-        return node if isinstance(node, Dir) else None
 
     @handler
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self.listings.pop(fh, None)
 
     @handler
-    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+    async def fsyncdir(
+        self, fh: pyfuse3.FileHandleT, datasync: bool, inode: pyfuse3.InodeT | None = None
+    ) -> None:
         listing = self.listings.get(fh)
-        if listing is not None and listing.inode.env is not None:
-            await trio.to_thread.run_sync(listing.inode.env.overlay.sync, limiter=self.limiter)
+        directory = listing[0] if listing is not None else self.inodes.get(inode or 0)
+        if directory is not None and directory.env is not None:
+            await trio.to_thread.run_sync(directory.env.overlay.sync, limiter=self.limiter)
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -669,11 +624,12 @@ class ViewOperations(pyfuse3.Operations):
         return fh
 
     def _writable_dir(self, parent_inode: int, name: bytes) -> tuple[EnvView, str]:
+        _check_name(name)
         env, path = self._dir(parent_inode)
         text = os.fsdecode(name)
         if not text or text in (".", "..") or "/" in text:
             raise FUSEError(errno.EINVAL)
-        return env, _join(path, text)
+        return env, join(path, text)
 
     @handler
     async def mkdir(
@@ -688,15 +644,18 @@ class ViewOperations(pyfuse3.Operations):
             # Beside site-packages (pip's `../../../share/...` for .data/data):
             # the directory is made in the venv itself and shows as a symlink
             # to it, so mkdir reports that the name exists now.
+            _check_name(name)
             real = parent.env.venv.joinpath(*parent.env.prefix[: parent.id], os.fsdecode(name))
             await trio.to_thread.run_sync(lambda: real.mkdir(mode=mode & 0o7777), limiter=self.limiter)
             raise FUSEError(errno.EEXIST)
         env, path = self._writable_dir(parent_inode, name)
-        if self._resolve(env, path) is not None:
+        if env.resolve(path) is not None:
             raise FUSEError(errno.EEXIST)
         # Over a removed generation directory the new one starts empty.
-        hidden = self._lower(env, path, beneath=True) is not None
+        hidden = env.lower_at(path, beneath=True) is not None
         env.overlay.put(path, OverlayDir(opaque=hidden, mode=mode & 0o7777))
+        env.touch(parent_of(path))
+        env.touch(path)
         inode = self._child_inode(env, path, env.overlay.entries[path])
         attrs = self._attrs(inode)
         inode.lookups += 1
@@ -707,34 +666,25 @@ class ViewOperations(pyfuse3.Operations):
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
         env, path = self._writable_dir(parent_inode, name)
-        node = self._resolve(env, path)
+        node = env.resolve(path)
         if node is None:
             raise FUSEError(errno.ENOENT)
         if not isinstance(node, Dir | OverlayDir):
             raise FUSEError(errno.ENOTDIR)
-        if self._names(env, path):
+        if env.names(path):
             raise FUSEError(errno.ENOTEMPTY)
         self._remove(env, path, directory=True)
 
     def _remove(self, env: EnvView, path: str, *, directory: bool) -> None:
-        """Take `path` (and, for a directory, everything below it) out of the
-        merged tree. Only a directory has layer entries or directory inodes
-        below it, so removing a file (pip uninstall: one call per file) scans
-        neither."""
-        if directory:
-            for below in sorted(env.overlay.below(path), reverse=True):
-                env.overlay.put(below, None)
-        hidden = self._lower(env, path, beneath=True) is not None
-        if hidden:
-            env.overlay.put(path, WHITEOUT)
-        elif path in env.overlay.entries:
-            env.overlay.put(path, None)
+        """Take `path` out of the merged tree; a directory's inodes below it
+        lose their paths."""
+        env.remove(path, directory=directory)
+        env.touch(parent_of(path))
         if not directory:
             return
-        for key in [k for k in self.keys if k[0] == "dir" and k[1] == env.name]:
-            inode = self.keys[key]
+        for inode in list(self.inodes.of_env(env.name, ("dir",))):
             if inode.path == path or (inode.path or "").startswith(path + "/"):
-                del self.keys[key]
+                self.inodes.unkey(inode)
                 inode.path = None
                 self._maybe_drop(inode)
 
@@ -750,7 +700,7 @@ class ViewOperations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         env, path = self._writable_dir(parent_inode, name)
-        if self._resolve(env, path) is not None:
+        if env.resolve(path) is not None:
             raise FUSEError(errno.EEXIST)
         upper = UpperFile(env.overlay.new_id(), mode & 0o7777)
         body = env.overlay.body(upper.id)
@@ -759,13 +709,18 @@ class ViewOperations(pyfuse3.Operations):
             limiter=self.limiter,
         )
         env.overlay.put(path, upper)
+        env.touch(parent_of(path))
         inode = self._child_inode(env, path, upper)
-        fh = self._new_fh()
-        self.handles[fh] = Handle(inode, fd=fd, writable=True)
-        inode.opens += 1
         attrs = self._attrs(inode, await trio.to_thread.run_sync(os.fstat, fd, limiter=self.limiter))
         inode.lookups += 1
         self.stats.opens += 1
+        if self.kernel_caching:
+            # No RELEASE will come: the inode holds the descriptor (fh 0).
+            _keep_first_fd(inode, fd)
+            return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(0)), attrs
+        fh = self._new_fh()
+        self.handles[fh] = Handle(inode, fd=fd, writable=True)
+        inode.opens += 1
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh)), attrs
 
     @handler
@@ -777,10 +732,12 @@ class ViewOperations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         env, path = self._writable_dir(parent_inode, name)
-        if self._resolve(env, path) is not None:
+        if env.resolve(path) is not None:
             raise FUSEError(errno.EEXIST)
         link = Symlink(env.overlay.new_id(), os.fsdecode(target))
         env.overlay.put(path, link)
+        env.touch(parent_of(path))
+        env.touch(path)
         inode = self._child_inode(env, path, link)
         attrs = self._attrs(inode)
         inode.lookups += 1
@@ -791,15 +748,37 @@ class ViewOperations(pyfuse3.Operations):
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
         env, path = self._writable_dir(parent_inode, name)
-        node = self._resolve(env, path)
+        node = env.resolve(path)
         if node is None:
             raise FUSEError(errno.ENOENT)
         if isinstance(node, Dir | OverlayDir):
             raise FUSEError(errno.EISDIR)
         self._remove(env, path, directory=False)
         if isinstance(node, UpperFile):
-            # Open handles keep their descriptors; the body goes now.
+            # Open files keep their descriptors; the body goes now.
             await self._unlink_body(env, node.id)
+
+    async def _unlink_body(self, env: EnvView, upper_id: int) -> None:
+        """Remove a layer file's body. Whoever may still read it gets a
+        descriptor first: open handles, and in kernel-cached mode the inode
+        itself while the kernel knows it (a process may hold it open)."""
+        body_path = env.overlay.body(upper_id)
+        holders: list[Handle | Inode] = [
+            h
+            for h in self.handles.values()
+            if h.inode.kind == "upper" and h.inode.env is env and h.inode.id == upper_id
+        ]
+        inode = self.inodes.find(("upper", env.name, upper_id))
+        if inode is not None and self.kernel_caching and inode.known:
+            holders.append(inode)
+
+        def pin_and_unlink() -> None:
+            for holder in holders:
+                if holder.fd is None:
+                    holder.fd = os.open(body_path, os.O_RDWR | os.O_CLOEXEC)
+            body_path.unlink()
+
+        await trio.to_thread.run_sync(pin_and_unlink, limiter=self.limiter)
 
     @handler
     async def rename(
@@ -817,12 +796,12 @@ class ViewOperations(pyfuse3.Operations):
             raise FUSEError(errno.EXDEV)
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise FUSEError(errno.EINVAL)
-        node = self._resolve(env, src)
+        node = env.resolve(src)
         if node is None:
             raise FUSEError(errno.ENOENT)
         if src == dst:
             return
-        target = self._resolve(env, dst)
+        target = env.resolve(dst)
         is_dir = isinstance(node, Dir | OverlayDir)
         if target is not None:
             if flags & pyfuse3.RENAME_NOREPLACE:
@@ -832,56 +811,33 @@ class ViewOperations(pyfuse3.Operations):
                 raise FUSEError(errno.ENOTDIR)
             if target_dir and not is_dir:
                 raise FUSEError(errno.EISDIR)
-            if target_dir and self._names(env, dst):
+            if target_dir and env.names(dst):
                 raise FUSEError(errno.ENOTEMPTY)
         if is_dir and (dst + "/").startswith(src + "/"):
             raise FUSEError(errno.EINVAL)
-        moved = dict(self._capture(env, src, node))
+        moved = dict(env.capture(src, node))
         moving_dirs = [
             inode
-            for key, inode in self.keys.items()
-            if key[0] == "dir"
-            and key[1] == env.name
-            and inode.path is not None
-            and (inode.path == src or inode.path.startswith(src + "/"))
+            for inode in self.inodes.of_env(env.name, ("dir",))
+            if inode.path is not None and (inode.path == src or inode.path.startswith(src + "/"))
         ]
         for inode in moving_dirs:
-            del self.keys[inode.key]
+            self.inodes.unkey(inode)
         replaced_body = target.id if isinstance(target, UpperFile) else None
         if target is not None:
             self._remove(env, dst, directory=isinstance(target, Dir | OverlayDir))
         self._remove(env, src, directory=is_dir)
-        # A directory arrives opaque (_capture), so nothing of the generation
+        # A directory arrives opaque (capture), so nothing of the generation
         # at `dst` shows through it; a file simply replaces the whiteout.
         for rel, entry in moved.items():
-            env.overlay.put(_join(dst, rel) if rel else dst, entry)
+            env.overlay.put(join(dst, rel) if rel else dst, entry)
+        env.touch(parent_of(dst))
         for inode in moving_dirs:
             assert inode.path is not None
             inode.path = dst + inode.path[len(src) :]
-            inode.key = ("dir", env.name, inode.path)
-            self.keys[inode.key] = inode
+            self.inodes.rekey(inode, ("dir", env.name, inode.path))
         if replaced_body is not None:
             await self._unlink_body(env, replaced_body)
-
-    def _capture(
-        self, env: EnvView, path: str, node: Entry | Dir | FileRef, rel: str = ""
-    ) -> Iterator[tuple[str, Entry]]:
-        """The layer entries that recreate `path` (and all below it) elsewhere:
-        store files become StoreFile entries naming the same blobs, so a
-        renamed directory costs entries, not copies."""
-        if isinstance(node, Dir | OverlayDir):
-            mode = node.mode if isinstance(node, OverlayDir) else 0o755
-            yield rel, OverlayDir(opaque=True, mode=mode)
-            for name in self._names(env, path):
-                child = self._resolve(env, _join(path, name))
-                if child is not None:
-                    yield from self._capture(env, _join(path, name), child, _join(rel, name))
-        elif isinstance(node, FileRef):
-            yield rel, StoreFile(node)
-        elif isinstance(node, UpperFile | Symlink | StoreFile):
-            yield rel, node
-        else:
-            raise TypeError(node)
 
     @handler
     async def link(
@@ -913,15 +869,20 @@ class ViewOperations(pyfuse3.Operations):
         fh: pyfuse3.FileHandleT | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        found = self.inodes.get(inode)
-        if found is None:
-            raise FUSEError(errno.ESTALE)
+        found = self._inode(inode)
         if (fields.update_uid and attr.st_uid != self.uid) or (fields.update_gid and attr.st_gid != self.gid):
             raise FUSEError(errno.EPERM)
+        changes = fields.update_size or fields.update_mode or fields.update_mtime or fields.update_atime
         if found.kind in ("store", "root"):
-            if fields.update_size or fields.update_mode or fields.update_mtime or fields.update_atime:
+            if changes:
                 raise FUSEError(errno.EROFS)
             return self._attrs(found)
+        if found.kind in ("mirror", "out"):
+            if changes:
+                raise FUSEError(errno.EPERM)
+            return self._attrs(found)
+        atime = attr.st_atime_ns if fields.update_atime else None
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
         if found.kind == "dir":
             env, path = self._dir(inode)
             if fields.update_size:
@@ -930,13 +891,24 @@ class ViewOperations(pyfuse3.Operations):
                 own = env.overlay.entries.get(path)
                 opaque = own.opaque if isinstance(own, OverlayDir) else False
                 env.overlay.put(path, OverlayDir(opaque=opaque, mode=attr.st_mode & 0o7777))
+                env.changed_attributes(path)
+            if fields.update_mtime or fields.update_atime:
+                env.set_times(path, atime, mtime)
             return self._attrs(found)
         if found.kind == "link":
+            link_path = self._upper_path(found)
+            if (
+                link_path is not None
+                and found.env is not None
+                and (fields.update_mtime or fields.update_atime)
+            ):
+                found.env.set_times(link_path, atime, mtime)
             return self._attrs(found)
         assert found.env is not None
         body = found.env.overlay.body(found.id)
-        handle = self.handles.get(fh) if fh is not None else None
-        target: int | Path = handle.fd if handle is not None and handle.fd is not None else body
+        handle = self.handles.get(fh) if fh else None
+        fd = handle.fd if handle is not None and handle.fd is not None else found.fd
+        target: int | Path = fd if fd is not None else body
         if fields.update_size:
             size = attr.st_size
             await trio.to_thread.run_sync(
@@ -947,20 +919,27 @@ class ViewOperations(pyfuse3.Operations):
             upper_path = self._upper_path(found)
             if upper_path is not None:
                 found.env.overlay.put(upper_path, UpperFile(found.id, attr.st_mode & 0o7777))
+            # The body keeps its own mode; chmod-ing it moves its ctime, as
+            # the chmod the user made must.
+            await trio.to_thread.run_sync(os.chmod, target, 0o600, limiter=self.limiter)
         if fields.update_mtime or fields.update_atime:
             st = await self._stat_upper(found)
-            atime = attr.st_atime_ns if fields.update_atime else st.st_atime_ns
-            mtime = attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns
-            await trio.to_thread.run_sync(lambda: os.utime(target, ns=(atime, mtime)), limiter=self.limiter)
+            times = (
+                atime if atime is not None else st.st_atime_ns,
+                mtime if mtime is not None else st.st_mtime_ns,
+            )
+            await trio.to_thread.run_sync(lambda: os.utime(target, ns=times), limiter=self.limiter)
         return self._attrs(found, await self._stat_upper(found))
 
     @handler
     async def open(
         self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
-        found = self.inodes.get(inode)
-        if found is None:
-            raise FUSEError(errno.ESTALE)
+        if self.kernel_caching:
+            # Once: the kernel then opens files itself, keeps their pages, and
+            # sends reads and writes by inode (truncation as setattr).
+            raise FUSEError(errno.ENOSYS)
+        found = self._inode(inode)
         self.stats.opens += 1
         writing = bool(flags & _WRITE_FLAGS)
         fh = self._new_fh()
@@ -971,9 +950,9 @@ class ViewOperations(pyfuse3.Operations):
             # The body is opened by the first read, if one ever comes: with the
             # pages cached (keep_cache) an open is answered from memory.
             handle = Handle(found)
-            body = self.bodies.get((found.ref.blob, found.ref.executable))
+            body = self.bodies.known(found.ref)
             if body is not None:
-                self._attach(handle, body)
+                handle.body = self.bodies.hold(found.ref, body)
             self.handles[fh] = handle
             found.opens += 1
             # The content behind this inode never changes: keep its pages.
@@ -982,101 +961,89 @@ class ViewOperations(pyfuse3.Operations):
             assert found.env is not None
             body_path = found.env.overlay.body(found.id)
             writable = bool(flags & (os.O_WRONLY | os.O_RDWR))
+            truncate = bool(flags & os.O_TRUNC) and writable
             fd = None
             if writable:
-                fd = await trio.to_thread.run_sync(
-                    lambda: os.open(body_path, os.O_RDWR | os.O_CLOEXEC), limiter=self.limiter
-                )
+
+                def open_body() -> int:
+                    fd = os.open(body_path, os.O_RDWR | os.O_CLOEXEC)
+                    if truncate:  # atomic_o_trunc: the kernel leaves it to open
+                        os.ftruncate(fd, 0)
+                    return fd
+
+                fd = await trio.to_thread.run_sync(open_body, limiter=self.limiter)
             # A read-only handle opens the body at its first read (see _unlink_body).
             self.handles[fh] = Handle(found, fd=fd, writable=writable)
             found.opens += 1
-            # Only the kernel writes these bodies, so its cached pages stay true.
-            return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
-        raise FUSEError(errno.EISDIR if found.kind in ("dir", "root") else errno.ELOOP)
+            # Only the kernel writes these bodies, so its cached pages stay true
+            # (a truncating open drops them itself).
+            return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=not truncate)
+        raise FUSEError(errno.EISDIR if found.kind in ("dir", "root", "mirror") else errno.ELOOP)
 
-    async def _unlink_body(self, env: EnvView, upper_id: int) -> None:
-        """Remove a layer file's body; handles still open on it get their
-        descriptor first, so they keep reading what they opened."""
-        body_path = env.overlay.body(upper_id)
-
-        def pin_and_unlink(handles: list[Handle]) -> None:
-            for handle in handles:
-                if handle.fd is None:
-                    handle.fd = os.open(body_path, os.O_RDONLY | os.O_CLOEXEC)
-            body_path.unlink()
-
-        lazy = [
-            h
-            for h in self.handles.values()
-            if h.inode.kind == "upper" and h.inode.env is env and h.inode.id == upper_id
-        ]
-        await trio.to_thread.run_sync(pin_and_unlink, lazy, limiter=self.limiter)
-
-    def _attach(self, handle: Handle, body: Body) -> None:
-        ref = handle.inode.ref
-        assert ref is not None
-        self.idle_bodies.pop((ref.blob, ref.executable), None)
-        body.users += 1
-        handle.body = body
-
-    async def _open_body(self, ref: FileRef) -> Body:
-        key = (ref.blob, ref.executable)
-        body = self.bodies.get(key)
-        if body is not None:
-            self.idle_bodies.pop(key, None)
-            return body
-
-        def locate_and_open() -> Body:
-            _size, where = self.blobs.blob_location(ref.blob)
-            if isinstance(where, bytes):
-                return Body(None, where)
-            return Body(os.open(where, os.O_RDONLY | os.O_CLOEXEC), None)
-
-        body = await trio.to_thread.run_sync(locate_and_open, limiter=self.limiter)
-        known = self.bodies.get(key)  # another open raced this one
-        if known is not None:
-            if body.fd is not None:
-                os.close(body.fd)
-            return known
-        self.bodies[key] = body
-        return body
+    async def _upper_fd(self, holder: Handle | Inode, inode: Inode) -> int:
+        """The descriptor of an upper file's body, opened at first use."""
+        if holder.fd is not None:
+            return holder.fd
+        assert inode.env is not None
+        body_path = inode.env.overlay.body(inode.id)
+        flags = os.O_RDWR if isinstance(holder, Inode) else os.O_RDONLY
+        opened = await trio.to_thread.run_sync(
+            lambda: os.open(body_path, flags | os.O_CLOEXEC), limiter=self.limiter
+        )
+        return _keep_first_fd(holder, opened)  # readahead may have raced this read
 
     @handler
-    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+    async def read(
+        self, fh: pyfuse3.FileHandleT, off: int, size: int, inode: pyfuse3.InodeT | None = None
+    ) -> bytes:
+        self.stats.reads += 1
+        if fh == 0 and inode is not None:  # no-open mode
+            found = self._inode(inode)
+            if found.kind == "store":
+                assert found.ref is not None
+                data = await self.bodies.read(found.ref, size, off)
+            elif found.kind == "upper":
+                fd = await self._upper_fd(found, found)
+                data = await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)
+            else:
+                raise FUSEError(errno.EISDIR)
+            self.stats.bytes_read += len(data)
+            return data
         handle = self.handles.get(fh)
         if handle is None:
             raise FUSEError(errno.EBADF)
-        self.stats.reads += 1
-        if handle.inode.kind == "upper" and handle.fd is None:
-            env = handle.inode.env
-            assert env is not None
-            body_path = env.overlay.body(handle.inode.id)
-            opened = await trio.to_thread.run_sync(
-                lambda: os.open(body_path, os.O_RDONLY | os.O_CLOEXEC), limiter=self.limiter
-            )
-            _keep_first_fd(handle, opened)  # readahead may have raced this read
-        if handle.inode.kind == "store" and handle.body is None:
-            assert handle.inode.ref is not None
-            body = await self._open_body(handle.inode.ref)
+        ref = handle.inode.ref
+        if ref is not None:
             if handle.body is None:
-                self._attach(handle, body)
-        if handle.body is not None and handle.body.data is not None:
-            data = handle.body.data[off : off + size]
+                body = await self.bodies.acquire(ref)
+                if handle.body is None:
+                    handle.body = body
+                else:
+                    self.bodies.release(ref, body)
+            if handle.body.data is not None:
+                data = handle.body.data[off : off + size]
+            else:
+                data = await trio.to_thread.run_sync(handle.body.read, size, off, limiter=self.limiter)
         else:
-            source = handle.body.fd if handle.body is not None else handle.fd
-            assert source is not None
-            data = await trio.to_thread.run_sync(os.pread, source, size, off, limiter=self.limiter)
+            fd = await self._upper_fd(handle, handle.inode)
+            data = await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)
         self.stats.bytes_read += len(data)
         return data
 
     @handler
-    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        handle = self.handles.get(fh)
-        if handle is None:
-            raise FUSEError(errno.EBADF)
-        if not handle.writable or handle.fd is None:
-            raise FUSEError(errno.EBADF)
-        fd = handle.fd
+    async def write(
+        self, fh: pyfuse3.FileHandleT, off: int, buf: bytes, inode: pyfuse3.InodeT | None = None
+    ) -> int:
+        if fh == 0 and inode is not None:  # no-open mode
+            found = self._inode(inode)
+            if found.kind != "upper":
+                raise FUSEError(errno.EROFS if found.kind == "store" else errno.EBADF)
+            fd = await self._upper_fd(found, found)
+        else:
+            handle = self.handles.get(fh)
+            if handle is None or not handle.writable or handle.fd is None:
+                raise FUSEError(errno.EBADF)
+            fd = handle.fd
         self.stats.writes += 1
         return await trio.to_thread.run_sync(os.pwrite, fd, buf, off, limiter=self.limiter)
 
@@ -1087,15 +1054,17 @@ class ViewOperations(pyfuse3.Operations):
         raise FUSEError(errno.ENOSYS)
 
     @handler
-    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+    async def fsync(
+        self, fh: pyfuse3.FileHandleT, datasync: bool, inode: pyfuse3.InodeT | None = None
+    ) -> None:
         handle = self.handles.get(fh)
-        if handle is None or handle.fd is None:
+        found = handle.inode if handle is not None else self.inodes.get(inode or 0)
+        fd = handle.fd if handle is not None else (found.fd if found is not None else None)
+        if fd is None or found is None:
             return
-        fd = handle.fd
-        overlay = handle.inode.env.overlay if handle.inode.env is not None else None
         await trio.to_thread.run_sync(os.fdatasync if datasync else os.fsync, fd, limiter=self.limiter)
-        if overlay is not None:
-            await trio.to_thread.run_sync(overlay.sync, limiter=self.limiter)
+        if found.env is not None:
+            await trio.to_thread.run_sync(found.env.overlay.sync, limiter=self.limiter)
 
     @handler
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
@@ -1109,16 +1078,8 @@ class ViewOperations(pyfuse3.Operations):
                 await trio.to_thread.run_sync(os.close, handle.fd, limiter=self.limiter)
             else:
                 os.close(handle.fd)
-        if handle.body is not None:
-            handle.body.users -= 1
-            if handle.body.users == 0 and inode.ref is not None:
-                key = (inode.ref.blob, inode.ref.executable)
-                self.idle_bodies[key] = handle.body
-                while len(self.idle_bodies) > KEPT_OPEN:
-                    old_key, old = self.idle_bodies.popitem(last=False)
-                    del self.bodies[old_key]
-                    if old.fd is not None:
-                        os.close(old.fd)
+        if handle.body is not None and inode.ref is not None:
+            self.bodies.release(inode.ref, handle.body)
         self._maybe_drop(inode)
 
     @handler
@@ -1134,39 +1095,20 @@ class ViewOperations(pyfuse3.Operations):
         data.f_files = st.f_files
         data.f_ffree = st.f_ffree
         data.f_favail = st.f_favail
-        data.f_namemax = 255
+        data.f_namemax = NAME_MAX
         return data
 
     def close_bodies(self) -> None:
-        """Close every cached body (after unmount)."""
-        for body in self.bodies.values():
-            if body.fd is not None:
-                os.close(body.fd)
-        self.bodies.clear()
-        self.idle_bodies.clear()
+        """Close every cached body and layer descriptor (after unmount)."""
+        self.bodies.close()
+        for inode in self.inodes:
+            if inode.fd is not None:
+                os.close(inode.fd)
+                inode.fd = None
 
     def snapshot(self, name: str) -> list[tuple[str, Entry | FileRef]]:
-        """Every path of an environment's merged tree, parents first, as
-        OverlayDir (with its mode), FileRef, UpperFile or Symlink: what
-        putting a real directory back must write."""
-        env = self.envs[name]
-        out: list[tuple[str, Entry | FileRef]] = []
-
-        def walk(path: str) -> None:
-            for child_name in self._names(env, path):
-                child_path = _join(path, child_name)
-                node = self._resolve(env, child_path)
-                if isinstance(node, Dir):
-                    out.append((child_path, OverlayDir(opaque=False, mode=0o755)))
-                    walk(child_path)
-                elif isinstance(node, OverlayDir):
-                    out.append((child_path, node))
-                    walk(child_path)
-                elif node is not None and not isinstance(node, Whiteout | StoreFile):
-                    out.append((child_path, node))
-
-        walk("")
-        return out
+        """Every path of an environment's merged tree (EnvView.snapshot)."""
+        return self.envs[name].snapshot()
 
     async def settle_layer(self, name: str, folded: dict[str, tuple[int, int, int]]) -> int:
         """After the layer's files became a generation: drop what that
@@ -1180,11 +1122,11 @@ class ViewOperations(pyfuse3.Operations):
         writing = {h.inode.id for h in self.handles.values() if h.inode.kind == "upper" and h.writable}
         kept_dirs: set[str] = set()
         for path, entry in overlay.entries.items():
-            if isinstance(entry, Symlink) or (isinstance(entry, OverlayDir) and not self._names(env, path)):
+            if isinstance(entry, Symlink) or (isinstance(entry, OverlayDir) and not env.names(path)):
                 parent = path
                 while parent:
                     kept_dirs.add(parent)
-                    parent = _parent(parent)
+                    parent = parent_of(parent)
         dropped: list[tuple[str, Entry]] = []
         bodies: list[tuple[int, int, int, Path]] = []
         for path, entry in list(overlay.entries.items()):
@@ -1213,7 +1155,7 @@ class ViewOperations(pyfuse3.Operations):
             if overlay.entries.get(path) != entry:
                 continue  # changed meanwhile
             overlay.put(path, None)
-            holder = self.keys.get(("dir", name, _parent(path)))
+            holder = self.inodes.find(("dir", name, parent_of(path)))
             if holder is not None:
                 notes.append((holder.ino, path.rpartition("/")[2]))
             if isinstance(entry, UpperFile):

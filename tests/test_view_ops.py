@@ -19,7 +19,7 @@ import trio
 from nwcache.daemon.overlay import Overlay
 from nwcache.daemon.schema import FileRef
 from nwcache.daemon.tree import Dir, TreeBuilder
-from nwcache.daemon.view import ViewOperations, content_mtime_ns
+from nwcache.daemon.view import PATCHED_PYFUSE3, ViewOperations, content_mtime_ns
 
 T = TypeVar("T")
 
@@ -63,6 +63,55 @@ def blobs() -> Blobs:
     return Blobs()
 
 
+@pytest.fixture(
+    params=[
+        False,
+        pytest.param(True, marks=pytest.mark.skipif(not PATCHED_PYFUSE3, reason="pyfuse3 is not patched")),
+    ],
+    ids=["handles", "kernel-cached"],
+)
+def kernel_caching(request: pytest.FixtureRequest) -> bool:
+    """Every test runs in both view modes (docs/VIEW.md, "Modes")."""
+    return bool(request.param)
+
+
+class Truncate:
+    """The fields of a setattr that truncates (what the kernel sends for
+    O_TRUNC in no-open mode)."""
+
+    update_size = True
+    update_mode = update_uid = update_gid = update_atime = update_mtime = update_ctime = False
+
+
+def truncated() -> pyfuse3.EntryAttributes:
+    attrs = pyfuse3.EntryAttributes()
+    attrs.st_size = 0
+    return attrs
+
+
+async def open_file(ops: ViewOperations, ino: int, flags: int = os.O_RDONLY) -> int:
+    """What open(2) makes the kernel send in the view's mode: OPEN, or
+    nothing (no-open mode: a truncating open becomes a setattr)."""
+    if not ops.kernel_caching:
+        return (await ops.open(pyfuse3.InodeT(ino), flags, CTX)).fh
+    if flags & os.O_TRUNC:
+        await ops.setattr(pyfuse3.InodeT(ino), truncated(), Truncate(), None, CTX)  # type: ignore[arg-type]
+    return 0
+
+
+async def close_file(ops: ViewOperations, fh: int) -> None:
+    if fh:
+        await ops.release(pyfuse3.FileHandleT(fh))
+
+
+async def read(ops: ViewOperations, fh: int, ino: int, size: int = 1 << 20, off: int = 0) -> bytes:
+    return await ops.read(pyfuse3.FileHandleT(fh), off, size, inode=pyfuse3.InodeT(ino))
+
+
+async def write(ops: ViewOperations, fh: int, ino: int, data: bytes, off: int = 0) -> int:
+    return await ops.write(pyfuse3.FileHandleT(fh), off, data, inode=pyfuse3.InodeT(ino))
+
+
 def build(blobs: Blobs, files: dict[str, bytes]) -> Dir:
     return TreeBuilder().build({p: blobs.add(c) for p, c in files.items()})
 
@@ -80,24 +129,46 @@ async def lookup_path(ops: ViewOperations, path: str) -> pyfuse3.EntryAttributes
 
 
 async def read_all(ops: ViewOperations, ino: int) -> bytes:
-    info = await ops.open(ino, os.O_RDONLY, CTX)
+    fh = await open_file(ops, ino)
     try:
-        return await ops.read(info.fh, 0, 1 << 20)
+        return await read(ops, fh, ino)
     finally:
-        await ops.release(info.fh)
+        await close_file(ops, fh)
 
 
 async def listdir(ops: ViewOperations, ino: int) -> list[str]:
-    fh = await ops.opendir(ino, CTX)
+    names: list[str] = []
+
+    def reply(token: object, name: bytes, attrs: pyfuse3.EntryAttributes, next_id: int) -> bool:
+        names.append(name.decode())
+        return True
+
+    real, pyfuse3.readdir_reply = pyfuse3.readdir_reply, reply  # type: ignore[assignment]
     try:
-        return list(ops.listings[fh].names)
+        fh = await opendir(ops, ino)
+        try:
+            await ops.readdir(pyfuse3.FileHandleT(fh), 0, None, inode=pyfuse3.InodeT(ino))  # type: ignore[arg-type]
+        finally:
+            await closedir(ops, fh)
     finally:
-        await ops.releasedir(fh)
+        pyfuse3.readdir_reply = real
+    return names
 
 
-def test_same_content_same_inode_across_environments(blobs: Blobs, tmp_path: Path) -> None:
+async def opendir(ops: ViewOperations, ino: int) -> int:
+    return 0 if ops.kernel_caching else await ops.opendir(pyfuse3.InodeT(ino), CTX)
+
+
+async def closedir(ops: ViewOperations, fh: int) -> None:
+    if fh:
+        await ops.releasedir(pyfuse3.FileHandleT(fh))
+
+
+def test_same_content_same_inode_across_environments(
+    blobs: Blobs, tmp_path: Path, kernel_caching: bool
+) -> None:
     async def main() -> None:
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         shared = {"pkg/__init__.py": b"X = 1\n", "pkg/lib.so": b"\x7fELF" + b"\0" * 100}
         await ops.add_env("a", build(blobs, shared), Overlay(tmp_path / "a"), venv=tmp_path)
         await ops.add_env(
@@ -106,7 +177,8 @@ def test_same_content_same_inode_across_environments(blobs: Blobs, tmp_path: Pat
         a_init = await lookup_path(ops, "a/pkg/__init__.py")
         b_init = await lookup_path(ops, "b/pkg/__init__.py")
         assert a_init.st_ino == b_init.st_ino
-        assert a_init.st_nlink == 2
+        # One link per path: editors write in place into files with several.
+        assert a_init.st_nlink == 1
         assert stat.S_ISREG(a_init.st_mode)
         assert a_init.st_mode & 0o777 == 0o644
         assert a_init.st_mtime_ns == content_mtime_ns(hashlib.sha256(b"X = 1\n").hexdigest())
@@ -116,25 +188,31 @@ def test_same_content_same_inode_across_environments(blobs: Blobs, tmp_path: Pat
         assert await listdir(ops, (await lookup_path(ops, "b")).st_ino) == ["own.py", "pkg"]
         missing = await ops.lookup((await lookup_path(ops, "a")).st_ino, b"own.py", CTX)
         assert missing.st_ino == 0
-        # Opening a shared file for writing cannot be copied up for one env.
+        # Writing a shared file cannot be copied up for one env: refused at
+        # open (handles) or at the first write (no-open mode), and truncating
+        # it is refused before anything changes in both.
         with pytest.raises(pyfuse3.FUSEError) as raised:
-            await ops.open(a_init.st_ino, os.O_WRONLY, CTX)
+            await write(ops, await open_file(ops, a_init.st_ino, os.O_WRONLY), a_init.st_ino, b"Y")
         assert raised.value.errno == errno.EROFS
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await open_file(ops, a_init.st_ino, os.O_WRONLY | os.O_TRUNC)
+        assert raised.value.errno == errno.EROFS
+        assert await read_all(ops, a_init.st_ino) == b"X = 1\n"
 
     run(main)
 
 
-def test_copy_on_write_layer_and_its_journal(blobs: Blobs, tmp_path: Path) -> None:
+def test_copy_on_write_layer_and_its_journal(blobs: Blobs, tmp_path: Path, kernel_caching: bool) -> None:
     tree = {"pkg/__init__.py": b"X = 1\n", "pkg/sub/mod.py": b"M\n", "other.py": b"O\n"}
 
     async def first() -> None:
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         await ops.add_env("a", build(blobs, tree), Overlay(tmp_path / "a"), venv=tmp_path)
         await ops.add_env("b", build(blobs, tree), Overlay(tmp_path / "b"), venv=tmp_path)
         root = (await lookup_path(ops, "a")).st_ino
         info, attrs = await ops.create(root, b"new.py", stat.S_IFREG | 0o644, os.O_WRONLY, CTX)
-        assert await ops.write(info.fh, 0, b"NEW\n") == 4
-        await ops.release(info.fh)
+        assert await write(ops, info.fh, attrs.st_ino, b"NEW\n") == 4
+        await close_file(ops, info.fh)
         assert await read_all(ops, attrs.st_ino) == b"NEW\n"
         # Rename a generation directory: entries, not copies; same file inodes.
         mod = await lookup_path(ops, "a/pkg/sub/mod.py")
@@ -157,7 +235,7 @@ def test_copy_on_write_layer_and_its_journal(blobs: Blobs, tmp_path: Path) -> No
 
     async def second() -> None:
         # A restart replays the journal.
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         await ops.add_env("a", build(blobs, tree), Overlay(tmp_path / "a"), venv=tmp_path)
         root = (await lookup_path(ops, "a")).st_ino
         assert await listdir(ops, root) == ["link", "moved", "new.py", "pkg"]
@@ -171,37 +249,37 @@ def test_copy_on_write_layer_and_its_journal(blobs: Blobs, tmp_path: Path) -> No
     run(second)
 
 
-def test_flip_changes_only_what_changed(blobs: Blobs, tmp_path: Path) -> None:
+def test_flip_changes_only_what_changed(blobs: Blobs, tmp_path: Path, kernel_caching: bool) -> None:
     async def main() -> None:
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         builder = TreeBuilder()
         one = builder.build({"pkg/a.py": blobs.add(b"1"), "pkg/b.py": blobs.add(b"B")})
         two = builder.build({"pkg/a.py": blobs.add(b"2"), "pkg/b.py": blobs.add(b"B")})
         await ops.add_env("a", one, Overlay(tmp_path / "a"), venv=tmp_path)
         before_a = await lookup_path(ops, "a/pkg/a.py")
         before_b = await lookup_path(ops, "a/pkg/b.py")
-        info = await ops.open(before_a.st_ino, os.O_RDONLY, CTX)
+        fh = await open_file(ops, before_a.st_ino)
         assert await ops.replace_tree("a", two) == 1
         after_a = await lookup_path(ops, "a/pkg/a.py")
         assert after_a.st_ino != before_a.st_ino  # new content, new inode
         assert (await lookup_path(ops, "a/pkg/b.py")).st_ino == before_b.st_ino
-        assert await ops.read(info.fh, 0, 10) == b"1"  # an open file keeps its content
-        await ops.release(info.fh)
+        assert await read(ops, fh, before_a.st_ino, 10) == b"1"  # an open file keeps its content
+        await close_file(ops, fh)
 
     run(main)
 
 
-def test_faults_become_eio_and_are_counted(blobs: Blobs, tmp_path: Path) -> None:
+def test_faults_become_eio_and_are_counted(blobs: Blobs, tmp_path: Path, kernel_caching: bool) -> None:
     async def main() -> None:
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         await ops.add_env("a", build(blobs, {"x.py": b"x"}), Overlay(tmp_path / "a"), venv=tmp_path)
         attrs = await lookup_path(ops, "a/x.py")
         blobs.broken = True
-        info = await ops.open(attrs.st_ino, os.O_RDONLY, CTX)  # the body is opened by the first read
+        fh = await open_file(ops, attrs.st_ino)  # the body is opened by the first read
         with pytest.raises(pyfuse3.FUSEError) as raised:
-            await ops.read(info.fh, 0, 10)
+            await read(ops, fh, attrs.st_ino, 10)
         assert raised.value.errno == errno.EIO
-        await ops.release(info.fh)
+        await close_file(ops, fh)
         assert ops.stats.faults == 1
         assert "index unreadable" in ops.stats.fault_log[0]
         with pytest.raises(pyfuse3.FUSEError) as stale:
@@ -212,12 +290,12 @@ def test_faults_become_eio_and_are_counted(blobs: Blobs, tmp_path: Path) -> None
     run(main)
 
 
-def test_mirror_leads_back_into_the_venv(blobs: Blobs, tmp_path: Path) -> None:
+def test_mirror_leads_back_into_the_venv(blobs: Blobs, tmp_path: Path, kernel_caching: bool) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
 
     async def main() -> None:
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         await ops.add_env(
             "a",
             build(blobs, {"m.py": b"m"}),
@@ -241,7 +319,7 @@ Listed = tuple[str, int, int, int, int]  # name, inode, links, mode, size
 
 
 async def readdir_from(
-    ops: ViewOperations, fh: pyfuse3.FileHandleT, monkeypatch: pytest.MonkeyPatch, room: int = 2
+    ops: ViewOperations, fh: int, ino: int, monkeypatch: pytest.MonkeyPatch, room: int = 2
 ) -> list[Listed]:
     """Every entry readdir replies on an open listing, at most `room` per
     request as a small kernel buffer takes them, each request going on from
@@ -263,7 +341,7 @@ async def readdir_from(
     start = 0
     while True:
         taken = 0
-        await ops.readdir(fh, start, None)  # type: ignore[arg-type]
+        await ops.readdir(pyfuse3.FileHandleT(fh), start, None, inode=pyfuse3.InodeT(ino))  # type: ignore[arg-type]
         if taken == 0:
             return listed
         start = next_ids[-1]
@@ -272,11 +350,11 @@ async def readdir_from(
 async def readdir_all(
     ops: ViewOperations, ino: int, monkeypatch: pytest.MonkeyPatch, room: int = 2
 ) -> list[Listed]:
-    fh = await ops.opendir(ino, CTX)
+    fh = await opendir(ops, ino)
     try:
-        return await readdir_from(ops, fh, monkeypatch, room)
+        return await readdir_from(ops, fh, ino, monkeypatch, room)
     finally:
-        await ops.releasedir(fh)
+        await closedir(ops, fh)
 
 
 async def looked_up(ops: ViewOperations, path: str, names: list[str]) -> list[Listed]:
@@ -288,27 +366,26 @@ async def looked_up(ops: ViewOperations, path: str, names: list[str]) -> list[Li
 
 
 def test_readdir_answers_what_lookup_answers(
-    blobs: Blobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    blobs: Blobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_caching: bool
 ) -> None:
     """readdir resolves a directory the layer leaves alone once per request
     and reuses store files' attributes: its replies must still be exactly
-    what lookup says, through layer changes, link counts and flips."""
+    what lookup says, through layer changes, environments going and flips."""
     tree = {"pkg/__init__.py": b"I\n", "pkg/mod.py": b"M\n", "pkg/sub/x.py": b"X\n", "pkg/tool": b"T\n"}
 
     async def main() -> None:
-        ops = ViewOperations(blobs)
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
         await ops.add_env("a", build(blobs, tree), Overlay(tmp_path / "a"), venv=tmp_path)
         await ops.add_env("b", build(blobs, tree), Overlay(tmp_path / "b"), venv=tmp_path)
         pkg = (await lookup_path(ops, "a/pkg")).st_ino
         listed = await readdir_all(ops, pkg, monkeypatch)
         assert [entry[0] for entry in listed] == ["__init__.py", "mod.py", "sub", "tool"]
         assert listed == await looked_up(ops, "a/pkg", ["__init__.py", "mod.py", "sub", "tool"])
-        assert listed[0][2] == 2  # shared with b
 
         # The layer writes into pkg: a new file, a removal, a new directory.
-        info, _ = await ops.create(pkg, b"new.py", stat.S_IFREG | 0o644, os.O_WRONLY, CTX)
-        await ops.write(info.fh, 0, b"NEW\n")
-        await ops.release(info.fh)
+        info, attrs = await ops.create(pkg, b"new.py", stat.S_IFREG | 0o644, os.O_WRONLY, CTX)
+        await write(ops, info.fh, attrs.st_ino, b"NEW\n")
+        await close_file(ops, info.fh)
         await ops.unlink(pkg, b"mod.py", CTX)
         await ops.mkdir(pkg, b"made", stat.S_IFDIR | 0o755, CTX)
         listed = await readdir_all(ops, pkg, monkeypatch, room=1)
@@ -325,7 +402,7 @@ def test_readdir_answers_what_lookup_answers(
             "tool",
         ]
 
-        # a goes: b's files are no longer shared, and readdir says so.
+        # a goes: b's listing is unchanged.
         await ops.remove_env("a")
         listed = await readdir_all(ops, b_pkg, monkeypatch, room=3)
         assert listed == await looked_up(ops, "b/pkg", ["__init__.py", "mod.py", "sub", "tool"])
@@ -333,12 +410,12 @@ def test_readdir_answers_what_lookup_answers(
 
         # A flip between opendir and readdir: what went is skipped, what
         # changed is the new content.
-        fh = await ops.opendir(b_pkg, CTX)
+        fh = await opendir(ops, b_pkg)
         assert (
             await ops.replace_tree("b", build(blobs, {"pkg/__init__.py": b"I2\n", "pkg/tool": b"T\n"})) >= 1
         )
-        listed = await readdir_from(ops, fh, monkeypatch)
-        await ops.releasedir(fh)
+        listed = await readdir_from(ops, fh, b_pkg, monkeypatch)
+        await closedir(ops, fh)
         assert [entry[0] for entry in listed] == ["__init__.py", "tool"]
         assert listed[0][1] == (await lookup_path(ops, "b/pkg/__init__.py")).st_ino
         for env in ops.envs.values():

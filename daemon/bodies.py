@@ -1,0 +1,119 @@
+"""Open bodies of store blobs, shared by every inode, handle and read of the
+same (blob, executable) pair.
+
+A body is an open descriptor of `blobs/ab/<hex>` or, for a blob kept inline
+in the index, its bytes. Users (an open handle, or one read in progress)
+hold it; a body nobody holds stays open in a bounded LRU, so reading a
+module again is a dictionary lookup instead of an open on a worker thread.
+A descriptor stays valid after GC unlinks its file, so a body never needs
+its file once it is open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from .schema import FileRef
+
+# Bodies kept open after their last user let go.
+KEPT_OPEN = 8192
+
+BodyKey = tuple[str, bool]
+
+
+class BlobSource(Protocol):
+    def blob_location(self, blob: str) -> tuple[int, bytes | Path]: ...
+
+
+@dataclass(eq=False)
+class Body:
+    fd: int | None
+    data: bytes | None
+    users: int = 0
+
+    def read(self, size: int, off: int) -> bytes:
+        if self.data is not None:
+            return self.data[off : off + size]
+        assert self.fd is not None
+        return os.pread(self.fd, size, off)
+
+
+def body_key(ref: FileRef) -> BodyKey:
+    return (ref.blob, ref.executable)
+
+
+class BodyCache:
+    def __init__(self, blobs: BlobSource, limiter: trio.CapacityLimiter, kept: int = KEPT_OPEN) -> None:
+        self.blobs = blobs
+        self.limiter = limiter
+        self.kept = kept
+        self.bodies: dict[BodyKey, Body] = {}
+        self.idle: OrderedDict[BodyKey, Body] = OrderedDict()
+
+    def held(self) -> set[str]:
+        """Blobs whose bodies some user holds right now."""
+        return {blob for (blob, _), body in self.bodies.items() if body.users}
+
+    def known(self, ref: FileRef) -> Body | None:
+        return self.bodies.get(body_key(ref))
+
+    def hold(self, ref: FileRef, body: Body) -> Body:
+        self.idle.pop(body_key(ref), None)
+        body.users += 1
+        return body
+
+    async def acquire(self, ref: FileRef) -> Body:
+        """The body of `ref`, opened on a worker thread if it is not open;
+        the caller must `release` it."""
+        key = body_key(ref)
+        body = self.bodies.get(key)
+        if body is None:
+
+            def locate_and_open() -> Body:
+                _size, where = self.blobs.blob_location(ref.blob)
+                if isinstance(where, bytes):
+                    return Body(None, where)
+                return Body(os.open(where, os.O_RDONLY | os.O_CLOEXEC), None)
+
+            opened = await trio.to_thread.run_sync(locate_and_open, limiter=self.limiter)
+            body = self.bodies.get(key)  # another read raced this one
+            if body is None:
+                self.bodies[key] = body = opened
+            elif opened.fd is not None:
+                os.close(opened.fd)
+        return self.hold(ref, body)
+
+    def release(self, ref: FileRef, body: Body) -> None:
+        body.users -= 1
+        if body.users:
+            return
+        key = body_key(ref)
+        self.idle[key] = body
+        while len(self.idle) > self.kept:
+            old_key, old = self.idle.popitem(last=False)
+            del self.bodies[old_key]
+            if old.fd is not None:
+                os.close(old.fd)
+
+    async def read(self, ref: FileRef, size: int, off: int) -> bytes:
+        body = await self.acquire(ref)
+        try:
+            if body.data is not None:
+                return body.data[off : off + size]
+            return await trio.to_thread.run_sync(body.read, size, off, limiter=self.limiter)
+        finally:
+            self.release(ref, body)
+
+    def close(self) -> None:
+        """Close every body (after unmount)."""
+        for body in self.bodies.values():
+            if body.fd is not None:
+                os.close(body.fd)
+        self.bodies.clear()
+        self.idle.clear()
