@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import trio
 
+from .errors import StoreError
 from .mount import clear_stale_mount, serve_view
 from .service import Service
 from .store import Store
-from .errors import StoreError
 from .view import HANDLES, KERNEL_CACHED, PATCHED_PYFUSE3, ViewOperations
 
 T = TypeVar("T")

@@ -980,6 +980,14 @@ class ViewOperations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=not truncate)
         raise FUSEError(errno.EISDIR if found.kind in ("dir", "root", "mirror") else errno.ELOOP)
 
+    def _keep_first_body(self, handle: Handle, ref: FileRef, body: Body) -> Body:
+        """Two reads of one handle may race to open its body: the first wins."""
+        if handle.body is None:
+            handle.body = body
+        else:
+            self.bodies.release(ref, body)
+        return handle.body
+
     async def _upper_fd(self, holder: Handle | Inode, inode: Inode) -> int:
         """The descriptor of an upper file's body, opened at first use."""
         if holder.fd is not None:
@@ -1014,16 +1022,11 @@ class ViewOperations(pyfuse3.Operations):
             raise FUSEError(errno.EBADF)
         ref = handle.inode.ref
         if ref is not None:
-            if handle.body is None:
-                body = await self.bodies.acquire(ref)
-                if handle.body is None:
-                    handle.body = body
-                else:
-                    self.bodies.release(ref, body)
-            if handle.body.data is not None:
-                data = handle.body.data[off : off + size]
+            body = handle.body or self._keep_first_body(handle, ref, await self.bodies.acquire(ref))
+            if body.data is not None:
+                data = body.data[off : off + size]
             else:
-                data = await trio.to_thread.run_sync(handle.body.read, size, off, limiter=self.limiter)
+                data = await trio.to_thread.run_sync(body.read, size, off, limiter=self.limiter)
         else:
             fd = await self._upper_fd(handle, handle.inode)
             data = await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)

@@ -183,3 +183,8 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield make_venv(root / "venv")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# The mounted-view fixtures (`view`, `view_mode`), for every test file; at the
+# end, since tests.mounted uses what this module defines.
+from tests.mounted import view, view_mode  # noqa: E402, F401
