@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,17 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         tree_out = scratch / "tree-wheel"
         tree_out.mkdir()
         files = {f"smalltree/d{i % 100:02d}/f{i:05d}.dat": 1024 + (i * 37) % 7168 for i in range(TREE_FILES)}
-        make_tree_wheel(scratch / "tree-src", "smalltree", files, tree_out)
+        tree_src = make_tree_wheel(scratch / "tree-src", "smalltree", files, tree_out)
         tree_wheel = next(tree_out.glob("*.whl"))
 
         venvs: dict[str, Path] = {NATIVE: scratch / "native"}
         subprocess.run([sys.executable, "-m", "venv", str(venvs[NATIVE])], check=True, capture_output=True)
         subprocess.run(
             [str(venvs[NATIVE] / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
-            + [str(w) for w in [*wheels, tree_wheel]],
+            + [str(w) for w in wheels],
             check=True,
             env=plain,
         )
+        shutil.copytree(
+            tree_src / "smalltree", site_of(venvs[NATIVE]) / "smalltree"
+        )  # pip takes no 2.0 wheel
         daemons = {mode: Daemon(envs[mode], [sys.executable, "-m", "nwcache"]) for mode in MODES}
         first: dict[str, dict[str, float]] = {name: {} for name in (NATIVE, *MODES)}
         try:
