@@ -54,7 +54,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .bodies import BlobSource, Body, BodyCache
+from .bodies import BlobSource, Body, BodyCache, pread_cached
 from .inodes import Inode, InodeTable
 from .merged import DirTimes, EnvView, join, parent_of
 from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
@@ -1012,7 +1012,7 @@ class ViewOperations(pyfuse3.Operations):
                 data = await self.bodies.read(found.ref, size, off)
             elif found.kind == "upper":
                 fd = await self._upper_fd(found, found)
-                data = await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)
+                data = await self._read_upper(fd, size, off)
             else:
                 raise FUSEError(errno.EISDIR)
             self.stats.bytes_read += len(data)
@@ -1023,15 +1023,20 @@ class ViewOperations(pyfuse3.Operations):
         ref = handle.inode.ref
         if ref is not None:
             body = handle.body or self._keep_first_body(handle, ref, await self.bodies.acquire(ref))
-            if body.data is not None:
-                data = body.data[off : off + size]
-            else:
-                data = await trio.to_thread.run_sync(body.read, size, off, limiter=self.limiter)
+            data = await self.bodies.read_from(body, ref, size, off)
         else:
             fd = await self._upper_fd(handle, handle.inode)
-            data = await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)
+            data = await self._read_upper(fd, size, off)
         self.stats.bytes_read += len(data)
         return data
+
+    async def _read_upper(self, fd: int, size: int, off: int) -> bytes:
+        """A layer file: its size is what the body's is, so a short read may be
+        the end of the file; only a full read is taken from the event loop."""
+        cached = pread_cached(fd, size, off, size)
+        if cached is not None:
+            return cached
+        return await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.limiter)
 
     @handler
     async def write(

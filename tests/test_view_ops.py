@@ -422,3 +422,33 @@ def test_readdir_answers_what_lookup_answers(
             env.overlay.close()
 
     run(main)
+
+
+def test_the_mode_follows_the_patch_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kernel-cached by default with the patched pyfuse3; handles, with a
+    warning, without it; NWCACHE_VIEW_MODE chooses, and a choice the build
+    cannot serve is refused with a hint."""
+    from nwcache.daemon import runner
+    from nwcache.daemon.errors import StoreError
+
+    monkeypatch.delenv("NWCACHE_VIEW_MODE", raising=False)
+    assert runner.view_mode() is PATCHED_PYFUSE3
+    monkeypatch.setenv("NWCACHE_VIEW_MODE", "handles")
+    assert runner.view_mode() is False
+    monkeypatch.setenv("NWCACHE_VIEW_MODE", "fast")
+    with pytest.raises(StoreError, match="not a view mode"):
+        runner.view_mode()
+    monkeypatch.setattr(runner, "PATCHED_PYFUSE3", False)
+    monkeypatch.setenv("NWCACHE_VIEW_MODE", "kernel-cached")
+    with pytest.raises(StoreError, match="needs pyfuse3 with the project's patch") as refused:
+        runner.view_mode()
+    assert "make setup" in refused.value.hint
+    monkeypatch.delenv("NWCACHE_VIEW_MODE")
+    with caplog.at_level("WARNING", logger="nwcache.view"):
+        assert runner.view_mode() is False
+    assert "lacks the project's patch" in caplog.text
+    if not PATCHED_PYFUSE3:
+        with pytest.raises(ValueError, match="needs the project's pyfuse3 patch"):
+            ViewOperations(Blobs(), kernel_caching=True)
