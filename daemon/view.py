@@ -454,7 +454,7 @@ class ViewOperations(pyfuse3.Operations):
                 (h.fd for h in self.handles.values() if h.inode is inode and h.fd is not None), None
             )
         if open_fd is not None:
-            return await trio.to_thread.run_sync(os.fstat, open_fd, limiter=self.limiter)
+            return os.fstat(open_fd)  # an open descriptor: answered from memory
         return await trio.to_thread.run_sync(os.stat, inode.env.overlay.body(inode.id), limiter=self.limiter)
 
     async def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
@@ -711,7 +711,7 @@ class ViewOperations(pyfuse3.Operations):
         env.overlay.put(path, upper)
         env.touch(parent_of(path))
         inode = self._child_inode(env, path, upper)
-        attrs = self._attrs(inode, await trio.to_thread.run_sync(os.fstat, fd, limiter=self.limiter))
+        attrs = self._attrs(inode, os.fstat(fd))
         inode.lookups += 1
         self.stats.opens += 1
         if self.kernel_caching:
@@ -816,9 +816,11 @@ class ViewOperations(pyfuse3.Operations):
         if is_dir and (dst + "/").startswith(src + "/"):
             raise FUSEError(errno.EINVAL)
         moved = dict(env.capture(src, node))
+        # Only a directory takes directory inodes along (renaming a file,
+        # which pip and uv do for every file they write, scans nothing).
         moving_dirs = [
             inode
-            for inode in self.inodes.of_env(env.name, ("dir",))
+            for inode in (self.inodes.of_env(env.name, ("dir",)) if is_dir else ())
             if inode.path is not None and (inode.path == src or inode.path.startswith(src + "/"))
         ]
         for inode in moving_dirs:
@@ -909,27 +911,29 @@ class ViewOperations(pyfuse3.Operations):
         handle = self.handles.get(fh) if fh else None
         fd = handle.fd if handle is not None and handle.fd is not None else found.fd
         target: int | Path = fd if fd is not None else body
-        if fields.update_size:
-            size = attr.st_size
-            await trio.to_thread.run_sync(
-                lambda: os.ftruncate(target, size) if isinstance(target, int) else os.truncate(target, size),
-                limiter=self.limiter,
-            )
         if fields.update_mode:
             upper_path = self._upper_path(found)
             if upper_path is not None:
                 found.env.overlay.put(upper_path, UpperFile(found.id, attr.st_mode & 0o7777))
-            # The body keeps its own mode; chmod-ing it moves its ctime, as
-            # the chmod the user made must.
-            await trio.to_thread.run_sync(os.chmod, target, 0o600, limiter=self.limiter)
-        if fields.update_mtime or fields.update_atime:
-            st = await self._stat_upper(found)
-            times = (
-                atime if atime is not None else st.st_atime_ns,
-                mtime if mtime is not None else st.st_mtime_ns,
-            )
-            await trio.to_thread.run_sync(lambda: os.utime(target, ns=times), limiter=self.limiter)
-        return self._attrs(found, await self._stat_upper(found))
+        size = attr.st_size if fields.update_size else None
+
+        def apply() -> os.stat_result:
+            if size is not None:
+                os.truncate(target, size)
+            if fields.update_mode:
+                # The body keeps its own mode; chmod-ing it moves its ctime,
+                # as the chmod the user made must.
+                os.chmod(target, 0o600)
+            if atime is not None or mtime is not None:
+                st = os.stat(target)
+                os.utime(target, ns=(atime or st.st_atime_ns, mtime or st.st_mtime_ns))
+            return os.stat(target)
+
+        if isinstance(target, int) and size is None:
+            # Metadata of an open descriptor: no disk read, cheaper here than
+            # a worker thread (pip and uv chmod and utime every file they write).
+            return self._attrs(found, apply())
+        return self._attrs(found, await trio.to_thread.run_sync(apply, limiter=self.limiter))
 
     @handler
     async def open(
