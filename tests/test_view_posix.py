@@ -201,9 +201,11 @@ def test_editing_an_installed_module_changes_only_that_venv(view: View, tmp_path
     assert untouched.read_text() == "X = 1\n"
     # Writing in place without truncating: refused (at open with handles, at
     # the write in kernel-cached mode), and the cached pages stay true.
-    with pytest.raises(OSError, match="Read-only file system") as raised:
-        with open(untouched, "r+b", buffering=0) as raw:
-            raw.write(b"Y")
+    with (
+        pytest.raises(OSError, match="Read-only file system") as raised,
+        open(untouched, "r+b", buffering=0) as raw,
+    ):
+        raw.write(b"Y")
     assert raised.value.errno == errno.EROFS
     assert untouched.read_text() == "X = 1\n"
     assert py(b, "import edited; print(edited.X)").stdout.strip() == "1"
