@@ -262,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             after = rss_kib()
             view_stats = service.view.stats
             faults = view_stats.faults
+            mode = service.view.mode
     report = [
         "# View benchmark",
         "",
@@ -270,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "downloaded when it runs.",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {memory_total()} RAM; load average at the end {load_average()}. "
-        f"Python {platform.python_version()}, pyfuse3 {pyfuse3.__version__}, kernel {platform.release()}. "
+        f"Python {platform.python_version()}, pyfuse3 {pyfuse3.__version__}, kernel {platform.release()}; "
+        f"the view in {mode} mode (NWCACHE_VIEW_MODE, docs/VIEW.md). "
         "pip ran with PIP_CONFIG_FILE=/dev/null and no PIP_* index variables; the measured children ran with "
         "PYTHONDONTWRITEBYTECODE unset (bytecode used in both venvs: pip compiled it; nwcache's daemon compiled "
         "it at install and the view serves the shared pycs). Cold = after `echo 3 > /proc/sys/vm/drop_caches`; warm = the second of two reads in a row.",
