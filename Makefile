@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-bytecode bench-corpus clean
+.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-bytecode bench-viewmodes bench-corpus clean
 
 all: test
 
@@ -83,6 +83,10 @@ bench-install: setup
 
 bench-bytecode: setup
 	$(BIN)/python -m bench.bytecode $(BENCH_ARGS)
+
+# The view's two modes (kernel-cached, handles) against a pip venv (docs/BENCH-VIEWMODES.md).
+bench-viewmodes: setup
+	$(BIN)/python -m bench.viewmodes $(BENCH_ARGS)
 
 # Every variant of the format idea on popular wheels (docs/BENCH-CORPUS.md);
 # e.g. BENCH_ARGS="--top 10".
