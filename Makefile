@@ -47,6 +47,7 @@ $(VENV)/.pyfuse3-patched: $(VENV)/.synced $(PYFUSE3_PATCH) patches/pyfuse3/fetch
 	sdist=$$($(PYTHON) patches/pyfuse3/fetch_sdist.py $(PYFUSE3_VERSION) $(PYFUSE3_BUILD)) && \
 		tar -xzf "$$sdist" -C $(PYFUSE3_BUILD)
 	patch -s -p1 -d $(PYFUSE3_BUILD)/pyfuse3-$(PYFUSE3_VERSION) < $(PYFUSE3_PATCH)
+	rm $(PYFUSE3_BUILD)/pyfuse3-$(PYFUSE3_VERSION)/src/pyfuse3/__init__.c  # Cython output of the unpatched sources
 	$(UV) pip install -q --python $(BIN)/python --no-deps --reinstall $(PYFUSE3_BUILD)/pyfuse3-$(PYFUSE3_VERSION)
 	$(BIN)/python -c "import pyfuse3; assert 'cache_readdir' in dir(pyfuse3.FileInfo), 'pyfuse3 is not patched'"
 	touch $@
