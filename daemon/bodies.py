@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -86,38 +87,72 @@ class BodyCache:
         body.users += 1
         return body
 
+    def _open(self, blob: str) -> Body:
+        _size, where = self.blobs.blob_location(blob)
+        if isinstance(where, bytes):
+            return Body(None, where)
+        return Body(os.open(where, os.O_RDONLY | os.O_CLOEXEC), None)
+
+    def _keep(self, key: BodyKey, opened: Body) -> Body:
+        """Keep a body opened off the event loop, unless another one raced it."""
+        body = self.bodies.get(key)
+        if body is None:
+            self.bodies[key] = body = opened
+        elif opened.fd is not None:
+            os.close(opened.fd)
+        return body
+
     async def acquire(self, ref: FileRef) -> Body:
         """The body of `ref`, opened on a worker thread if it is not open;
         the caller must `release` it."""
         key = body_key(ref)
         body = self.bodies.get(key)
         if body is None:
-
-            def locate_and_open() -> Body:
-                _size, where = self.blobs.blob_location(ref.blob)
-                if isinstance(where, bytes):
-                    return Body(None, where)
-                return Body(os.open(where, os.O_RDONLY | os.O_CLOEXEC), None)
-
-            opened = await trio.to_thread.run_sync(locate_and_open, limiter=self.limiter)
-            body = self.bodies.get(key)  # another read raced this one
-            if body is None:
-                self.bodies[key] = body = opened
-            elif opened.fd is not None:
-                os.close(opened.fd)
+            body = self._keep(key, await trio.to_thread.run_sync(self._open, ref.blob, limiter=self.limiter))
         return self.hold(ref, body)
 
-    def release(self, ref: FileRef, body: Body) -> None:
-        body.users -= 1
-        if body.users:
-            return
-        key = body_key(ref)
-        self.idle[key] = body
+    async def prefetch(self, refs: Iterable[FileRef]) -> int:
+        """Open the bodies of files a flip just made visible, in one worker
+        thread hop, so that their first reads (the first import after an
+        install) are served on the event loop. Idle, within the LRU's bound."""
+        wanted: dict[BodyKey, str] = {}
+        for ref in refs:
+            key = body_key(ref)
+            if key not in self.bodies and len(wanted) < self.kept // 2:
+                wanted[key] = ref.blob
+
+        def open_all() -> list[tuple[BodyKey, Body]]:
+            opened = []
+            for key, blob in wanted.items():
+                try:
+                    opened.append((key, self._open(blob)))
+                except Exception:
+                    continue
+            return opened
+
+        if not wanted:
+            return 0
+        opened = await trio.to_thread.run_sync(open_all, limiter=self.limiter)
+        for key, body in opened:
+            kept = self._keep(key, body)
+            if kept.users == 0 and key not in self.idle:
+                self.idle[key] = kept
+        self._evict()
+        return len(opened)
+
+    def _evict(self) -> None:
         while len(self.idle) > self.kept:
             old_key, old = self.idle.popitem(last=False)
             del self.bodies[old_key]
             if old.fd is not None:
                 os.close(old.fd)
+
+    def release(self, ref: FileRef, body: Body) -> None:
+        body.users -= 1
+        if body.users:
+            return
+        self.idle[body_key(ref)] = body
+        self._evict()
 
     async def read(self, ref: FileRef, size: int, off: int) -> bytes:
         body = await self.acquire(ref)

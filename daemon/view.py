@@ -45,7 +45,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -59,7 +59,7 @@ from .inodes import Inode, InodeTable
 from .merged import DirTimes, EnvView, join, parent_of
 from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
 from .schema import FileRef
-from .tree import Dir, diff
+from .tree import Change, Dir, diff
 
 log = logging.getLogger("nwcache.view")
 
@@ -156,6 +156,16 @@ def _keep_first_fd(holder: Handle | Inode, fd: int) -> int:
     return holder.fd
 
 
+def _new_files(tree: Dir, changes: Sequence[Change]) -> Iterator[FileRef]:
+    """The store files that the changed names lead to in `tree`."""
+    for change in changes:
+        node = tree.walk(join(change.parent, change.name))
+        if isinstance(node, Dir):
+            yield from (ref for _, ref in node.files())
+        elif node is not None:
+            yield node
+
+
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
@@ -223,6 +233,7 @@ class ViewOperations(pyfuse3.Operations):
         tree, and every directory whose names changed has a new mtime."""
         env = self.envs[name]
         changes = list(diff(env.lower, lower))
+        await self.bodies.prefetch(_new_files(lower, changes))
         env.lower = lower
         now = time.time_ns()
         notes: list[tuple[int, str]] = []
