@@ -31,6 +31,8 @@ BodyKey = tuple[str, bool]
 class BlobSource(Protocol):
     def blob_location(self, blob: str) -> tuple[int, bytes | Path]: ...
 
+    def body_path(self, blob: str) -> Path: ...
+
 
 @dataclass(eq=False)
 class Body:

@@ -12,6 +12,8 @@ Kinds and keys (the key is what makes two lookups the same inode):
     store    ("store", blob, executable)      a store file: ONE inode for the
                                               same content in every environment
                                               and generation (one page cache)
+    pyc      ("pyc", blob)                    a shared pyc with a file body: a
+                                              symlink to that body (`path`)
     upper    ("upper", env, layer id)         a file written inside the venv
     link     ("link", env, layer id)          a symlink made inside the venv
 
@@ -35,11 +37,11 @@ from .schema import FileRef
 @dataclass(eq=False)
 class Inode:
     ino: int
-    kind: str  # "root", "mirror", "out", "dir", "store", "upper", "link"
+    kind: str  # "root", "mirror", "out", "dir", "store", "pyc", "upper", "link"
     key: tuple[Any, ...]
     env: EnvView | None = None
-    path: str | None = None  # directories: moves with renames; None once gone. out: the target
-    ref: FileRef | None = None  # store files
+    path: str | None = None  # directories: moves with renames; None once gone. out, pyc: the target
+    ref: FileRef | None = None  # store files and pycs
     id: int = 0  # upper files and symlinks: the layer id; mirrors: the depth
     lookups: int = 0
     opens: int = 0

@@ -223,6 +223,10 @@ class Store:
         _size, where = self.blob_location(blob)
         return where if isinstance(where, bytes) else where.read_bytes()
 
+    def body_path(self, blob: str) -> Path:
+        """Where the body of `blob` lives if it is a file (it may be inline)."""
+        return self.bodies.path(blob)
+
     def blob_location(self, blob: str) -> tuple[int, bytes | Path]:
         """(size, inline bytes or the body's path) for the view."""
         with self.env.begin() as txn:
@@ -982,10 +986,11 @@ class Store:
                     entries[key] = FileRef(blob, size, False)
                     if blob in pending.inline or blob in pending.files or self.has_blob(blob):
                         output.unlink()
-                    elif size <= schema.INLINE_MAX:
-                        pending.inline[blob] = output.read_bytes()
-                        output.unlink()
                     else:
+                        # A pyc is a file body whatever its size: the view
+                        # hands pycs out as symlinks to their bodies, so that
+                        # Python opens and reads them on the store's own file
+                        # system (docs/VIEW.md, "Bytecode").
                         pending.files[blob] = (output, size)
                 self._publish(pending)
                 with self._write() as txn:

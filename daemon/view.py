@@ -45,7 +45,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -55,6 +55,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from .bodies import BlobSource, Body, BodyCache, pread_cached
+from .bytecode import is_bytecode
 from .inodes import Inode, InodeTable
 from .merged import DirTimes, EnvView, join, parent_of
 from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
@@ -156,14 +157,15 @@ def _keep_first_fd(holder: Handle | Inode, fd: int) -> int:
     return holder.fd
 
 
-def _new_files(tree: Dir, changes: Sequence[Change]) -> Iterator[FileRef]:
-    """The store files that the changed names lead to in `tree`."""
+def _new_files(tree: Dir, changes: Sequence[Change]) -> Iterator[tuple[str, FileRef]]:
+    """The store files (path, ref) that the changed names lead to in `tree`."""
     for change in changes:
-        node = tree.walk(join(change.parent, change.name))
+        path = join(change.parent, change.name)
+        node = tree.walk(path)
         if isinstance(node, Dir):
-            yield from (ref for _, ref in node.files())
+            yield from node.files(path + "/")
         elif node is not None:
-            yield node
+            yield path, node
 
 
 def _check_name(name: bytes) -> None:
@@ -200,7 +202,14 @@ class ViewOperations(pyfuse3.Operations):
         self.limiter = limiter or trio.CapacityLimiter(8)
         self.envs: dict[str, EnvView] = {}
         self.inodes = InodeTable()
+        self.blobs = blobs
         self.bodies = BodyCache(blobs, self.limiter)
+        # Shared pycs whose bodies are files: blob -> the body's path (None:
+        # inline in the index). Such a pyc is served as a symlink to its body,
+        # so that Python opens and reads it on the store's file system: no
+        # FUSE request at all, not even the isatty ioctl that io.open asks of
+        # every file and that FUSE always forwards.
+        self.pyc_bodies: dict[str, Path | None] = {}
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, tuple[Inode, list[str]]] = {}
         self.stats = ViewStats(mode=KERNEL_CACHED if kernel_caching else HANDLES)
@@ -233,7 +242,9 @@ class ViewOperations(pyfuse3.Operations):
         tree, and every directory whose names changed has a new mtime."""
         env = self.envs[name]
         changes = list(diff(env.lower, lower))
-        await self.bodies.prefetch(_new_files(lower, changes))
+        new_files = dict(_new_files(lower, changes))
+        await self._learn_pycs(ref for path, ref in new_files.items() if is_bytecode(path))
+        await self.bodies.prefetch(ref for path, ref in new_files.items() if not is_bytecode(path))
         env.lower = lower
         now = time.time_ns()
         notes: list[tuple[int, str]] = []
@@ -302,6 +313,11 @@ class ViewOperations(pyfuse3.Operations):
             return self.inodes.make(key, lambda ino: Inode(ino, "dir", key, env=env, path=path))
         if isinstance(node, FileRef):
             ref = node
+            body = self.pyc_bodies.get(ref.blob) if is_bytecode(path) else None
+            if body is not None:
+                key = ("pyc", ref.blob)
+                target = str(body)
+                return self.inodes.make(key, lambda ino: Inode(ino, "pyc", key, ref=ref, path=target))
             key = ("store", ref.blob, ref.executable)
             return self.inodes.make(key, lambda ino: Inode(ino, "store", key, ref=ref))
         if isinstance(node, UpperFile):
@@ -313,6 +329,22 @@ class ViewOperations(pyfuse3.Operations):
             link_id = node.id
             return self.inodes.make(key, lambda ino: Inode(ino, "link", key, env=env, id=link_id))
         raise TypeError(node)
+
+    async def _learn_pycs(self, refs: Iterable[FileRef]) -> None:
+        """Find out, in one worker thread hop, which of these pycs have file
+        bodies (see `pyc_bodies`)."""
+        unknown = {ref.blob for ref in refs if ref.blob not in self.pyc_bodies}
+        if not unknown:
+            return
+
+        def find() -> dict[str, Path | None]:
+            found: dict[str, Path | None] = {}
+            for blob in unknown:
+                body = self.blobs.body_path(blob)
+                found[blob] = body if body.is_file() else None
+            return found
+
+        self.pyc_bodies.update(await trio.to_thread.run_sync(find, limiter=self.limiter))
 
     def _env_dir(self, env: EnvView) -> Inode:
         return self._mirror(env, 0) if env.prefix else self._site_root(env)
@@ -341,7 +373,12 @@ class ViewOperations(pyfuse3.Operations):
             key = ("out", env.name, str(real))
             return self.inodes.make(key, lambda ino: Inode(ino, "out", key, env=env, path=str(real)))
         env, path = self._dir(parent.ino)
-        return self._lookup_path(env, join(path, text))
+        child = join(path, text)
+        if is_bytecode(child):
+            node = env.resolve(child)
+            if isinstance(node, FileRef):
+                await self._learn_pycs([node])
+        return self._lookup_path(env, child)
 
     def _up(self, inode: Inode) -> Inode:
         """The inode of ".." of a directory."""
@@ -420,6 +457,15 @@ class ViewOperations(pyfuse3.Operations):
             attrs.st_atime_ns = st.st_atime_ns
             attrs.st_mtime_ns = st.st_mtime_ns
             attrs.st_ctime_ns = st.st_ctime_ns
+        elif inode.kind == "pyc":
+            assert inode.ref is not None
+            attrs.st_mode = stat.S_IFLNK | 0o777
+            attrs.st_size = len(os.fsencode(inode.path or ""))
+            t = content_mtime_ns(inode.ref.blob)
+            attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = t
+            attrs.st_blocks = 0
+            inode.attrs = attrs
+            return attrs
         elif inode.kind in ("link", "out"):
             assert inode.env is not None
             if inode.kind == "out":
@@ -535,7 +581,7 @@ class ViewOperations(pyfuse3.Operations):
     @handler
     async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
         found = self.inodes.get(inode)
-        if found is not None and found.kind == "out" and found.path is not None:
+        if found is not None and found.kind in ("out", "pyc") and found.path is not None:
             return os.fsencode(found.path)
         if found is None or found.kind != "link" or found.env is None:
             raise FUSEError(errno.EINVAL)
@@ -594,6 +640,8 @@ class ViewOperations(pyfuse3.Operations):
         lower = None
         if directory.kind == "dir" and directory.env is not None and directory.path is not None:
             lower = directory.env.plain_lower(directory.path)
+            if lower is not None and directory.path.rpartition("/")[2] == "__pycache__":
+                await self._learn_pycs(ref for ref in lower.entries.values() if isinstance(ref, FileRef))
         for index in range(start_id, len(names)):
             name = names[index]
             if lower is not None:
@@ -886,7 +934,7 @@ class ViewOperations(pyfuse3.Operations):
         if (fields.update_uid and attr.st_uid != self.uid) or (fields.update_gid and attr.st_gid != self.gid):
             raise FUSEError(errno.EPERM)
         changes = fields.update_size or fields.update_mode or fields.update_mtime or fields.update_atime
-        if found.kind in ("store", "root"):
+        if found.kind in ("store", "pyc", "root"):
             if changes:
                 raise FUSEError(errno.EROFS)
             return self._attrs(found)

@@ -29,6 +29,7 @@ class Blobs:
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.files: dict[str, Path] = {}
         self.broken = False
 
     def add(self, content: bytes, executable: bool = False) -> FileRef:
@@ -39,7 +40,19 @@ class Blobs:
     def blob_location(self, blob: str) -> tuple[int, bytes | Path]:
         if self.broken:
             raise RuntimeError("index unreadable")
+        if blob in self.files:
+            return len(self.data[blob]), self.files[blob]
         return len(self.data[blob]), self.data[blob]
+
+    def body_path(self, blob: str) -> Path:
+        return self.files.get(blob, Path("/nonexistent") / blob)
+
+    def add_file(self, content: bytes, where: Path) -> FileRef:
+        """A blob whose body is a file (the store's large blobs and pycs)."""
+        ref = self.add(content)
+        where.write_bytes(content)
+        self.files[ref.blob] = where
+        return ref
 
 
 class Ctx:
@@ -452,3 +465,47 @@ def test_the_mode_follows_the_patch_and_the_setting(
     if not PATCHED_PYFUSE3:
         with pytest.raises(ValueError, match="needs the project's pyfuse3 patch"):
             ViewOperations(Blobs(), kernel_caching=True)
+
+
+def test_pycs_with_file_bodies_are_symlinks_to_them(
+    blobs: Blobs, tmp_path: Path, kernel_caching: bool
+) -> None:
+    """A shared pyc whose body is a file is a symlink to it (Python then reads
+    it without any FUSE request); one kept inline is served as a file; both
+    refuse changes like every store file."""
+    body = tmp_path / "pyc-body"
+    pyc = blobs.add_file(b"\xa7\r\r\n pyc bytes", body)
+    inline = blobs.add(b"\xa7\r\r\n small")
+    tree = TreeBuilder().build(
+        {
+            "pkg/__init__.py": blobs.add(b""),
+            "pkg/__pycache__/__init__.cpython-311.pyc": pyc,
+            "pkg/__pycache__/mod.cpython-311.pyc": inline,
+            "pkg/not_a_pyc.pyc": pyc,
+        }
+    )
+
+    async def main() -> None:
+        ops = ViewOperations(blobs, kernel_caching=kernel_caching)
+        await ops.add_env("a", tree, Overlay(tmp_path / "a"), venv=tmp_path)
+        await ops.add_env("b", tree, Overlay(tmp_path / "b"), venv=tmp_path)
+        linked = await lookup_path(ops, "a/pkg/__pycache__/__init__.cpython-311.pyc")
+        assert stat.S_ISLNK(linked.st_mode)
+        assert await ops.readlink(pyfuse3.InodeT(linked.st_ino), CTX) == os.fsencode(body)
+        assert linked.st_ino == (await lookup_path(ops, "b/pkg/__pycache__/__init__.cpython-311.pyc")).st_ino
+        assert hashlib.sha256(b"\xa7\r\r\n pyc bytes").hexdigest() in ops.pinned_blobs()
+        kept = await lookup_path(ops, "a/pkg/__pycache__/mod.cpython-311.pyc")
+        assert stat.S_ISREG(kept.st_mode)
+        assert await read_all(ops, kept.st_ino) == b"\xa7\r\r\n small"
+        # Only a __pycache__ entry is a pyc: the same content elsewhere is a file.
+        elsewhere = await lookup_path(ops, "a/pkg/not_a_pyc.pyc")
+        assert stat.S_ISREG(elsewhere.st_mode)
+        pycache = (await lookup_path(ops, "a/pkg/__pycache__")).st_ino
+        assert await listdir(ops, pycache) == ["__init__.cpython-311.pyc", "mod.cpython-311.pyc"]
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.setattr(pyfuse3.InodeT(linked.st_ino), truncated(), Truncate(), None, CTX)  # type: ignore[arg-type]
+        assert raised.value.errno == errno.EROFS
+        for env in ops.envs.values():
+            env.overlay.close()
+
+    run(main)
