@@ -61,3 +61,11 @@ class UnsupportedArchive(ArchiveError):
 
 class DestinationError(ArchiveError):
     """The output location cannot be used (exists, not empty, same as input)."""
+
+
+def write_error(exc: OSError, *, archive: str | PathLike[str] | None, where: str | None) -> DestinationError:
+    """An OSError writing the output (no space, permissions, a name the file
+    system refuses): the archive's error, naming the file that failed."""
+    return DestinationError(
+        f"cannot write ({exc.strerror or exc})", rule="destination-io", archive=archive, member=where
+    )

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from .errors import InvalidArchive, RecordMismatch, UnsupportedArchive
+from .errors import ArchiveError, InvalidArchive, RecordMismatch, UnsupportedArchive
 from .paths import MAX_FILES
 
 STORED = 0
@@ -47,6 +47,12 @@ CHUNK = 1 << 20
 ZIP_EPOCH = 315532800
 
 
+def read_error(exc: OSError, archive: str, member: str | None = None) -> ArchiveError:
+    return ArchiveError(
+        f"cannot read the archive ({exc.strerror or exc})", rule="io", archive=archive, member=member
+    )
+
+
 @dataclass(frozen=True)
 class ZipEntry:
     name: str
@@ -69,17 +75,27 @@ class ZipReader:
     def __init__(self, fh: BinaryIO, *, archive: str, max_members: int = MAX_FILES) -> None:
         self.fh = fh
         self.archive = archive
-        fh.seek(0, 2)
-        self.size = fh.tell()
+        try:
+            self.size = fh.seek(0, 2)
+        except OSError as exc:
+            raise self.read_error(exc) from None
         self.entries = self._read_central_directory(max_members)
         self.by_name = {entry.name: entry for entry in self.entries}
 
     def _fail(self, message: str, rule: str, member: str | None = None) -> InvalidArchive:
         return InvalidArchive(message, rule=rule, archive=self.archive, member=member)
 
+    def read_error(self, exc: OSError, member: str | None = None) -> ArchiveError:
+        """An I/O error reading the archive file (EIO, a file on a vanished
+        mount...): the archive's error, not a bare OSError."""
+        return read_error(exc, self.archive, member)
+
     def pread(self, offset: int, length: int) -> bytes:
-        self.fh.seek(offset)
-        data = self.fh.read(length)
+        try:
+            self.fh.seek(offset)
+            data = self.fh.read(length)
+        except OSError as exc:
+            raise self.read_error(exc) from None
         if len(data) != length:
             raise self._fail("archive is truncated", "zip-truncated")
         return data
@@ -301,12 +317,17 @@ class ZipReader:
     def raw_chunks(self, entry: ZipEntry, chunk: int = CHUNK) -> Iterator[bytes]:
         """The member's bytes as stored in the archive (compressed if deflated)."""
         remaining = entry.compressed_size
-        self.fh.seek(entry.data_offset)
+        position = entry.data_offset
         while remaining:
-            data = self.fh.read(min(chunk, remaining))
+            try:  # seek each time: the caller may have read elsewhere between chunks
+                self.fh.seek(position)
+                data = self.fh.read(min(chunk, remaining))
+            except OSError as exc:
+                raise self.read_error(exc, entry.name) from None
             if not data:
                 raise self._fail("archive is truncated", "zip-truncated", entry.name)
             remaining -= len(data)
+            position += len(data)
             yield data
 
     def chunks(self, entry: ZipEntry, chunk: int = CHUNK) -> Iterator[bytes]:

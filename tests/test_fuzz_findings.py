@@ -4,7 +4,10 @@ or was refused for the wrong rule, or was stored before it was refused."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +17,11 @@ from nwcache.archive import Archive, ArchiveError
 from nwcache.archive.paths import MAX_FILES
 from nwcache.daemon.errors import NotInstallable
 from nwcache.daemon.layout import check_installable
+from nwcache.daemon.store import Store
 from tests.fuzz.model import Entry, Model, build, canonical_tar, compress
 from tests.fuzz.mutate import _fcs_field, rle_bomb
 from tests.fuzz.target import make_env
-from tests.hostile import zipedit
+from tests.hostile import cases, zipedit
 from tests.vectors import generate
 
 
@@ -192,3 +196,99 @@ def test_install_checks_refuse(tmp_path: Path, path: str, entry_points: bytes | 
     env = make_env(tmp_path / "venv")
     with pytest.raises(NotInstallable, match=says):
         check_installable("demo 1.0", "demo-1.0.dist-info", "demo", [path], entry_points, env)
+
+
+def damaged_large_payload(tmp_path: Path) -> Path:
+    """A 2.0 archive whose frame checksum fails, with a 6 MiB file last in
+    the tar: the failure surfaces while that file's data is read by whoever
+    consumes it (unpack's and ingest's workers included), not in the tar
+    reader's own loop."""
+    broken = model(files=[*model().files, Entry("demo/~big.bin", cases.large_content())])
+    broken.hooks.frame.append(cases.damage_checksum)
+    tmp_path.mkdir()
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.write_bytes(build(broken))
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify"],
+        ["unpack", "{out}/tree"],
+        ["convert", "--to", "1", "-o", "{out}"],
+        ["convert", "-o", "{out}"],
+    ],
+    ids=["verify", "unpack", "convert-to-1", "convert-to-2"],
+)
+def test_damaged_payload_is_an_error_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    """`nwcache unpack` printed zstandard.ZstdError's traceback ("Restored
+    data doesn't match checksum") before its error line."""
+    archive = damaged_large_payload(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [command[0], str(archive), *(arg.format(out=out) for arg in command[1:])]
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith(f"error: {archive}: demo-1.0.payload.tar.zst: payload does not decompress")
+    assert lines[0].endswith("[payload-corrupt]")
+    assert lines[1].startswith("hint: ")
+    assert os.listdir(out) == []
+
+
+def test_damaged_payload_stores_nothing(tmp_path: Path) -> None:
+    archive = damaged_large_payload(tmp_path / "in")
+    with Store(tmp_path / "home") as store:
+        before = sorted(p.relative_to(store.home) for p in store.home.rglob("*") if p.is_file())
+        with pytest.raises(ArchiveError) as caught:
+            store.ingest(archive)
+        assert caught.value.rule == "payload-corrupt"
+        after = sorted(p.relative_to(store.home) for p in store.home.rglob("*") if p.is_file())
+        assert after == before
+        assert store.packages() == []
+        assert store.fsck() == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_not_a_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """Opening a fifo waited for a writer forever; a directory raised
+    IsADirectoryError."""
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(ArchiveError) as caught:
+        Archive.open(path)
+    assert caught.value.rule == "io"
+    assert "not a regular file" in str(caught.value)
+
+
+@pytest.mark.parametrize("form", [1, 2])
+def test_a_name_the_file_system_refuses_is_a_destination_error(tmp_path: Path, form: int) -> None:
+    """A 300-byte path component (the format limits whole paths to 4096
+    bytes) made unpack and convert raise OSError ENAMETOOLONG."""
+    long_name = "demo/" + "x" * 300 + ".py"
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.write_bytes(build(model(form=form, files=[*model().files, Entry(long_name, b"y = 2\n")])))
+    commands = [["unpack", str(path), str(tmp_path / "out" / "tree")]]
+    if form == 2:  # 2 -> 2 goes through a scratch tree
+        commands.append(["convert", str(path), "-o", str(tmp_path / "out"), "--level", "1"])
+    for argv in commands:
+        (tmp_path / "out").mkdir()
+        done = subprocess.run(
+            [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 2, done.stderr
+        assert lines[0].startswith(f"error: {path}: ")
+        assert "File name too long" in lines[0], lines[0]
+        assert lines[0].endswith("[destination-io]"), lines[0]
+        assert lines[1].startswith("hint: ")
+        assert os.listdir(tmp_path / "out") == []
+        (tmp_path / "out").rmdir()
