@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from nwcache.archive import Archive, ArchiveError
+from nwcache.archive import Archive, ArchiveError, unpack
 from nwcache.archive.paths import MAX_FILES
 from nwcache.daemon.errors import NotInstallable
 from nwcache.daemon.layout import check_installable
 from nwcache.daemon.store import Store
-from tests.fuzz.model import Entry, Model, build, canonical_tar, compress
+from tests.fuzz.model import Entry, Model, build, canonical_tar, compress, row
 from tests.fuzz.mutate import _fcs_field, rle_bomb
 from tests.fuzz.target import make_env
 from tests.hostile import cases, zipedit
@@ -41,10 +41,13 @@ def refusal(tmp_path: Path, data: bytes, name: str = "demo-1.0-py3-none-any.whl"
     return caught.value.rule
 
 
+METADATA = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+
+
 def model(**changes: object) -> Model:
     made = Model(
         files=[Entry("demo/__init__.py", b""), Entry("demo/core.py", b"x = 1\n")],
-        meta=[Entry("METADATA", b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")],
+        meta=[Entry("METADATA", METADATA)],
     )
     for key, value in changes.items():
         setattr(made, key, value)
@@ -292,3 +295,26 @@ def test_a_name_the_file_system_refuses_is_a_destination_error(tmp_path: Path, f
         assert lines[1].startswith("hint: ")
         assert os.listdir(tmp_path / "out") == []
         (tmp_path / "out").rmdir()
+
+
+def test_unpack_names_the_first_fault_as_reading_does(tmp_path: Path) -> None:
+    """Found by the fuzzer once it drove unpack: a classic wheel whose
+    demo/core.py breaks its RECORD hash and whose METADATA (read later)
+    breaks its zip size. verify said record-hash; unpack said zip-size, as a
+    failed job run inline surfaced only at the end."""
+    broken = model(form=1)
+    other = row("demo/core.py", b"other")[1]
+    metadata = "demo-1.0.dist-info/METADATA"
+
+    def change(rows: list[list[str]]) -> list[list[str]]:
+        changed = {"demo/core.py": [other, "6"], metadata: [row(metadata, METADATA)[1], "50"]}
+        return [[r[0], *changed[r[0]]] if r[0] in changed else r for r in rows]
+
+    broken.hooks.record.append(change)
+    broken.hooks.final.append(lambda d: zipedit.set_field(d, metadata, "usize", 50))
+    assert refusal(tmp_path, build(broken)) == "record-hash"
+    archive = tmp_path / "demo-1.0-py3-none-any.whl"
+    with Archive.open(archive) as opened, pytest.raises(ArchiveError) as caught:
+        unpack(opened, tmp_path / "tree")
+    assert caught.value.rule == "record-hash"
+    assert sorted(os.listdir(tmp_path)) == [archive.name]
