@@ -10,13 +10,20 @@ from __future__ import annotations
 import re
 from os import PathLike
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, and the Unicode line and paragraph separators, which
+# str.splitlines (and so whoever reads our stderr by lines) breaks on too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable(text: str) -> str:
     """Control characters escaped: a hostile member name must not reach a
     terminal as an escape sequence or a forged second line."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
 
 
 class ArchiveError(Exception):

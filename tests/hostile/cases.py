@@ -992,6 +992,18 @@ def control_names() -> list[Case]:
             forms=(2,),
         )
     )
+    # Not a control character, but a line break to str.splitlines: the error
+    # line escapes it (found by the fuzzer's command-line runs).
+    c(
+        model_case(
+            "line-separator-name",
+            r"demo/\\u2028x\.py: file is not listed in RECORD \[record-unlisted\]",
+            both(
+                add("demo/\u2028x.py", b"1"), on_rows(lambda rs: [r for r in rs if r[0] != "demo/\u2028x.py"])
+            ),
+            forms=(1,),
+        )
+    )
     c(
         model_case(
             "nul-in-zip-name",
