@@ -119,8 +119,13 @@ class ZipReader:
         if disk or cd_disk or n_disk != n_total:
             raise self._fail("multi-disk archives are not supported", "zip-multi-disk")
         cd_end = eocd_at
-        if _MAX16 in (n_total, n_disk) or _MAX32 in (cd_size, cd_offset):
-            loc_at = eocd_at - _Z64_LOCATOR.size
+        loc_at = eocd_at - _Z64_LOCATOR.size
+        # Zip64 end records are read whenever their locator precedes the end
+        # record, not only when its fields hold the 0xFFFF markers: the zip
+        # specification says those fields SHOULD be the markers, and writers
+        # such as CPython's zipfile keep the real values when they fit.
+        has_locator = loc_at >= 0 and self.pread(loc_at, 4) == _Z64_LOCATOR_SIG
+        if has_locator or _MAX16 in (n_total, n_disk) or _MAX32 in (cd_size, cd_offset):
             if loc_at < 0:
                 raise self._fail("zip64 locator missing", "zip-truncated")
             lsig, ldisk, z64_at, ndisks = _Z64_LOCATOR.unpack(self.pread(loc_at, _Z64_LOCATOR.size))
@@ -135,6 +140,16 @@ class ZipReader:
                 raise self._fail("bad zip64 end of central directory record", "zip-structure")
             if zdisk or zcd_disk or zn_disk != zn_total:
                 raise self._fail("multi-disk archives are not supported", "zip-multi-disk")
+            # A field of the end record that is not the marker must say what
+            # the zip64 record says: a reader that ignores zip64 records would
+            # otherwise see another central directory.
+            for value, z64_value, marker in (
+                (n_total, zn_total, _MAX16),
+                (cd_size, zcd_size, _MAX32),
+                (cd_offset, zcd_offset, _MAX32),
+            ):
+                if value not in (marker, z64_value):
+                    raise self._fail("the end record and the zip64 end record disagree", "zip-structure")
             n_total, cd_size, cd_offset = zn_total, zcd_size, zcd_offset
             cd_end = z64_at
         if cd_offset + cd_size != cd_end:
