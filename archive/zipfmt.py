@@ -356,7 +356,10 @@ class ZipReader:
                 yield data
         else:
             inflater = zlib.decompressobj(-15)
+            ended = False
             for raw in self.raw_chunks(entry, chunk):
+                if ended:
+                    raise self._fail("deflate stream does not end with the member", "zip-corrupt", entry.name)
                 data = raw
                 while data:
                     try:
@@ -377,6 +380,16 @@ class ZipReader:
                     crc = zlib.crc32(out, crc)
                     if out:
                         yield out
+                    if inflater.eof:
+                        ended = True
+                        # Stop here: past the stream's end, zlib keeps the
+                        # unconsumed tail and a further call only moves it to
+                        # unused_data, again and again (a hang, found by the fuzzer).
+                        if inflater.unconsumed_tail or inflater.unused_data:
+                            raise self._fail(
+                                "deflate stream does not end with the member", "zip-corrupt", entry.name
+                            )
+                        break
             if not inflater.eof or inflater.unused_data:
                 raise self._fail("deflate stream does not end with the member", "zip-corrupt", entry.name)
         if produced != entry.file_size:

@@ -4,10 +4,12 @@ or was refused for the wrong rule, or was stored before it was refused."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,11 @@ import zstandard
 
 from nwcache.archive import Archive, ArchiveError, unpack
 from nwcache.archive.paths import MAX_FILES
+from nwcache.archive.zipfmt import ZipWriter
 from nwcache.daemon.errors import NotInstallable
 from nwcache.daemon.layout import check_installable
 from nwcache.daemon.store import Store
-from tests.fuzz.model import Entry, Model, build, canonical_tar, compress, row
+from tests.fuzz.model import Entry, Model, build, canonical_tar, compress, format_rows, row
 from tests.fuzz.mutate import _fcs_field, rle_bomb
 from tests.fuzz.target import make_env
 from tests.hostile import cases, zipedit
@@ -318,3 +321,41 @@ def test_unpack_names_the_first_fault_as_reading_does(tmp_path: Path) -> None:
         unpack(opened, tmp_path / "tree")
     assert caught.value.rule == "record-hash"
     assert sorted(os.listdir(tmp_path)) == [archive.name]
+
+
+class _DeflateThenJunk:
+    """Deflate, then bytes after the end of the deflate stream, inside the
+    member: what the zip headers say stays true of the content."""
+
+    def __init__(self) -> None:
+        self.deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+
+    def compress(self, data: bytes, /) -> bytes:
+        return self.deflate.compress(data)
+
+    def flush(self) -> bytes:
+        return self.deflate.flush() + b"junk after the stream" * 500
+
+
+@pytest.mark.timeout(60)
+def test_bytes_after_a_deflate_stream_are_refused_not_a_hang(tmp_path: Path) -> None:
+    """Found by the fuzzer's large-file seed (a hang): when a deflate stream
+    ends while zlib still holds an unconsumed tail, every further decompress
+    call moved the tail to unused_data and kept it, forever."""
+    big = cases.large_content(3 << 20)
+    out = io.BytesIO()
+    writer = ZipWriter(out, timestamp=generate.EPOCH)
+    writer.add_bytes("demo/__init__.py", b"")
+    writer.add_stream("demo/big.bin", [big], size_bound=len(big), compressor=_DeflateThenJunk())
+    dist_info = "demo-1.0.dist-info"
+    writer.add_bytes(f"{dist_info}/METADATA", METADATA)
+    writer.add_bytes(f"{dist_info}/WHEEL", generate.WHEEL)
+    rows = [
+        row("demo/__init__.py", b""),
+        row("demo/big.bin", big),
+        row(f"{dist_info}/METADATA", METADATA),
+        row(f"{dist_info}/WHEEL", generate.WHEEL),
+    ]
+    writer.add_bytes(f"{dist_info}/RECORD", format_rows([*rows, [f"{dist_info}/RECORD", "", ""]]))
+    writer.close()
+    assert refusal(tmp_path, out.getvalue()) == "zip-corrupt"
