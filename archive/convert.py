@@ -8,7 +8,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from .errors import DestinationError
+from .errors import DestinationError, write_error
 from .sources import DEFAULT_MAX_WINDOW_LOG, Archive, TreeSource
 from .unpack import LinkMode, unpack
 from .wheelinfo import DEFAULT_LEVEL, DEFAULT_WINDOW_LOG
@@ -43,18 +43,35 @@ def convert(
             archive=str(src),
         )
     with Archive.open(src, max_window_log=max_window_log) as archive:
-        if to == 1:
-            return write_v1(archive.iter_files(), dest, timestamp=timestamp)
-        write = partial(
-            write_v2, level=level, window_log=window_log, timestamp=timestamp, content_links=content_links
-        )
-        if archive.format == 1:
-            return write(archive, dest)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=".nwcache-convert-", dir=dest.parent if dest.parent.exists() else None)
-        )
+        # Reading the archive raises only ArchiveError (its I/O errors
+        # included); an OSError here came from the output or the scratch tree.
         try:
-            unpack(archive, tmp / "tree", links=LinkMode.HARDLINK)
-            return write(TreeSource(tmp / "tree", filename=archive.filename), dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            return _convert(archive, dest, to, level, window_log, timestamp, content_links)
+        except OSError as exc:
+            raise write_error(exc, archive=archive.label, where=str(dest)) from None
+
+
+def _convert(
+    archive: Archive,
+    dest: Path,
+    to: int,
+    level: int,
+    window_log: int,
+    timestamp: int | None,
+    content_links: bool,
+) -> WriteResult:
+    if to == 1:
+        return write_v1(archive.iter_files(), dest, timestamp=timestamp)
+    write = partial(
+        write_v2, level=level, window_log=window_log, timestamp=timestamp, content_links=content_links
+    )
+    if archive.format == 1:
+        return write(archive, dest)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=".nwcache-convert-", dir=dest.parent if dest.parent.exists() else None)
+    )
+    try:
+        unpack(archive, tmp / "tree", links=LinkMode.HARDLINK)
+        return write(TreeSource(tmp / "tree", filename=archive.filename), dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,13 +10,20 @@ from __future__ import annotations
 import re
 from os import PathLike
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, and the Unicode line and paragraph separators, which
+# str.splitlines (and so whoever reads our stderr by lines) breaks on too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable(text: str) -> str:
     """Control characters escaped: a hostile member name must not reach a
     terminal as an escape sequence or a forged second line."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
 
 
 class ArchiveError(Exception):
@@ -61,3 +68,11 @@ class UnsupportedArchive(ArchiveError):
 
 class DestinationError(ArchiveError):
     """The output location cannot be used (exists, not empty, same as input)."""
+
+
+def write_error(exc: OSError, *, archive: str | PathLike[str] | None, where: str | None) -> DestinationError:
+    """An OSError writing the output (no space, permissions, a name the file
+    system refuses): the archive's error, naming the file that failed."""
+    return DestinationError(
+        f"cannot write ({exc.strerror or exc})", rule="destination-io", archive=archive, member=where
+    )

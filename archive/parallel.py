@@ -65,6 +65,11 @@ class InFlight:
         self.max_jobs = max_jobs
 
     def add(self, job: Future[None], size: int) -> None:
+        if job.done():
+            # Run inline (or already finished): its failure surfaces now, in
+            # stream order, so a small archive is refused for the same first
+            # fault as when it is only read.
+            job.result()
         self.jobs.append((job, size))
         self.bytes += size
         while self.bytes > self.max_bytes or len(self.jobs) > self.max_jobs:

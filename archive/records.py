@@ -63,6 +63,13 @@ def parse_record(data: bytes, *, dist_info: str, archive: str) -> list[RecordEnt
         if len(row) != 3:
             raise fail(f"line {number}: expected 3 fields, found {len(row)}", "record-syntax")
         path, hash_text, size_text = row
+        if path.endswith("/") and not hash_text and not size_text:
+            # A directory row (`dir/,,`): some builders write them, pip and
+            # installer install such wheels. It names no file: its path must
+            # still be safe, then it is ignored (RECORD itself is kept byte for
+            # byte, so a conversion loses nothing).
+            check_path(path[:-1], archive=archive)
+            continue
         check_path(path, archive=archive)
         if path in seen:
             raise fail(f"line {number}: {path!r} listed twice", "record-duplicate")

@@ -42,7 +42,7 @@ from .wheelinfo import (
     parse_filename,
     parse_wheel,
 )
-from .zipfmt import CHUNK, STORED, ZipEntry, ZipReader
+from .zipfmt import CHUNK, STORED, ZipEntry, ZipReader, read_error
 
 # A reader refuses archives that declare a larger window than this unless told
 # otherwise: 2**27 (128 MiB) is zstd's own default decoding limit.
@@ -224,13 +224,17 @@ class _Checker:
 
 
 class _Limited(io.RawIOBase):
-    """The byte range of one stored zip member, read sequentially."""
+    """The byte range of one stored zip member, read sequentially (by the
+    zstd decoder: what it raises reaches the payload stream unchanged)."""
 
-    def __init__(self, fh: BinaryIO, start: int, length: int) -> None:
+    def __init__(
+        self, fh: BinaryIO, start: int, length: int, fail: Callable[[OSError | None], ArchiveError]
+    ) -> None:
         self.fh = fh
         self.pos = start
         self.end = start + length
         self.crc = 0
+        self.fail = fail
 
     def readable(self) -> bool:
         return True
@@ -240,10 +244,13 @@ class _Limited(io.RawIOBase):
         want = min(len(view), self.end - self.pos)
         if want <= 0:
             return 0
-        self.fh.seek(self.pos)
-        n = int(self.fh.readinto(view[:want]))  # type: ignore[attr-defined]
-        if n == 0:
-            raise EOFError("archive truncated")
+        try:
+            self.fh.seek(self.pos)
+            n = int(self.fh.readinto(view[:want]))  # type: ignore[attr-defined]
+        except OSError as exc:
+            raise self.fail(exc) from None
+        if n == 0:  # the file shrank after it was opened
+            raise self.fail(None)
         self.crc = zlib.crc32(view[:n], self.crc)
         self.pos += n
         return n
@@ -254,19 +261,35 @@ class _Limited(io.RawIOBase):
             pass
 
 
-class _CountingReader:
-    """Refuses to hand out more decompressed bytes than the payload declared."""
+class _PayloadStream:
+    """The decoded payload as the tar reader reads it: refuses more bytes
+    than the payload declared, and turns every decoder failure into the
+    archive's error here, where the bytes are pulled. Decoding happens inside
+    whichever read asks for more, including a file's data read by a consumer
+    outside `iter_files`' own frame (a large file streamed to a worker)."""
 
-    def __init__(self, raw: io.BufferedReader[io.RawIOBase], limit: int, fail: ArchiveError) -> None:
+    def __init__(
+        self,
+        raw: io.BufferedReader[io.RawIOBase],
+        limit: int,
+        too_big: ArchiveError,
+        corrupt: Callable[[str], ArchiveError],
+    ) -> None:
         self.raw = raw
         self.left = limit
-        self.fail = fail
+        self.too_big = too_big
+        self.corrupt = corrupt
 
     def read(self, size: int, /) -> bytes:
-        data = self.raw.read(size)
+        try:
+            data = self.raw.read(size)
+        except zstandard.ZstdError as exc:
+            if _ZSTD_OVERRUN in str(exc):  # a bomb: more than the frame (= Payload-Size) declares
+                raise self.too_big from None
+            raise self.corrupt(str(exc)) from None
         self.left -= len(data)
         if self.left < 0:
-            raise self.fail
+            raise self.too_big
         return data
 
 
@@ -286,9 +309,16 @@ class Archive:
     def open(cls, path: str | os.PathLike[str], *, max_window_log: int = DEFAULT_MAX_WINDOW_LOG) -> Archive:
         path = Path(path)
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed by Archive.close
+            # O_NONBLOCK: opening a fifo must not wait for a writer; a regular
+            # file ignores it.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise ArchiveError(f"cannot open ({exc.strerror})", rule="io", archive=str(path)) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ArchiveError("not a regular file", rule="io", archive=str(path))
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
         try:
             return cls(path, fh, max_window_log=max_window_log)
         except BaseException:
@@ -624,7 +654,16 @@ class Archive:
         payload = self.payload
         self._frame_end(payload)
         # The zip CRC of the payload is checked too: stored members are read raw.
-        raw = _Limited(self.fh, payload.data_offset, payload.compressed_size)
+        raw = _Limited(
+            self.fh,
+            payload.data_offset,
+            payload.compressed_size,
+            lambda exc: (
+                read_error(exc, self.label, payload.name)
+                if exc is not None
+                else self._fail("archive is truncated", "zip-truncated", payload.name)
+            ),
+        )
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << min(self.v2.window_log, MAX_WINDOW_LOG))
         zreader = dctx.stream_reader(
             cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=False, closefd=False
@@ -636,59 +675,54 @@ class Archive:
             archive=self.label,
             member=payload.name,
         )
-        tar = tarfmt.TarReader(
-            _CountingReader(buffered, self.v2.payload_size, too_big),
-            archive=self.label,
-            member=payload.name,
+        stream = _PayloadStream(
+            buffered,
+            self.v2.payload_size,
+            too_big,
+            lambda why: self._fail(f"payload does not decompress ({why})", "payload-corrupt", payload.name),
         )
+        tar = tarfmt.TarReader(stream, archive=self.label, member=payload.name)
         prefix = self.dist_info + "/"
         infos = {f.path: f for f in self.files if not f.path.startswith(prefix)}
         stored: dict[tuple[str, int], FileData] = {}
         seen: set[str] = set()
-        try:
-            for member in tar.members():
-                info = infos.get(member.path)
-                if info is None:
-                    check_path(member.path, archive=self.label)
-                    rule, message = (
-                        ("duplicate-name", "stored twice in the payload")
-                        if member.path in seen
-                        else ("payload-dist-info", ".dist-info file inside the payload")
-                        if member.path.startswith(prefix)
-                        else ("record-unlisted", "file is not listed in RECORD")
-                    )
-                    raise RecordMismatch(message, rule=rule, archive=self.label, member=member.path)
-                del infos[member.path]
-                seen.add(member.path)
-                if member.size != info.size:
-                    raise RecordMismatch(
-                        f"{member.size} bytes, RECORD lists {info.size}",
-                        rule="record-size",
-                        archive=self.label,
-                        member=info.path,
-                    )
-                if member.executable != info.executable:
-                    raise InvalidArchive(
-                        "executable bit differs from the WHEEL Executable list",
-                        rule="payload-mode",
-                        archive=self.label,
-                        member=info.path,
-                    )
-                data = FileData(info, tar.data(member, chunk), self.label)
-                stored.setdefault(info.link_key, data)
-                produced.append(data)
-                yield data
-                if data._raw is not None:  # the consumer skipped it: still verify
-                    for _ in data.chunks():
-                        pass
-            if buffered.read(1):
-                raise self._fail("data after the tar stream", "tar-trailing-data", payload.name)
-        except zstandard.ZstdError as exc:
-            if _ZSTD_OVERRUN in str(exc):  # a bomb: more than the frame (= Payload-Size) declares
-                raise too_big from None
-            raise self._fail(
-                f"payload does not decompress ({exc})", "payload-corrupt", payload.name
-            ) from None
+        for member in tar.members():
+            info = infos.get(member.path)
+            if info is None:
+                check_path(member.path, archive=self.label)
+                rule, message = (
+                    ("duplicate-name", "stored twice in the payload")
+                    if member.path in seen
+                    else ("payload-dist-info", ".dist-info file inside the payload")
+                    if member.path.startswith(prefix)
+                    else ("record-unlisted", "file is not listed in RECORD")
+                )
+                raise RecordMismatch(message, rule=rule, archive=self.label, member=member.path)
+            del infos[member.path]
+            seen.add(member.path)
+            if member.size != info.size:
+                raise RecordMismatch(
+                    f"{member.size} bytes, RECORD lists {info.size}",
+                    rule="record-size",
+                    archive=self.label,
+                    member=info.path,
+                )
+            if member.executable != info.executable:
+                raise InvalidArchive(
+                    "executable bit differs from the WHEEL Executable list",
+                    rule="payload-mode",
+                    archive=self.label,
+                    member=info.path,
+                )
+            data = FileData(info, tar.data(member, chunk), self.label)
+            stored.setdefault(info.link_key, data)
+            produced.append(data)
+            yield data
+            if data._raw is not None:  # the consumer skipped it: still verify
+                for _ in data.chunks():
+                    pass
+        if stream.read(1):
+            raise self._fail("data after the tar stream", "tar-trailing-data", payload.name)
         raw.drain()
         if raw.crc != payload.crc:
             raise self._fail("CRC-32 mismatch", "zip-crc", payload.name)

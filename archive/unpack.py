@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
-from .errors import DestinationError
+from .errors import DestinationError, write_error
 from .parallel import SMALL_FILE, InFlight, executors, write_all
 from .sources import Archive, FileData
 
@@ -45,9 +45,12 @@ def unpack(
     .dist-info/WHEEL is written in its classic form, the one RECORD hashes.
     Returns the number of files."""
     dest = Path(dest)
-    _prepare_destination(dest, archive.label)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpacking"))
+    try:
+        _prepare_destination(dest, archive.label)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpacking"))
+    except OSError as exc:
+        raise write_error(exc, archive=archive.label, where=str(dest)) from None
     workers = workers or min(4, os.cpu_count() or 1)
     try:
         with executors(archive.installed_size, workers) as (pool, serial):
@@ -55,10 +58,21 @@ def unpack(
         if dest.is_dir():
             dest.rmdir()
         os.rename(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        # Reading the archive maps its own OSErrors (rule io); what is left
+        # came from writing the tree.
+        if isinstance(exc, OSError):
+            raise write_error(exc, archive=archive.label, where=_member(exc, tmp, dest)) from None
         raise
     return count
+
+
+def _member(exc: OSError, tmp: Path, dest: Path) -> str:
+    """The archive path of the file an OSError names, else the destination."""
+    if isinstance(exc.filename, str) and exc.filename.startswith(f"{tmp}/"):
+        return exc.filename[len(str(tmp)) + 1 :]
+    return str(dest)
 
 
 def _unpack_into(archive: Archive, root: Path, links: LinkMode, pool: Executor, serial: Executor) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from .errors import InvalidArchive, RecordMismatch, UnsupportedArchive
+from .errors import ArchiveError, InvalidArchive, RecordMismatch, UnsupportedArchive
 from .paths import MAX_FILES
 
 STORED = 0
@@ -47,6 +47,12 @@ CHUNK = 1 << 20
 ZIP_EPOCH = 315532800
 
 
+def read_error(exc: OSError, archive: str, member: str | None = None) -> ArchiveError:
+    return ArchiveError(
+        f"cannot read the archive ({exc.strerror or exc})", rule="io", archive=archive, member=member
+    )
+
+
 @dataclass(frozen=True)
 class ZipEntry:
     name: str
@@ -69,17 +75,27 @@ class ZipReader:
     def __init__(self, fh: BinaryIO, *, archive: str, max_members: int = MAX_FILES) -> None:
         self.fh = fh
         self.archive = archive
-        fh.seek(0, 2)
-        self.size = fh.tell()
+        try:
+            self.size = fh.seek(0, 2)
+        except OSError as exc:
+            raise self.read_error(exc) from None
         self.entries = self._read_central_directory(max_members)
         self.by_name = {entry.name: entry for entry in self.entries}
 
     def _fail(self, message: str, rule: str, member: str | None = None) -> InvalidArchive:
         return InvalidArchive(message, rule=rule, archive=self.archive, member=member)
 
+    def read_error(self, exc: OSError, member: str | None = None) -> ArchiveError:
+        """An I/O error reading the archive file (EIO, a file on a vanished
+        mount...): the archive's error, not a bare OSError."""
+        return read_error(exc, self.archive, member)
+
     def pread(self, offset: int, length: int) -> bytes:
-        self.fh.seek(offset)
-        data = self.fh.read(length)
+        try:
+            self.fh.seek(offset)
+            data = self.fh.read(length)
+        except OSError as exc:
+            raise self.read_error(exc) from None
         if len(data) != length:
             raise self._fail("archive is truncated", "zip-truncated")
         return data
@@ -103,8 +119,13 @@ class ZipReader:
         if disk or cd_disk or n_disk != n_total:
             raise self._fail("multi-disk archives are not supported", "zip-multi-disk")
         cd_end = eocd_at
-        if _MAX16 in (n_total, n_disk) or _MAX32 in (cd_size, cd_offset):
-            loc_at = eocd_at - _Z64_LOCATOR.size
+        loc_at = eocd_at - _Z64_LOCATOR.size
+        # Zip64 end records are read whenever their locator precedes the end
+        # record, not only when its fields hold the 0xFFFF markers: the zip
+        # specification says those fields SHOULD be the markers, and writers
+        # such as CPython's zipfile keep the real values when they fit.
+        has_locator = loc_at >= 0 and self.pread(loc_at, 4) == _Z64_LOCATOR_SIG
+        if has_locator or _MAX16 in (n_total, n_disk) or _MAX32 in (cd_size, cd_offset):
             if loc_at < 0:
                 raise self._fail("zip64 locator missing", "zip-truncated")
             lsig, ldisk, z64_at, ndisks = _Z64_LOCATOR.unpack(self.pread(loc_at, _Z64_LOCATOR.size))
@@ -119,6 +140,16 @@ class ZipReader:
                 raise self._fail("bad zip64 end of central directory record", "zip-structure")
             if zdisk or zcd_disk or zn_disk != zn_total:
                 raise self._fail("multi-disk archives are not supported", "zip-multi-disk")
+            # A field of the end record that is not the marker must say what
+            # the zip64 record says: a reader that ignores zip64 records would
+            # otherwise see another central directory.
+            for value, z64_value, marker in (
+                (n_total, zn_total, _MAX16),
+                (cd_size, zcd_size, _MAX32),
+                (cd_offset, zcd_offset, _MAX32),
+            ):
+                if value not in (marker, z64_value):
+                    raise self._fail("the end record and the zip64 end record disagree", "zip-structure")
             n_total, cd_size, cd_offset = zn_total, zcd_size, zcd_offset
             cd_end = z64_at
         if cd_offset + cd_size != cd_end:
@@ -301,12 +332,17 @@ class ZipReader:
     def raw_chunks(self, entry: ZipEntry, chunk: int = CHUNK) -> Iterator[bytes]:
         """The member's bytes as stored in the archive (compressed if deflated)."""
         remaining = entry.compressed_size
-        self.fh.seek(entry.data_offset)
+        position = entry.data_offset
         while remaining:
-            data = self.fh.read(min(chunk, remaining))
+            try:  # seek each time: the caller may have read elsewhere between chunks
+                self.fh.seek(position)
+                data = self.fh.read(min(chunk, remaining))
+            except OSError as exc:
+                raise self.read_error(exc, entry.name) from None
             if not data:
                 raise self._fail("archive is truncated", "zip-truncated", entry.name)
             remaining -= len(data)
+            position += len(data)
             yield data
 
     def chunks(self, entry: ZipEntry, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -320,7 +356,10 @@ class ZipReader:
                 yield data
         else:
             inflater = zlib.decompressobj(-15)
+            ended = False
             for raw in self.raw_chunks(entry, chunk):
+                if ended:
+                    raise self._fail("deflate stream does not end with the member", "zip-corrupt", entry.name)
                 data = raw
                 while data:
                     try:
@@ -341,6 +380,16 @@ class ZipReader:
                     crc = zlib.crc32(out, crc)
                     if out:
                         yield out
+                    if inflater.eof:
+                        ended = True
+                        # Stop here: past the stream's end, zlib keeps the
+                        # unconsumed tail and a further call only moves it to
+                        # unused_data, again and again (a hang, found by the fuzzer).
+                        if inflater.unconsumed_tail or inflater.unused_data:
+                            raise self._fail(
+                                "deflate stream does not end with the member", "zip-corrupt", entry.name
+                            )
+                        break
             if not inflater.eof or inflater.unused_data:
                 raise self._fail("deflate stream does not end with the member", "zip-corrupt", entry.name)
         if produced != entry.file_size:

@@ -220,6 +220,8 @@ def _hint(error: ArchiveError) -> str:
         return "if you trust this archive, raise the limit with --max-window-log"
     if error.rule == "io":
         return "check the path and its permissions"
+    if error.rule == "destination-io":
+        return "check the destination's permissions, free space and file name limits; nothing was written"
     if isinstance(error, DestinationError):
         return "choose an empty or new destination"
     if isinstance(error, UnsupportedArchive):

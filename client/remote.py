@@ -140,7 +140,7 @@ def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]
 
 
 # Control characters in a daemon's error (a hostile name) never reach the terminal.
-_CONTROL = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
 
 
 def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:

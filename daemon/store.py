@@ -406,8 +406,12 @@ class Store:
         return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
     def _remember_file(self, path: str | os.PathLike[str], record: PackageRecord) -> None:
+        try:
+            key = self._file_key(path)
+        except OSError:  # the archive went away once read: nothing to remember it by
+            return
         with self._recent_lock:
-            self._recent[self._file_key(path)] = record.digest
+            self._recent[key] = record.digest
             while len(self._recent) > 4096:
                 self._recent.pop(next(iter(self._recent)))
 

@@ -1,6 +1,8 @@
 """A short, seeded run of the archive fuzzer (tests/fuzz/) inside the suite:
-a fixed number of executions, no crash, no hang, and mutations that reach
-every stage of the reader, not just the zip container."""
+a fixed number of executions, no crash, no hang, unpack and convert agreeing
+with the reader, the real command line answering a sample of the inputs with
+an error and a hint line (never a traceback), and mutations that reach every
+stage of the reader, not just the zip container."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ EXECUTIONS = 800
 
 
 def test_short_seeded_run(tmp_path: Path) -> None:
-    summary = fuzz(executions=EXECUTIONS, seed=20261129, workers=0, timeout=10.0, out=tmp_path)
+    summary = fuzz(executions=EXECUTIONS, seed=20261129, workers=0, timeout=10.0, out=tmp_path, cli_every=40)
     assert summary.findings == {}, f"see {tmp_path / 'findings'}"
     assert summary.hangs == 0
     assert summary.build_errors == {}
     assert summary.executions == EXECUTIONS
+    assert summary.cli_runs >= EXECUTIONS // 80
     verdicts = set(summary.verdicts)
     assert 0 < summary.accepted < EXECUTIONS
     # Refusals from every stage: container, paths, RECORD, WHEEL, payload

@@ -4,20 +4,27 @@ or was refused for the wrong rule, or was stored before it was refused."""
 
 from __future__ import annotations
 
+import io
+import os
 import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from nwcache.archive import Archive, ArchiveError
+from nwcache.archive import Archive, ArchiveError, unpack
 from nwcache.archive.paths import MAX_FILES
+from nwcache.archive.zipfmt import ZipWriter
 from nwcache.daemon.errors import NotInstallable
 from nwcache.daemon.layout import check_installable
-from tests.fuzz.model import Entry, Model, build, canonical_tar, compress
+from nwcache.daemon.store import Store
+from tests.fuzz.model import Entry, Model, build, canonical_tar, compress, format_rows, row
 from tests.fuzz.mutate import _fcs_field, rle_bomb
 from tests.fuzz.target import make_env
-from tests.hostile import zipedit
+from tests.hostile import cases, zipedit
 from tests.vectors import generate
 
 
@@ -37,10 +44,13 @@ def refusal(tmp_path: Path, data: bytes, name: str = "demo-1.0-py3-none-any.whl"
     return caught.value.rule
 
 
+METADATA = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+
+
 def model(**changes: object) -> Model:
     made = Model(
         files=[Entry("demo/__init__.py", b""), Entry("demo/core.py", b"x = 1\n")],
-        meta=[Entry("METADATA", b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")],
+        meta=[Entry("METADATA", METADATA)],
     )
     for key, value in changes.items():
         setattr(made, key, value)
@@ -192,3 +202,160 @@ def test_install_checks_refuse(tmp_path: Path, path: str, entry_points: bytes | 
     env = make_env(tmp_path / "venv")
     with pytest.raises(NotInstallable, match=says):
         check_installable("demo 1.0", "demo-1.0.dist-info", "demo", [path], entry_points, env)
+
+
+def damaged_large_payload(tmp_path: Path) -> Path:
+    """A 2.0 archive whose frame checksum fails, with a 6 MiB file last in
+    the tar: the failure surfaces while that file's data is read by whoever
+    consumes it (unpack's and ingest's workers included), not in the tar
+    reader's own loop."""
+    broken = model(files=[*model().files, Entry("demo/~big.bin", cases.large_content())])
+    broken.hooks.frame.append(cases.damage_checksum)
+    tmp_path.mkdir()
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.write_bytes(build(broken))
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify"],
+        ["unpack", "{out}/tree"],
+        ["convert", "--to", "1", "-o", "{out}"],
+        ["convert", "-o", "{out}"],
+    ],
+    ids=["verify", "unpack", "convert-to-1", "convert-to-2"],
+)
+def test_damaged_payload_is_an_error_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    """`nwcache unpack` printed zstandard.ZstdError's traceback ("Restored
+    data doesn't match checksum") before its error line."""
+    archive = damaged_large_payload(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [command[0], str(archive), *(arg.format(out=out) for arg in command[1:])]
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith(f"error: {archive}: demo-1.0.payload.tar.zst: payload does not decompress")
+    assert lines[0].endswith("[payload-corrupt]")
+    assert lines[1].startswith("hint: ")
+    assert os.listdir(out) == []
+
+
+def test_damaged_payload_stores_nothing(tmp_path: Path) -> None:
+    archive = damaged_large_payload(tmp_path / "in")
+    with Store(tmp_path / "home") as store:
+        before = sorted(p.relative_to(store.home) for p in store.home.rglob("*") if p.is_file())
+        with pytest.raises(ArchiveError) as caught:
+            store.ingest(archive)
+        assert caught.value.rule == "payload-corrupt"
+        after = sorted(p.relative_to(store.home) for p in store.home.rglob("*") if p.is_file())
+        assert after == before
+        assert store.packages() == []
+        assert store.fsck() == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_not_a_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """Opening a fifo waited for a writer forever; a directory raised
+    IsADirectoryError."""
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(ArchiveError) as caught:
+        Archive.open(path)
+    assert caught.value.rule == "io"
+    assert "not a regular file" in str(caught.value)
+
+
+@pytest.mark.parametrize("form", [1, 2])
+def test_a_name_the_file_system_refuses_is_a_destination_error(tmp_path: Path, form: int) -> None:
+    """A 300-byte path component (the format limits whole paths to 4096
+    bytes) made unpack and convert raise OSError ENAMETOOLONG."""
+    long_name = "demo/" + "x" * 300 + ".py"
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.write_bytes(build(model(form=form, files=[*model().files, Entry(long_name, b"y = 2\n")])))
+    commands = [["unpack", str(path), str(tmp_path / "out" / "tree")]]
+    if form == 2:  # 2 -> 2 goes through a scratch tree
+        commands.append(["convert", str(path), "-o", str(tmp_path / "out"), "--level", "1"])
+    for argv in commands:
+        (tmp_path / "out").mkdir()
+        done = subprocess.run(
+            [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 2, done.stderr
+        assert lines[0].startswith(f"error: {path}: ")
+        assert "File name too long" in lines[0], lines[0]
+        assert lines[0].endswith("[destination-io]"), lines[0]
+        assert lines[1].startswith("hint: ")
+        assert os.listdir(tmp_path / "out") == []
+        (tmp_path / "out").rmdir()
+
+
+def test_unpack_names_the_first_fault_as_reading_does(tmp_path: Path) -> None:
+    """Found by the fuzzer once it drove unpack: a classic wheel whose
+    demo/core.py breaks its RECORD hash and whose METADATA (read later)
+    breaks its zip size. verify said record-hash; unpack said zip-size, as a
+    failed job run inline surfaced only at the end."""
+    broken = model(form=1)
+    other = row("demo/core.py", b"other")[1]
+    metadata = "demo-1.0.dist-info/METADATA"
+
+    def change(rows: list[list[str]]) -> list[list[str]]:
+        changed = {"demo/core.py": [other, "6"], metadata: [row(metadata, METADATA)[1], "50"]}
+        return [[r[0], *changed[r[0]]] if r[0] in changed else r for r in rows]
+
+    broken.hooks.record.append(change)
+    broken.hooks.final.append(lambda d: zipedit.set_field(d, metadata, "usize", 50))
+    assert refusal(tmp_path, build(broken)) == "record-hash"
+    archive = tmp_path / "demo-1.0-py3-none-any.whl"
+    with Archive.open(archive) as opened, pytest.raises(ArchiveError) as caught:
+        unpack(opened, tmp_path / "tree")
+    assert caught.value.rule == "record-hash"
+    assert sorted(os.listdir(tmp_path)) == [archive.name]
+
+
+class _DeflateThenJunk:
+    """Deflate, then bytes after the end of the deflate stream, inside the
+    member: what the zip headers say stays true of the content."""
+
+    def __init__(self) -> None:
+        self.deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+
+    def compress(self, data: bytes, /) -> bytes:
+        return self.deflate.compress(data)
+
+    def flush(self) -> bytes:
+        return self.deflate.flush() + b"junk after the stream" * 500
+
+
+@pytest.mark.timeout(60)
+def test_bytes_after_a_deflate_stream_are_refused_not_a_hang(tmp_path: Path) -> None:
+    """Found by the fuzzer's large-file seed (a hang): when a deflate stream
+    ends while zlib still holds an unconsumed tail, every further decompress
+    call moved the tail to unused_data and kept it, forever."""
+    big = cases.large_content(3 << 20)
+    out = io.BytesIO()
+    writer = ZipWriter(out, timestamp=generate.EPOCH)
+    writer.add_bytes("demo/__init__.py", b"")
+    writer.add_stream("demo/big.bin", [big], size_bound=len(big), compressor=_DeflateThenJunk())
+    dist_info = "demo-1.0.dist-info"
+    writer.add_bytes(f"{dist_info}/METADATA", METADATA)
+    writer.add_bytes(f"{dist_info}/WHEEL", generate.WHEEL)
+    rows = [
+        row("demo/__init__.py", b""),
+        row("demo/big.bin", big),
+        row(f"{dist_info}/METADATA", METADATA),
+        row(f"{dist_info}/WHEEL", generate.WHEEL),
+    ]
+    writer.add_bytes(f"{dist_info}/RECORD", format_rows([*rows, [f"{dist_info}/RECORD", "", ""]]))
+    writer.close()
+    assert refusal(tmp_path, out.getvalue()) == "zip-corrupt"

@@ -89,7 +89,12 @@ def seed(rng: random.Random) -> Model:
     elif kind == 3:  # many files, some large
         files += [Entry(f"demo/m{i}.py", content(rng)) for i in range(rng.randrange(3, 20))]
     elif kind == 4:
-        files.append(Entry("demo/big.bin", content(rng) + random_bytes(rng, 100)))
+        big = content(rng) + random_bytes(rng, 100)
+        if rng.randrange(3) == 0:
+            # Past one decoded chunk (1 MiB): its data is decoded inside the
+            # consumer's own reads; past PARALLEL_MIN (4 MiB): on worker threads.
+            big = random_bytes(rng, 4096) * rng.choice([300, 1300])
+        files.append(Entry("demo/big.bin", big))
     model.files = files
     model.meta = meta
     return model

@@ -28,7 +28,7 @@ from types import FrameType
 
 from .model import build
 from .mutate import generate
-from .target import execute, make_env
+from .target import CLI_COMMANDS, execute, make_env
 
 REPORT_EVERY = 2.0  # seconds between a worker's progress reports
 
@@ -44,9 +44,11 @@ class Tally:
     findings: Counter[str] = field(default_factory=Counter)  # signature -> count
     hangs: int = 0
     build_errors: Counter[str] = field(default_factory=Counter)
+    cli_runs: int = 0
 
     def merge(self, other: Tally) -> None:
         self.executions += other.executions
+        self.cli_runs += other.cli_runs
         self.verdicts.update(other.verdicts)
         self.findings.update(other.findings)
         self.hangs += other.hangs
@@ -61,6 +63,7 @@ class Summary:
     seconds: float
     exec_per_second: float
     accepted: int
+    cli_runs: int
     findings: dict[str, int]
     hangs: int
     build_errors: dict[str, int]
@@ -94,9 +97,14 @@ def work(
     timeout: float,
     out: Path,
     report: ProcessQueue[Tally] | None,
+    cli_every: int = 0,
 ) -> Tally:
-    """One worker's loop; reports partial tallies to `report` (or returns the whole)."""
+    """One worker's loop; reports partial tallies to `report` (or returns the
+    whole). About one input in `cli_every` (0: none) also goes through the
+    real command line."""
     rng = random.Random(f"{seed}:{worker}")
+    # Apart from `rng`, so that a seed gives the same inputs with or without the CLI runs.
+    cli_rng = random.Random(f"{seed}:{worker}:cli")
     scratch = Path(
         tempfile.mkdtemp(
             prefix=f"nwcache-fuzz-{worker}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -126,9 +134,12 @@ def work(
             archive.write_bytes(data)
             partial.executions += 1
             done += 1
+            cli = cli_rng.choice(CLI_COMMANDS) if cli_every and cli_rng.randrange(cli_every) == 0 else None
+            if cli is not None:
+                partial.cli_runs += 1
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
-                partial.verdicts[execute(archive, env).verdict] += 1
+                partial.verdicts[execute(archive, env, scratch / "out", cli).verdict] += 1
             except Hang:
                 partial.hangs += 1
                 _save(out, "hang", archive, "timed out")
@@ -175,11 +186,12 @@ def _worker_main(
     out: Path,
     memory: int,
     report: ProcessQueue[Tally],
+    cli_every: int,
 ) -> None:
     os.nice(0)
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    work(worker, seed, executions, deadline, timeout, out, report)
+    work(worker, seed, executions, deadline, timeout, out, report, cli_every)
     report.put(Tally(executions=-1))  # done
 
 
@@ -193,6 +205,7 @@ def fuzz(
     out: Path,
     memory_mib: int = 4096,
     progress: bool = False,
+    cli_every: int = 0,
 ) -> Summary:
     """Run `executions` inputs (or until `seconds` pass) over `workers`
     processes; workers=0 runs in this process (the test suite's short run)."""
@@ -201,7 +214,7 @@ def fuzz(
     deadline = started + seconds if seconds is not None else float("inf")
     tally = Tally()
     if workers == 0:
-        tally = work(0, seed, executions, deadline, timeout, out, None)
+        tally = work(0, seed, executions, deadline, timeout, out, None, cli_every)
     else:
         context = multiprocessing.get_context("spawn")
         report: ProcessQueue[Tally] = context.Queue()
@@ -209,7 +222,7 @@ def fuzz(
         processes = [
             context.Process(
                 target=_worker_main,
-                args=(i, seed, shares[i], deadline, timeout, out, memory_mib << 20, report),
+                args=(i, seed, shares[i], deadline, timeout, out, memory_mib << 20, report, cli_every),
             )
             for i in range(workers)
         ]
@@ -247,6 +260,7 @@ def fuzz(
         seconds=round(elapsed, 1),
         exec_per_second=round(tally.executions / elapsed, 1),
         accepted=tally.verdicts["accepted"],
+        cli_runs=tally.cli_runs,
         findings=dict(tally.findings),
         hangs=tally.hangs,
         build_errors=dict(tally.build_errors),
@@ -265,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds one execution may take")
     parser.add_argument("--memory-mib", type=int, default=4096, help="address space limit per worker")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "nwcache-fuzz")
+    parser.add_argument(
+        "--cli-every",
+        type=int,
+        default=50,
+        metavar="N",
+        help="run about one input in N through the real command line too (0: never)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = fuzz(
@@ -276,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         memory_mib=args.memory_mib,
         progress=True,
+        cli_every=args.cli_every,
     )
     text = json.dumps(asdict(summary), indent=2)
     (args.out / "summary.json").write_text(text + "\n")

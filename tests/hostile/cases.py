@@ -839,7 +839,29 @@ def bombs_and_sizes() -> list[Case]:
             "payload-size-bound", rule("payload-size"), setattrs(payload_size_delta=1 << 30), forms=(2,)
         )
     )
+    # Damaged bytes in a payload large enough that the daemon hashes and
+    # writes its files on worker threads: the frame's checksum fails in the
+    # read of the large file's last chunk (once a traceback, not an error).
+    c(
+        model_case(
+            "payload-damaged-checksum",
+            rule("payload-corrupt"),
+            both(add("demo/~big.bin", large_content()), on_frame(damage_checksum)),
+            forms=(2,),
+        )
+    )
     return cases
+
+
+def large_content(size: int = 6 << 20) -> bytes:
+    """Bytes that compress a little, fast, and span several decoded chunks."""
+    block = bytes(range(256)) * 16 + b"nwcache" * 64
+    return (block * (size // len(block) + 1))[:size]
+
+
+def damage_checksum(frame: bytes) -> bytes:
+    """The frame with its content checksum (the last 4 bytes) flipped."""
+    return frame[:-4] + bytes(b ^ 0xFF for b in frame[-4:])
 
 
 def shrink_fcs(frame: bytes) -> bytes:
@@ -968,6 +990,18 @@ def control_names() -> list[Case]:
             rule("path-control-char"),
             roomy(on_tar(pax_before("demo/core.py", pax_record("path", b"demo/ev\nil.py")))),
             forms=(2,),
+        )
+    )
+    # Not a control character, but a line break to str.splitlines: the error
+    # line escapes it (found by the fuzzer's command-line runs).
+    c(
+        model_case(
+            "line-separator-name",
+            r"demo/\\u2028x\.py: file is not listed in RECORD \[record-unlisted\]",
+            both(
+                add("demo/\u2028x.py", b"1"), on_rows(lambda rs: [r for r in rs if r[0] != "demo/\u2028x.py"])
+            ),
+            forms=(1,),
         )
     )
     c(

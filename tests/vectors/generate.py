@@ -307,6 +307,34 @@ ROOMY = [*BASE, F("demo/copy.py", BASE[1].data)]
 BIG_ZEROS = [F("demo/__init__.py", b""), F("demo/zeros.bin", b"\0" * (9 << 20))]
 
 
+def with_zip64_end(data: bytes, *, count_delta: int = 0) -> bytes:
+    """Zip64 end records (record and locator) inserted before the end record,
+    which keeps its real values, as CPython's zipfile writes them when a
+    count or offset passes its ZIP64_LIMIT but still fits the classic fields.
+    `count_delta` makes the zip64 record disagree with the end record."""
+    eocd = data[-22:]
+    _, _, _, _, count, cd_size, cd_offset, _ = struct.unpack("<4s4H2LH", eocd)
+    z64_at = cd_offset + cd_size
+    z64 = struct.pack(
+        "<4sQ2H2L4Q",
+        b"PK\x06\x06",
+        44,
+        45,
+        45,
+        0,
+        0,
+        count + count_delta,
+        count + count_delta,
+        cd_size,
+        cd_offset,
+    )
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, z64_at, 1)
+    return data[:z64_at] + z64 + locator + eocd
+
+
+DIRECTORY_ROWS = ["demo/,,", "demo/sub/,,"]
+
+
 def _spec(**changes: object) -> Spec:
     return replace(Spec(), **changes)  # type: ignore[arg-type]
 
@@ -332,6 +360,26 @@ VALID: dict[str, tuple[str, Builder, Spec]] = {
         "A classic WHEEL with CRLF line endings: the 2.0 fields use them too",
         lambda: v2(_spec(wheel=WHEEL.replace(b"\n", b"\r\n"))),
         _spec(wheel=WHEEL.replace(b"\n", b"\r\n")),
+    ),
+    "ok-classic-zip64-end": (
+        "Zip64 end records before an end record that keeps the real count, size and offset (CPython's zipfile)",
+        lambda: with_zip64_end(classic(Spec())),
+        Spec(),
+    ),
+    "ok-classic-record-directories": (
+        "RECORD rows for directories ('demo/,,'), with zip directory entries: ignored, as pip and installer do",
+        lambda: classic(
+            _spec(
+                extra_record_rows=DIRECTORY_ROWS,
+                extra_members=[(row[:-2], b"", 0o755) for row in DIRECTORY_ROWS],
+            )
+        ),
+        _spec(extra_record_rows=DIRECTORY_ROWS),
+    ),
+    "ok-v2-record-directories": (
+        "The 2.0 form of ok-classic-record-directories: RECORD kept byte for byte, the rows still ignored",
+        lambda: v2(_spec(extra_record_rows=DIRECTORY_ROWS)),
+        _spec(extra_record_rows=DIRECTORY_ROWS),
     ),
 }
 
@@ -371,6 +419,11 @@ REJECT: dict[str, tuple[str, str, Builder]] = {
         "duplicate-name",
         "Two zip members with the same name",
         lambda: classic(_spec(extra_members=[("demo/core.py", b"evil\n", 0o644)])),
+    ),
+    "zip64-end-disagrees": (
+        "zip-structure",
+        "A zip64 end record counting one member more than the end record's real count",
+        lambda: with_zip64_end(classic(Spec()), count_delta=1),
     ),
     "zip-symlink": (
         "zip-symlink",
