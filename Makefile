@@ -94,7 +94,7 @@ bench-viewmodes: setup
 bench-corpus: setup
 	$(BIN)/python -m bench.corpus $(BENCH_ARGS)
 
-.PHONY: bench-load faults fuzz
+.PHONY: bench-load faults fuzz pjdfstest
 
 # 4 clients installing while 16 processes read through the view, 10 minutes (docs/BENCH-LOAD.md).
 bench-load: setup
@@ -103,6 +103,13 @@ bench-load: setup
 # 120 SIGKILLs of the daemon at random moments (docs/RELIABILITY.md); e.g. FAULTS_ARGS="--runs 40".
 faults: setup
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+# pjdfstest against a registered venv in both view modes (docs/VIEW.md); PJDFSTEST is a
+# checkout of it (no package registry has it). Needs autoconf, automake and prove.
+pjdfstest: setup
+	@[ -n "$(PJDFSTEST)" ] || { echo "error: PJDFSTEST is not set"; echo "hint: make pjdfstest PJDFSTEST=/path/to/a/pjdfstest/checkout"; exit 2; }
+	$(SUDO) apt-get install -y -qq autoconf automake >/dev/null
+	$(BIN)/python -m tests.pjdfstest --source $(PJDFSTEST) $(PJDFSTEST_ARGS)
 
 # The archive fuzzer (docs/RELIABILITY.md); e.g. FUZZ_ARGS="--executions 100000".
 fuzz: setup
