@@ -81,6 +81,20 @@ def _int_range(low: int, high: int) -> type[int]:
     return parse  # type: ignore[return-value]
 
 
+def _generation_number(text: str) -> int:
+    """A generation number: 1 or more (the daemon says which are kept)."""
+    shown = text if len(text) <= 24 else text[:20] + "..."
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a generation number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"generations are numbered from 1, not {shown}")
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"no generation is numbered {shown}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nwcache", description="Wheel 2.0 archives and the nwcache package store.")
     from nwcache import __version__
@@ -201,7 +215,11 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     commands.add_parser("history", parents=[as_json, env_opt], help="an environment's generations")
     rollback = commands.add_parser("rollback", parents=[as_json, env_opt], help="return to a kept generation")
     rollback.add_argument(
-        "--to", type=_int_range(1, 2**62), metavar="N", help="generation (default: the previous one)"
+        "--to",
+        type=_generation_number,
+        metavar="N",
+        help="the generation to return to (default: the one the environment was at before its last "
+        "change, so that a second rollback undoes the first); 'nwcache history' lists them",
     )
     gc = commands.add_parser("gc", parents=[as_json], help="drop old generations and what nothing uses")
     gc.add_argument(
@@ -376,9 +394,35 @@ def _remote(
     return call(op, request_args, bool(getattr(args, "json", False)), render)
 
 
+def _changes(changes: list[dict[str, Any]] | None, most: int = 8) -> str:
+    """Changes as 'pandas 2.2.3 -> 2.1.0, +numpy 2.1.3, -six 1.16.0' ("" when unknown)."""
+    if changes is None:
+        return ""
+    if not changes:
+        return "no change"
+    words = []
+    for change in changes:
+        name, old, new = change["name"], change["old"], change["new"]
+        if old is None:
+            words.append(f"+{name} {new}")
+        elif new is None:
+            words.append(f"-{name} {old}")
+        elif old == new:
+            words.append(f"{name} {new} (another build)")
+        else:
+            words.append(f"{name} {old} -> {new}")
+    if len(words) > most:
+        words[most:] = [f"and {len(words) - most} more"]
+    return ", ".join(words)
+
+
 def _gen_line(gen: dict[str, Any]) -> str:
+    import time
+
     mark = "*" if gen.get("current") else " "
-    return f"{mark} {gen['number']:>4}  {gen['action']}"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gen["created"]))
+    changes = _changes(gen.get("changes"))
+    return f"{mark} {gen['number']:>4}  {when}  {gen['action']}" + (f": {changes}" if changes else "")
 
 
 def _packages(packages: list[dict[str, Any]]) -> str:
@@ -452,7 +496,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         "rollback",
         {"env": os.path.abspath(args.env), "to": args.to},
         args,
-        lambda gen: f"now at generation {gen['number']}: {gen['action']}",
+        lambda gen: f"now at generation {gen['number']} ({gen['action']}): {_changes(gen['changes'])}",
     )
 
 

@@ -33,7 +33,7 @@ from nwcache.client.protocol import MAX_LINE, PROTOCOL, answers, encode
 from . import bytecode
 from .errors import StoreError
 from .runner import run_service
-from .schema import EnvRecord, GenerationRecord
+from .schema import Change, EnvRecord, GenerationRecord, changes_between
 from .service import Service, env_dir_name
 
 log = logging.getLogger("nwcache.daemon")
@@ -90,12 +90,23 @@ def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
     }
 
 
-def generation_json(gen: GenerationRecord, current: int | None = None) -> dict[str, Any]:
+def changes_json(changes: list[Change] | None) -> list[dict[str, Any]] | None:
+    if changes is None:
+        return None
+    return [{"name": name, "old": old, "new": new} for name, old, new in changes]
+
+
+def generation_json(
+    gen: GenerationRecord, current: int | None = None, changes: list[Change] | None = None
+) -> dict[str, Any]:
+    """A generation for the client; `changes` (against another generation)
+    replaces the ones it records against its parent."""
     return {
         "number": gen.number,
         "parent": gen.parent,
         "created": gen.created,
         "action": gen.action,
+        "changes": changes_json(gen.changes if changes is None else changes),
         "current": gen.number == current if current is not None else None,
         "packages": [
             {"name": p.name, "version": p.version, "requested": p.requested}
@@ -164,11 +175,21 @@ class Handlers:
     async def history(self, args: dict[str, Any], progress: Progress) -> Any:
         env = await self._run(partial(self.service.store.get_env, args["env"]))
         gens = await self._run(partial(self.service.store.history, env.path))
-        return [generation_json(g, env.current) for g in gens]
+        by_number = {g.number: g for g in gens}
+        out = []
+        for gen in gens:
+            changes = gen.changes
+            parent = by_number.get(gen.parent) if gen.parent is not None else None
+            if changes is None and parent is not None:  # a record older than `changes`
+                changes = changes_between(parent.packages, gen.packages)
+            elif changes is None and gen.parent is None:
+                changes = changes_between([], gen.packages)
+            out.append(generation_json(gen, env.current, changes))
+        return out
 
     async def rollback(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.rollback(args["env"], args.get("to"))
-        return generation_json(gen, gen.number)
+        return generation_json(gen, gen.number)  # its changes: against the generation left
 
     async def gc(self, args: dict[str, Any], progress: Progress) -> Any:
         report = await self.service.gc(int(args.get("keep", 5)))

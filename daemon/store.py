@@ -123,6 +123,17 @@ def _mark(gen: GenerationRecord, packages: set[str], blobs: set[str]) -> None:
         blobs.update(r.blob for r in (*installed.site.values(), *installed.outside.values()))
 
 
+def _ranges(numbers: Iterable[int]) -> str:
+    """Generation numbers as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
 @dataclass
 class _Created:
     """What one install added to the index, so a failure can take it back."""
@@ -618,7 +629,12 @@ class Store:
                     for p in packages
                 ]
                 generation = GenerationRecord(
-                    1, None, time.time(), "register (adopted site-packages)", installed
+                    1,
+                    None,
+                    time.time(),
+                    "register (adopted site-packages)",
+                    installed,
+                    schema.changes_between([], installed),
                 )
                 with self._write() as txn:
                     raced = txn.get(env.id, db=self.db["envs"])
@@ -903,10 +919,17 @@ class Store:
                 self._check_blobs(txn, pkg.files.values())
                 txn.put(pkg.id, pkg.encode(), db=self.db["packages"], overwrite=False)
             self._check_conflicts(txn, env, packages)
-            gen = GenerationRecord(env.next, env.current, time.time(), action, packages)
+            gen = GenerationRecord(
+                env.next,
+                env.current,
+                time.time(),
+                action,
+                packages,
+                schema.changes_between(current.packages, packages),
+            )
             txn.put(schema.generation_key(env.id, gen.number), gen.encode(), db=self.db["generations"])
             crash_point("generation-written")
-            env.current, env.next = gen.number, gen.number + 1
+            env.previous, env.current, env.next = env.current, gen.number, gen.number + 1
             txn.put(env.id, env.encode(), db=self.db["envs"])
             crash_point("env-flipped")
         crash_point("flip-committed")
@@ -933,20 +956,36 @@ class Store:
                 owner[p] = label
 
     def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
-        """Point the environment at a kept generation (default: the one the
-        current generation was built from)."""
+        """Point the environment at a kept generation: `to`, or by default
+        the one it was at before its last change (a new generation or a
+        rollback), as `nix-env --rollback` and `conda install --revision`
+        users expect: a rollback after `rollback --to 2` goes back. The
+        generation left becomes the one the next plain rollback returns to.
+        Returns the generation with `changes` against the one left."""
         with self._write() as txn:
             env = self._env_by_path(path, txn)
             current = self._generation(txn, env, env.current)
-            number = to if to is not None else current.parent
+            number = to
             if number is None:
-                raise NoSuchGeneration(
-                    f"generation {current.number} of {env.path} has no parent to roll back to"
-                )
+                number = current.parent if env.previous is None else env.previous
+                if number is None:
+                    raise NoSuchGeneration(
+                        f"{env.path} is at generation {current.number}, its first: there is nothing to roll back to"
+                    )
+            kept = [g.number for g in self._generations(txn, env)]
+            if number not in kept:
+                if to is None:
+                    why = f"generation {number}, where it was before, is no longer kept (gc dropped it)"
+                elif number > max(kept):
+                    why = f"no generation {number}"
+                else:
+                    why = f"generation {number} is no longer kept"
+                raise NoSuchGeneration(f"{env.path} has {why}; it keeps {_ranges(kept)}")
             gen = self._generation(txn, env, number)
-            env.current = gen.number
-            txn.put(env.id, env.encode(), db=self.db["envs"])
-        return gen
+            if gen.number != env.current:
+                env.previous, env.current = env.current, gen.number
+                txn.put(env.id, env.encode(), db=self.db["envs"])
+        return dataclasses.replace(gen, changes=schema.changes_between(current.packages, gen.packages))
 
     # -- bytecode ---------------------------------------------------------------
 

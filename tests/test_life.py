@@ -1,0 +1,99 @@
+"""Living with the daemon (issue 20), through the real CLI against a real
+daemon process: history and rollback as Nix and conda users know them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import Daemon
+from tests.vectors import generate
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+
+
+def demo_wheel(folder: Path, version: str) -> Path:
+    """demo-VERSION-py3-none-any.whl (format 2.0) whose demo/__init__.py says its version."""
+    spec = generate.Spec(
+        dist_info=f"demo-{version}.dist-info",
+        files=[generate.F("demo/__init__.py", f"VERSION = {version!r}\n".encode())],
+    )
+    wheel = folder / f"demo-{version}-py3-none-any.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel.write_bytes(generate.v2(spec))
+    return wheel
+
+
+def bare_venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path
+
+
+def imported_version(venv: Path) -> str:
+    done = subprocess.run(
+        [venv / "bin" / "python", "-c", "import demo; print(demo.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+
+
+def test_history_and_rollback(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    venv = bare_venv(tmp_path / "venv")
+    new, old = demo_wheel(tmp_path / "w", "2.0"), demo_wheel(tmp_path / "w", "1.0")
+    for wheel in (new, old):  # generations 2 and 3: a downgrade
+        code, out, err = daemon.cli("install", wheel, "--env", venv)
+        assert code == 0, err
+    assert out == "generation 3: install demo==1.0\n"
+    code, out, err = daemon.cli("uninstall", "demo", "--env", venv)  # generation 4
+    assert code == 0, err
+
+    code, out, err = daemon.cli("history", "--env", venv)
+    assert code == 0, err
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    lines = out.splitlines()
+    assert re.fullmatch(rf"     1  {stamp}  register \(adopted site-packages\): no change", lines[0]), lines
+    assert re.fullmatch(rf"     2  {stamp}  install demo==2.0: \+demo 2.0", lines[1]), lines
+    assert re.fullmatch(rf"     3  {stamp}  install demo==1.0: demo 2.0 -> 1.0", lines[2]), lines
+    assert re.fullmatch(rf"\*    4  {stamp}  uninstall demo: -demo 1.0", lines[3]), lines
+
+    # rollback --to 2, then a plain rollback goes back to 4 (where the venv
+    # was), not to 1 (2's parent); the next one returns to 2.
+    code, out, err = daemon.cli("rollback", "--env", venv, "--to", "2")
+    assert (code, out) == (0, "now at generation 2 (install demo==2.0): +demo 2.0\n"), err
+    assert imported_version(venv) == "2.0"
+    code, out, err = daemon.cli("rollback", "--env", venv)
+    assert (code, out) == (0, "now at generation 4 (uninstall demo): -demo 2.0\n"), err
+    assert imported_version(venv) == "ModuleNotFoundError: No module named 'demo'"
+    code, out, err = daemon.cli("rollback", "--env", venv, "--json")
+    assert code == 0, err
+    back = json.loads(out)
+    assert (back["number"], back["changes"]) == (2, [{"name": "demo", "old": None, "new": "2.0"}])
+    assert imported_version(venv) == "2.0"
+    code, out, err = daemon.cli("history", "--env", venv, "--json")
+    history = json.loads(out)
+    assert [g["number"] for g in history if g["current"]] == [2]
+    assert history[2]["changes"] == [{"name": "demo", "old": "2.0", "new": "1.0"}]
+    assert history[0]["created"] <= history[3]["created"]
+
+    # Out of range: one bounded line each, the kept generations named.
+    code, out, err = daemon.cli("rollback", "--env", venv, "--to", "0")
+    assert code == 2
+    assert "error: argument --to: generations are numbered from 1, not 0" in err.splitlines()
+    code, out, err = daemon.cli("rollback", "--env", venv, "--to", "9" * 40)
+    assert code == 2
+    assert f"error: argument --to: no generation is numbered {'9' * 20}..." in err.splitlines()
+    code, out, err = daemon.cli("rollback", "--env", venv, "--to", "7")
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: {venv} has no generation 7; it keeps 1-4",
+        "hint: 'nwcache history --env VENV' lists the generations kept",
+    ]
