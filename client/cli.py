@@ -14,12 +14,20 @@ stays close to Python's own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from nwcache.client.remote import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, call, install
+from nwcache.client.remote import (
+    EXIT_FAILED,
+    EXIT_OK,
+    call,
+    emit,
+    fail,
+    install,
+    interrupted,
+    os_error,
+)
 
 # Not `from typing import TYPE_CHECKING`: the client imports no typing at all
 # (start-up time; mypy treats any TYPE_CHECKING alike).
@@ -56,15 +64,25 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
 
 
+class _RawFormatter(_Formatter):
+    """Description and epilog printed as written (lists of actions)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
+    # Whether the command line asked for --json, read before parsing: a
+    # usage error is reported as JSON too (main() sets it).
+    as_json = False
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        print(f"hint: run '{self.prog} --help' for the options", file=sys.stderr)
+        fail("UsageError", message, f"run '{self.prog} --help' for the options", EXIT_USAGE, _Parser.as_json)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -146,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store duplicate files again instead of as content links",
     )
+    convert.add_argument("--json", action="store_true", help="print JSON")
 
     inspect = commands.add_parser("inspect", parents=[window], help="describe an archive from its metadata")
     inspect.add_argument("archive", type=Path, metavar="X.whl")
@@ -168,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="copy",
         help="how to materialise content links (default copy)",
     )
+    unpack.add_argument("--json", action="store_true", help="print JSON")
     _add_store_commands(commands)
     return parser
 
@@ -227,8 +247,25 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     commands.add_parser("fsck", parents=[as_json], help="check every blob and index entry")
     commands.add_parser("stats", parents=[as_json], help="stored against logical bytes, per environment")
-    service = commands.add_parser("service", help="the systemd user service")
-    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service = commands.add_parser(
+        "service",
+        parents=[as_json],
+        help="run the daemon as a systemd user service",
+        description="The daemon as a systemd user service (nwcache.service, Type=notify, restarted on\n"
+        "failure). Needs a running systemd user manager; without one run 'nwcache daemon' instead.",
+        formatter_class=_RawFormatter,
+        epilog="actions:\n"
+        "  install    write ~/.config/systemd/user/nwcache.service (ExecStart: this interpreter, with\n"
+        "             NWCACHE_HOME and NWCACHE_SOCKET when set), reload systemd, enable and start it\n"
+        "  uninstall  stop and disable the unit and remove its file\n"
+        "  status     print the unit's state; exit 0 when it is active, 3 otherwise",
+    )
+    service.add_argument(
+        "action",
+        choices=["install", "uninstall", "status"],
+        metavar="ACTION",
+        help="install, uninstall or status",
+    )
 
 
 def _hint(error: ArchiveError) -> str:
@@ -245,20 +282,12 @@ def _hint(error: ArchiveError) -> str:
     return "the archive is malformed or was tampered with; nothing was written"
 
 
-def _fail(error: ArchiveError | OSError) -> int:
+def _fail(error: ArchiveError | OSError, as_json: bool = False) -> int:
     from nwcache.archive import ArchiveError
 
     if isinstance(error, ArchiveError):
-        print(f"error: {error}", file=sys.stderr)
-        print(f"hint: {_hint(error)}", file=sys.stderr)
-    else:
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
-        print(
-            "hint: check the path, its permissions and the free space; nothing was kept",
-            file=sys.stderr,
-        )
-    return EXIT_FAILED
+        return fail(type(error).__name__, str(error), _hint(error), EXIT_FAILED, as_json)
+    return os_error(error, as_json)
 
 
 def _describe(archive: Archive) -> dict[str, object]:
@@ -293,7 +322,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with Archive.open(args.archive, max_window_log=args.max_window_log) as archive:
         info = _describe(archive)
     if args.json:
-        print(json.dumps(info, indent=2))
+        emit(info)
         return EXIT_OK
     links_label = "content links" if info["format_version"] == "2.0" else "duplicate files"
     window = info["window_log"]
@@ -335,7 +364,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             count += 1
         digest = archive.verified_digest
     if args.json:
-        print(json.dumps({"file": str(args.archive), "ok": True, "files": count, "content_digest": digest}))
+        emit({"file": str(args.archive), "ok": True, "files": count, "content_digest": digest})
     else:
         print(f"ok: {args.archive}: {count} files verified, content digest {digest}")
     return EXIT_OK
@@ -346,7 +375,10 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
     with Archive.open(args.archive, max_window_log=args.max_window_log) as archive:
         count = unpack(archive, args.dest, links=LinkMode(args.links))
-    print(f"unpacked {count} files from {args.archive} into {args.dest}")
+    if args.json:
+        emit({"file": str(args.archive), "dest": str(args.dest), "files": count})
+    else:
+        print(f"unpacked {count} files from {args.archive} into {args.dest}")
     return EXIT_OK
 
 
@@ -355,10 +387,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from nwcache.archive.wheelinfo import DEFAULT_LEVEL, DEFAULT_WINDOW_LOG
 
     if args.to == 1 and (args.level is not None or args.window_log is not None):
-        print("error: --level and --window-log apply to --to 2 only", file=sys.stderr)
-        print("hint: drop them, or convert with --to 2", file=sys.stderr)
-        return EXIT_USAGE
-    status = EXIT_OK
+        return fail(
+            "UsageError",
+            "--level and --window-log apply to --to 2 only",
+            "drop them, or convert with --to 2",
+            EXIT_USAGE,
+            args.json,
+        )
+    converted: list[dict[str, object]] = []
+    failed: list[dict[str, object]] = []
     for src in args.inputs:
         dest = args.output_dir / src.name
         try:
@@ -372,13 +409,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 content_links=not args.no_content_links,
             )
         except (ArchiveError, OSError) as exc:
-            status = _fail(exc)
+            _fail(exc)  # its lines on stderr; the JSON document comes at the end
+            kind = type(exc).__name__ if isinstance(exc, ArchiveError) else "OSError"
+            hint = (
+                _hint(exc)
+                if isinstance(exc, ArchiveError)
+                else "check the path, its permissions and the free space"
+            )
+            failed.append({"file": str(src), "kind": kind, "message": str(exc), "hint": hint})
             continue
         before = os.path.getsize(src)
-        print(
-            f"{src} -> {dest}: format {args.to}, {before:,} -> {result.size:,} bytes ({result.size / before:.0%}), {result.content_links} content links, {result.content_digest}"
+        converted.append(
+            {
+                "file": str(src),
+                "dest": str(dest),
+                "format": args.to,
+                "size_before": before,
+                "size": result.size,
+                "content_links": result.content_links,
+                "content_digest": result.content_digest,
+            }
         )
-    return status
+        if not args.json:
+            print(
+                f"{src} -> {dest}: format {args.to}, {before:,} -> {result.size:,} bytes ({result.size / before:.0%}), {result.content_links} content links, {result.content_digest}"
+            )
+    if args.json:
+        document: dict[str, object] = {"converted": converted, "failed": failed}
+        if failed:
+            first = failed[0]
+            message = f"{len(failed)} of {len(args.inputs)} inputs failed; the first: {first['message']}"
+            document["error"] = {"kind": first["kind"], "message": message, "hint": first["hint"], "exit": 1}
+        emit(document)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -539,7 +602,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     from nwcache.client.service import main as service_main
 
-    return service_main(args.action)
+    return service_main(args.action, args.json)
 
 
 COMMANDS = {
@@ -563,22 +626,24 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (tests call this directly)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    _Parser.as_json = "--json" in words
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:
         return int(exc.code or 0)
+    as_json = bool(getattr(args, "json", False))
     try:
         return COMMANDS[args.command](args)
     except OSError as exc:
-        return _fail(exc)
+        return _fail(exc, as_json)
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted(as_json)
     except Exception as exc:
         # Only the archive commands import the archive library (start-up
         # time of the store commands), so its errors are recognised lazily.
         archive = sys.modules.get("nwcache.archive")
         if archive is not None and isinstance(exc, archive.ArchiveError):
-            return _fail(exc)
+            return _fail(exc, as_json)
         raise

@@ -143,6 +143,25 @@ def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]
 _CONTROL = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0))}
 
 
+def emit(value: object) -> None:
+    """The one JSON document of a --json command, on stdout."""
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
+    """Report an error: `error:` and `hint:` lines on stderr and, with
+    --json, {"error": {kind, message, hint, exit}} on stdout. Returns `code`."""
+    message = message.translate(_CONTROL)
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    if as_json:
+        emit({"error": {"kind": kind, "message": message, "hint": hint, "exit": code}})
+    return code
+
+
 def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:
     """One request to the daemon: progress on stderr when it is a terminal,
     the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
@@ -166,31 +185,38 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                 bar.close()
                 bar = None
             if event == "error":
-                print(f"error: {str(message.get('message')).translate(_CONTROL)}", file=sys.stderr)
-                if message.get("hint"):
-                    print(f"hint: {message.get('hint')}", file=sys.stderr)
-                return int(message.get("exit", EXIT_FAILED))
+                return fail(
+                    str(message.get("kind") or "Error"),
+                    str(message.get("message")),
+                    str(message.get("hint") or ""),
+                    int(message.get("exit", EXIT_FAILED)),
+                    as_json,
+                )
             if event == "result":
                 result = message.get("result")
                 if as_json:
-                    import json
-
-                    print(json.dumps(result, indent=2, sort_keys=True))
+                    emit(result)
                 else:
                     text = render(result)
                     if text:
                         print(text)
                 return EXIT_OK
     except DaemonUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(
-            "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'", file=sys.stderr
+        return fail(
+            "NoDaemon",
+            str(exc),
+            "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
+            EXIT_NO_DAEMON,
+            as_json,
         )
-        return EXIT_NO_DAEMON
     except ProtocolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("hint: check the daemon's log; restart it after upgrading nwcache", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(
+            "ProtocolError",
+            str(exc),
+            "check the daemon's log; restart it after upgrading nwcache",
+            EXIT_FAILED,
+            as_json,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -202,9 +228,13 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
     absolute = [os.path.abspath(a) for a in archives]
     missing = [a for a in absolute if not os.path.isfile(a)]
     if missing:
-        print(f"error: {missing[0]}: no such file", file=sys.stderr)
-        print("hint: pass paths of .whl archives (classic or 2.0)", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(
+            "NotAFile",
+            f"{missing[0]}: no such file",
+            "pass paths of .whl archives (classic or 2.0)",
+            EXIT_FAILED,
+            as_json,
+        )
     return call(
         "install",
         {"env": os.path.abspath(env), "archives": absolute},
@@ -254,10 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return install(*plain)
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted(plain[2])
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        print("hint: check the path, its permissions and the free space; nothing was kept", file=sys.stderr)
-        return EXIT_FAILED
+        return os_error(exc, plain[2])
+
+
+def interrupted(as_json: bool) -> int:
+    return fail("Interrupted", "interrupted; nothing was kept", "", EXIT_INTERRUPTED, as_json)
+
+
+def os_error(exc: OSError, as_json: bool) -> int:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return fail(
+        "OSError",
+        f"{where}{exc.strerror or exc}",
+        "check the path, its permissions and the free space; nothing was kept",
+        EXIT_FAILED,
+        as_json,
+    )

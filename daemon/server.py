@@ -96,6 +96,14 @@ def changes_json(changes: list[Change] | None) -> list[dict[str, Any]] | None:
     return [{"name": name, "old": old, "new": new} for name, old, new in changes]
 
 
+def change_json(gen: GenerationRecord) -> dict[str, Any]:
+    """What an install, uninstall or rollback answers: the generation it led
+    to and what changed, not the whole package list."""
+    data = generation_json(gen, gen.number)
+    del data["packages"]
+    return data
+
+
 def generation_json(
     gen: GenerationRecord, current: int | None = None, changes: list[Change] | None = None
 ) -> dict[str, Any]:
@@ -162,11 +170,11 @@ class Handlers:
             await progress(f"checking {Path(archive).name}", index, len(archives))
         gen = await self.service.install(args["env"], archives)
         await progress("installed", len(archives), len(archives))
-        return generation_json(gen, gen.number)
+        return change_json(gen)
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.uninstall(args["env"], list(args["names"]))
-        return generation_json(gen, gen.number)
+        return change_json(gen)
 
     async def list(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self._run(partial(self.service.store.generation, args["env"]))
@@ -189,7 +197,7 @@ class Handlers:
 
     async def rollback(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.rollback(args["env"], args.get("to"))
-        return generation_json(gen, gen.number)  # its changes: against the generation left
+        return change_json(gen)  # its changes: against the generation left
 
     async def gc(self, args: dict[str, Any], progress: Progress) -> Any:
         report = await self.service.gc(int(args.get("keep", 5)))

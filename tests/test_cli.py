@@ -167,3 +167,59 @@ def test_client_start_imports_nothing_heavy() -> None:
     code = "import sys, nwcache.client.cli; print(sorted(m for m in ('zstandard','trio','lmdb','pyfuse3') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def one_json_error(out: str, err: str, kind: str, code: int) -> dict[str, object]:
+    """--json on an error path: one JSON document on stdout naming the error,
+    and the same error as `error:` + `hint:` lines on stderr."""
+    error = json.loads(out)["error"]
+    assert (error["kind"], error["exit"]) == (kind, code), error
+    assert f"error: {error['message']}" in err.splitlines()
+    assert f"hint: {error['hint']}" in err.splitlines()
+    return dict(error)
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind", "code"),
+    [
+        (["rollback", "--env", "v", "--to", "0", "--json"], "UsageError", 2),
+        (["install", "--json", "--env", "v"], "UsageError", 2),
+        (["frobnicate", "--json"], "UsageError", 2),
+        (["convert", str(V2), "--to", "1", "--level", "5", "--json"], "UsageError", 2),
+        (["inspect", "missing-1.0-py3-none-any.whl", "--json"], "ArchiveError", 1),
+        (["verify", str(VECTORS / "record-hash" / FILENAME), "--json"], "RecordMismatch", 1),
+        (["unpack", "missing-1.0-py3-none-any.whl", "out", "--json"], "ArchiveError", 1),
+        (["list", "--env", "v", "--json"], "NoDaemon", 3),
+        (["install", "missing.whl", "--env", "v", "--json"], "NotAFile", 1),
+        (["install", "missing.whl", "--env", "v", "--j"], "NotAFile", 1),
+    ],
+)
+def test_json_errors_are_one_document_on_stdout(
+    argv: list[str],
+    kind: str,
+    code: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nwcache.client import remote
+
+    monkeypatch.setenv("NWCACHE_SOCKET", str(tmp_path / "none.sock"))
+    monkeypatch.chdir(tmp_path)
+    assert remote.main(argv) == code
+    out, err = capsys.readouterr()
+    one_json_error(out, err, kind, code)
+
+
+def test_convert_json_reports_each_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = VECTORS / "record-hash" / FILENAME
+    assert main(["convert", str(CLASSIC), str(bad), "-o", str(tmp_path / "out"), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{bad}: demo/core.py: content does not match its RECORD hash [record-hash]" in err
+    document = json.loads(out)
+    assert [c["file"] for c in document["converted"]] == [str(CLASSIC)]
+    assert [f["file"] for f in document["failed"]] == [str(bad)]
+    assert document["error"]["exit"] == 1
+    assert document["error"]["message"].startswith("1 of 2 inputs failed; the first: ")
+    assert main(["convert", str(CLASSIC), "-o", str(tmp_path / "out2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed"] == []

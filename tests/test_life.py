@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import Daemon
+from tests.test_cli import one_json_error
 from tests.vectors import generate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -97,3 +98,34 @@ def test_history_and_rollback(daemon: Daemon, tmp_path: Path) -> None:
         f"error: {venv} has no generation 7; it keeps 1-4",
         "hint: 'nwcache history --env VENV' lists the generations kept",
     ]
+
+
+def test_json_from_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    """--json: an install answers what changed, not the package list; the
+    daemon's errors are one JSON document on stdout as well."""
+    daemon.start()
+    venv = bare_venv(tmp_path / "venv")
+    code, out, err = daemon.cli("install", demo_wheel(tmp_path / "w", "1.0"), "--env", venv, "--json")
+    assert code == 0, err
+    installed = json.loads(out)
+    assert "packages" not in installed
+    assert (installed["number"], installed["action"]) == (2, "install demo==1.0")
+    assert installed["changes"] == [{"name": "demo", "old": None, "new": "1.0"}]
+    code, out, err = daemon.cli("install", demo_wheel(tmp_path / "w", "2.0"), "--env", venv, "--json")
+    assert json.loads(out)["changes"] == [{"name": "demo", "old": "1.0", "new": "2.0"}]
+    code, out, err = daemon.cli("uninstall", "demo", "--env", venv, "--json")
+    assert json.loads(out)["changes"] == [{"name": "demo", "old": "2.0", "new": None}]
+
+    code, out, err = daemon.cli("uninstall", "nosuch", "--env", venv, "--json")
+    one_json_error(out, err, "UnknownPackage", 1)
+    code, out, err = daemon.cli("list", "--env", tmp_path, "--json")
+    one_json_error(out, err, "UnknownEnv", 1)
+    code, out, err = daemon.cli("rollback", "--env", venv, "--to", "9", "--json")
+    assert (
+        one_json_error(out, err, "NoSuchGeneration", 1)["message"]
+        == f"{venv} has no generation 9; it keeps 1-4"
+    )
+    for argv in (["gc", "--json"], ["fsck", "--json"], ["stats", "--json"], ["env", "list", "--json"]):
+        code, out, err = daemon.cli(*argv)
+        assert code == 0, err
+        json.loads(out)
