@@ -118,7 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     from nwcache import __version__
 
     parser.add_argument("--version", action="version", version=f"nwcache {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_Parser,
+        help="what to do ('nwcache COMMAND --help' describes each)",
+    )
 
     window = _Parser(add_help=False)
     window.add_argument(
@@ -135,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert wheels between format 1.0 and 2.0",
         description="Convert wheels; each file is verified against RECORD on the way.",
     )
-    convert.add_argument("inputs", nargs="+", type=Path, metavar="IN.whl")
+    convert.add_argument(
+        "inputs", nargs="+", type=Path, metavar="IN.whl", help="wheels to convert (classic 1.x or 2.0)"
+    )
     convert.add_argument(
         "-o",
         "--output-dir",
@@ -167,20 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--json", action="store_true", help="print JSON")
 
     inspect = commands.add_parser("inspect", parents=[window], help="describe an archive from its metadata")
-    inspect.add_argument("archive", type=Path, metavar="X.whl")
+    inspect.add_argument("archive", type=Path, metavar="X.whl", help="the wheel (classic 1.x or 2.0)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
     verify = commands.add_parser(
         "verify", parents=[window], help="check every file against RECORD and the content digest"
     )
-    verify.add_argument("archive", type=Path, metavar="X.whl")
+    verify.add_argument("archive", type=Path, metavar="X.whl", help="the wheel (classic 1.x or 2.0)")
     verify.add_argument("--json", action="store_true", help="print JSON")
 
     unpack = commands.add_parser(
         "unpack", parents=[window], help="verify and unpack an archive into a new directory"
     )
-    unpack.add_argument("archive", type=Path, metavar="X.whl")
-    unpack.add_argument("dest", type=Path, metavar="DIR")
+    unpack.add_argument("archive", type=Path, metavar="X.whl", help="the wheel (classic 1.x or 2.0)")
+    unpack.add_argument("dest", type=Path, metavar="DIR", help="where to unpack: a new or empty directory")
     unpack.add_argument(
         "--links",
         choices=("copy", "hardlink", "symlink"),
@@ -192,11 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VENV_HELP = "the virtual environment's directory (the one holding pyvenv.cfg, not its bin/python)"
+
+
 def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the result as JSON")
     env_opt = _Parser(add_help=False)
-    env_opt.add_argument("--env", required=True, type=Path, metavar="VENV", help="the virtual environment")
+    env_opt.add_argument("--env", required=True, type=Path, metavar="VENV", help=_VENV_HELP)
 
     commands.add_parser(
         "daemon",
@@ -206,12 +217,16 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     env = commands.add_parser("env", help="register, list, show and unregister environments")
     env_commands = env.add_subparsers(
-        dest="env_command", required=True, metavar="ACTION", parser_class=_Parser
+        dest="env_command",
+        required=True,
+        metavar="ACTION",
+        parser_class=_Parser,
+        help="what to do ('nwcache env ACTION --help' describes each)",
     )
     register = env_commands.add_parser(
         "register", parents=[as_json], help="serve a venv's site-packages from the store"
     )
-    register.add_argument("venv", type=Path, metavar="VENV")
+    register.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
     register.add_argument(
         "--bind", action="store_true", help="bind-mount the view over site-packages (daemon runs as root)"
     )
@@ -219,18 +234,26 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     show = env_commands.add_parser(
         "show", parents=[as_json], help="one environment and its current generation"
     )
-    show.add_argument("venv", type=Path, metavar="VENV")
+    show.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
     unregister = env_commands.add_parser(
         "unregister", parents=[as_json], help="put a real site-packages back and forget the environment"
     )
-    unregister.add_argument("venv", type=Path, metavar="VENV")
+    unregister.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
 
     install = commands.add_parser(
         "install", parents=[as_json, env_opt], help="install archives (1.x or 2.0) into an environment"
     )
-    install.add_argument("archives", nargs="+", type=Path, metavar="ARCHIVE")
+    install.add_argument(
+        "archives",
+        nargs="+",
+        type=Path,
+        metavar="ARCHIVE",
+        help="wheel files (.whl, classic 1.x or 2.0), at most one version of each distribution",
+    )
     uninstall = commands.add_parser("uninstall", parents=[as_json, env_opt], help="remove distributions")
-    uninstall.add_argument("names", nargs="+", metavar="NAME")
+    uninstall.add_argument(
+        "names", nargs="+", metavar="NAME", help="distribution names, as 'nwcache list --env VENV' shows them"
+    )
     commands.add_parser("list", parents=[as_json, env_opt], help="distributions installed in an environment")
     commands.add_parser("history", parents=[as_json, env_opt], help="an environment's generations")
     rollback = commands.add_parser("rollback", parents=[as_json, env_opt], help="return to a kept generation")
@@ -250,7 +273,7 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     service = commands.add_parser(
         "service",
         parents=[as_json],
-        help="run the daemon as a systemd user service",
+        help="the daemon as a systemd user service: install, uninstall or status",
         description="The daemon as a systemd user service (nwcache.service, Type=notify, restarted on\n"
         "failure). Needs a running systemd user manager; without one run 'nwcache daemon' instead.",
         formatter_class=_RawFormatter,

@@ -226,15 +226,23 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
 def install(archives: list[str], env: str, as_json: bool) -> int:
     """`nwcache install`: every archive must be a file; paths go to the daemon absolute."""
     absolute = [os.path.abspath(a) for a in archives]
-    missing = [a for a in absolute if not os.path.isfile(a)]
-    if missing:
-        return fail(
-            "NotAFile",
-            f"{missing[0]}: no such file",
-            "pass paths of .whl archives (classic or 2.0)",
-            EXIT_FAILED,
-            as_json,
-        )
+    for given, path in zip(archives, absolute, strict=True):
+        if os.path.isdir(path):
+            return fail(
+                "NotAFile",
+                f"{path}: is a directory, not an archive",
+                f"pass the wheels in it: nwcache install {given.rstrip('/')}/*.whl --env {env}",
+                EXIT_FAILED,
+                as_json,
+            )
+        if not os.path.isfile(path):
+            return fail(
+                "NotAFile",
+                f"{path}: no such file",
+                "pass paths of .whl archives (classic or 2.0)",
+                EXIT_FAILED,
+                as_json,
+            )
     return call(
         "install",
         {"env": os.path.abspath(env), "archives": absolute},

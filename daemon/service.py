@@ -26,7 +26,7 @@ from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
-from .store import GCReport, Store
+from .store import GCReport, Store, check_names
 from .tree import TreeBuilder
 from .venvs import sha256_file, venv_root
 from .view import ViewOperations, content_mtime_ns
@@ -387,6 +387,7 @@ class Service:
     async def install(
         self, path: str | os.PathLike[str], archives: list[str | os.PathLike[str]]
     ) -> GenerationRecord:
+        check_names(archives)  # before the venv is registered
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)

@@ -37,6 +37,7 @@ from .crashpoints import crash_point
 from .errors import (
     IncompatibleTags,
     NoSuchGeneration,
+    NotAWheel,
     PathConflict,
     StoreBusy,
     StoreError,
@@ -45,7 +46,14 @@ from .errors import (
 )
 from .layout import PackageLayout, check_installable, package_layout, plan_install, site_tree
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
-from .venvs import group_distributions, probe, scan_site_packages, sha256_file, venv_root
+from .venvs import (
+    group_distributions,
+    probe,
+    scan_site_packages,
+    sha256_file,
+    venv_of_interpreter,
+    venv_root,
+)
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data does
 CHUNK = 1 << 20
@@ -121,6 +129,27 @@ def _mark(gen: GenerationRecord, packages: set[str], blobs: set[str]) -> None:
     for installed in gen.packages:
         packages.add(installed.package)
         blobs.update(r.blob for r in (*installed.site.values(), *installed.outside.values()))
+
+
+def check_names(archives: Iterable[str | os.PathLike[str]]) -> None:
+    """What the file names alone refuse, before anything is stored or
+    registered: an sdist or other non-wheel, two versions of one distribution."""
+    seen: dict[str, str] = {}
+    for archive in archives:
+        name = Path(archive).name
+        if not name.endswith(".whl"):
+            sdist = name.endswith((".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip"))
+            raise NotAWheel(
+                f"{archive} is {'a source distribution (sdist)' if sdist else 'not a wheel (.whl)'}: "
+                "nwcache installs wheels"
+            )
+        key = canonicalize_name(parse_filename(name, archive=str(archive)).name)
+        if key in seen:
+            raise StoreError(
+                f"{seen[key]} and {name} are two versions of {key}: one install takes one of each distribution",
+                hint="install the one you want (installing the other later replaces it; history keeps both)",
+            )
+        seen[key] = name
 
 
 def _ranges(numbers: Iterable[int]) -> str:
@@ -566,6 +595,9 @@ class Store:
         key = schema.env_id(root)
         value = txn.get(key, db=self.db["envs"])
         if value is None:
+            inside = venv_of_interpreter(Path(path))
+            if inside is not None:
+                venv_root(path)  # says it is the venv's interpreter, and which venv
             raise UnknownEnv(f"{path} is not a registered environment")
         return self._decode_env(key, value)
 
@@ -826,10 +858,7 @@ class Store:
         distribution of the same name already there is replaced (upgrade)."""
         env = self.get_env(path)
         pending = _Pending()
-        # Named twice: refused before anything is stored (the file names say it).
-        names = [parse_filename(Path(a).name, archive=str(a)).name for a in archives]
-        if len(set(names)) != len(names):
-            raise StoreError(f"the same distribution twice in one install: {', '.join(sorted(names))}")
+        check_names(archives)
         if len(archives) > 1:
             # Every archive's metadata refusals before the first is stored: a
             # hostile second archive must not leave the first in the store.
@@ -1282,8 +1311,10 @@ class Store:
             stored = sum(schema.decode_blob(v)[0] for _, v in txn.cursor(db=self.db["blobs"]))
             blobs = txn.stat(self.db["blobs"])["entries"]
             per_env: list[dict[str, Any]] = []
-            for _, value in txn.cursor(db=self.db["envs"]):
-                env = EnvRecord.decode(value)
+            # By path: the index orders environments by the hash of their path.
+            for env in sorted(
+                (EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])), key=lambda e: e.path
+            ):
                 tree = self._site_of(txn, env, self._generation(txn, env, env.current))
                 sizes = [r.size for r in tree.values()]
                 for ref in bytecode.sources(tree).values():

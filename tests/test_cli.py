@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,61 @@ def test_convert_json_reports_each_input(tmp_path: Path, capsys: pytest.CaptureF
     assert document["error"]["message"].startswith("1 of 2 inputs failed; the first: ")
     assert main(["convert", str(CLASSIC), "-o", str(tmp_path / "out2"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["failed"] == []
+
+
+def test_help_describes_every_positional_and_service_action() -> None:
+    import argparse
+
+    from nwcache.client.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+                yield parser.prog, action
+            if isinstance(action, argparse._SubParsersAction):
+                assert action.help, parser.prog
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    found = list(walk(build_parser()))
+    assert len(found) == 11  # convert 1, inspect/verify 2, unpack 2, env 3, install, uninstall, service
+    for prog, action in found:
+        assert action.help, f"{prog} {action.metavar or action.dest} has no help"
+    wide = {**os.environ, "COLUMNS": "200"}
+    service = subprocess.run(
+        [sys.executable, "-m", "nwcache", "service", "--help"],
+        env=wide,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in ("install", "uninstall", "status"):
+        assert f"\n  {name} " in service
+    top = subprocess.run(
+        [sys.executable, "-m", "nwcache", "--help"], env=wide, capture_output=True, text=True, check=True
+    )
+    assert "install, uninstall or status" in top.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="needs systemctl")
+def test_service_install_without_a_user_manager(tmp_path: Path) -> None:
+    """No user manager to talk to (an empty runtime directory, no bus):
+    one line saying so, a hint naming both ways out, nothing written."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env.update(XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", "service", "install"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("error: no systemd user manager runs for ")
+    assert "'nwcache daemon'" in lines[1]
+    assert "'loginctl enable-linger " in lines[1]
+    assert not (tmp_path / "config").exists()

@@ -129,3 +129,62 @@ def test_json_from_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
         code, out, err = daemon.cli(*argv)
         assert code == 0, err
         json.loads(out)
+
+
+def test_messages_for_common_mistakes(daemon: Daemon, tmp_path: Path) -> None:
+    """Each: the exact first line, a hint that helps, the exit code, and
+    nothing changed (no environment registered on the way)."""
+    daemon.start()
+    venv = bare_venv(tmp_path / "venv")
+    wheels = tmp_path / "w"
+    old, new = demo_wheel(wheels, "1.0"), demo_wheel(wheels, "2.0")
+
+    code, out, err = daemon.cli("install", old, "--env", venv / "bin" / "python")
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: {venv / 'bin' / 'python'} is the interpreter of the virtual environment {venv}, not the environment",
+        f"hint: pass the venv's directory: --env {venv}",
+    ]
+    code, out, err = daemon.cli("list", "--env", venv / "bin" / "python")
+    assert code == 1
+    assert err.splitlines()[1] == f"hint: pass the venv's directory: --env {venv}"
+
+    sdist = tmp_path / "demo-1.0.tar.gz"
+    sdist.write_bytes(b"not looked at")
+    code, out, err = daemon.cli("install", sdist, "--env", venv)
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[0] == f"error: {sdist} is a source distribution (sdist): nwcache installs wheels"
+    assert lines[1].startswith("hint: build a wheel first, e.g. 'pip wheel --no-deps -w dist/ SOURCE'")
+
+    code, out, err = daemon.cli("install", wheels, "--env", venv)
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: {wheels}: is a directory, not an archive",
+        f"hint: pass the wheels in it: nwcache install {wheels}/*.whl --env {venv}",
+    ]
+
+    code, out, err = daemon.cli("install", old, new, "--env", venv)
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"error: {old.name} and {new.name} are two versions of demo: one install takes one of each distribution"
+    )
+    assert lines[1].startswith("hint: install the one you want")
+    assert "ARCHITECTURE" not in err
+
+    code, out, err = daemon.cli("env", "list", "--json")
+    assert json.loads(out) == []  # none of them registered the venv
+
+
+def test_stats_lists_environments_by_path(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    paths = [bare_venv(tmp_path / name) for name in ("c", "a", "b", "d")]
+    for venv in paths:
+        code, _, err = daemon.cli("env", "register", venv)
+        assert code == 0, err
+    code, out, err = daemon.cli("stats", "--json")
+    assert [e["path"] for e in json.loads(out)["envs"]] == sorted(str(p) for p in paths)
+    code, out, err = daemon.cli("stats")
+    listed = [line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  ")]
+    assert listed == sorted(str(p) for p in paths)
