@@ -38,6 +38,17 @@ class ProtocolError(Exception):
     """The daemon answered something this client cannot read."""
 
 
+class ConnectionLost(ProtocolError):
+    """The connection broke after the request was sent and before the answer:
+    the daemon stopped (or was killed) while it worked on the request."""
+
+
+# Requests that change something: each carries an id, the daemon records the
+# outcome under it, and a client that loses the answer asks for it ("outcome").
+CHANGING = frozenset({"install", "uninstall", "rollback", "env.register", "env.unregister", "gc"})
+WAIT_DEFAULT = 30.0  # seconds a client waits for a daemon to come back (NWCACHE_WAIT)
+
+
 def socket_path() -> str:
     """NWCACHE_SOCKET, default $XDG_RUNTIME_DIR/nwcache/daemon.sock."""
     if "NWCACHE_SOCKET" in os.environ:
@@ -100,9 +111,11 @@ def loads(text: str) -> Any:
 # -- the connection ---------------------------------------------------------------
 
 
-def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def request(
+    path: str, op: str, args: dict[str, Any], request_id: str | None = None
+) -> Iterator[dict[str, Any]]:
     """Send one request; yield every line of the answer (the last one is the
-    result or the error)."""
+    result or the error). ConnectionLost when the daemon goes away first."""
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -113,16 +126,26 @@ def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]
             raise DaemonUnavailable(f"no nwcache daemon at {path} ({exc.strerror})") from None
         except PermissionError:
             raise DaemonUnavailable(f"{path} is not yours to use (permission denied)") from None
-        sock.sendall(dumps({"protocol": PROTOCOL, "op": op, "args": args}).encode() + b"\n")
+        message: dict[str, Any] = {"protocol": PROTOCOL, "op": op, "args": args}
+        if request_id is not None:
+            message["request"] = request_id
+        lost = "the daemon stopped before answering (the connection closed)"
+        try:
+            sock.sendall(dumps(message).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            raise ConnectionLost(lost) from None
         buffer = b""
         while True:
             newline = buffer.find(b"\n")
             if newline < 0:
                 if len(buffer) > MAX_LINE:
                     raise ProtocolError("the daemon sent an oversized message")
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    raise ConnectionLost(lost) from None
                 if not chunk:
-                    raise ProtocolError("the daemon closed the connection before answering (did it stop?)")
+                    raise ConnectionLost(lost)
                 buffer += chunk
                 continue
             line, buffer = buffer[:newline], buffer[newline + 1 :]
@@ -162,12 +185,24 @@ def fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
     return code
 
 
+def _done(result: Any, as_json: bool, render: Callable[[Any], str]) -> int:
+    if as_json:
+        emit(result)
+    else:
+        text = render(result)
+        if text:
+            print(text)
+    return EXIT_OK
+
+
 def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:
     """One request to the daemon: progress on stderr when it is a terminal,
-    the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
+    the result on stdout (JSON with --json), errors as `error:` + `hint:`.
+    A request that changes something and loses its answer is asked after."""
     bar = None
+    request_id = os.urandom(8).hex() if op in CHANGING else None
     try:
-        for message in request(socket_path(), op, args):
+        for message in request(socket_path(), op, args, request_id):
             event = message.get("event")
             if event == "progress":
                 if not as_json and sys.stderr.isatty():
@@ -193,14 +228,20 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                     as_json,
                 )
             if event == "result":
-                result = message.get("result")
-                if as_json:
-                    emit(result)
-                else:
-                    text = render(result)
-                    if text:
-                        print(text)
-                return EXIT_OK
+                return _done(message.get("result"), as_json, render)
+    except ConnectionLost as exc:
+        if bar is not None:
+            bar.close()
+            bar = None
+        if request_id is None:
+            return fail(
+                "ConnectionLost",
+                str(exc),
+                f"'{op}' changes nothing: run it again once the daemon is back ('nwcache daemon' or systemd)",
+                EXIT_FAILED,
+                as_json,
+            )
+        return recover(op, args, request_id, as_json, render)
     except DaemonUnavailable as exc:
         return fail(
             "NoDaemon",
@@ -213,7 +254,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
         return fail(
             "ProtocolError",
             str(exc),
-            "check the daemon's log; restart it after upgrading nwcache",
+            "check the daemon's log ('nwcache service status', or the terminal running 'nwcache daemon')",
             EXIT_FAILED,
             as_json,
         )
@@ -221,6 +262,93 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
         if bar is not None:
             bar.close()
     return EXIT_FAILED
+
+
+def _wait_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("NWCACHE_WAIT", WAIT_DEFAULT)))
+    except ValueError:
+        return WAIT_DEFAULT
+
+
+def recover(
+    op: str, args: dict[str, Any], request_id: str, as_json: bool, render: Callable[[Any], str]
+) -> int:
+    """The daemon went away while working on a request that changes
+    something: wait (bounded by NWCACHE_WAIT, polling) for a daemon to answer
+    again and ask it by request id what became of the request."""
+    import time
+
+    env = args.get("env")
+    check = f"'nwcache history --env {env} --json'" if env else "'nwcache history --env VENV --json'"
+    waited = _wait_seconds()
+    print(
+        f"nwcache: the daemon stopped answering during '{op}'; waiting up to {waited:g} s for it to "
+        f"come back to ask what became of it (request {request_id})",
+        file=sys.stderr,
+    )
+    deadline = time.monotonic() + waited
+    while True:
+        answer: dict[str, Any] | None = None
+        try:
+            for message in request(socket_path(), "outcome", {"request": request_id, "env": env, "op": op}):
+                answer = message
+        except (DaemonUnavailable, ProtocolError):
+            answer = None
+        if answer is not None and answer.get("event") == "error":
+            return fail(
+                "OutcomeUnknown",
+                f"the daemon stopped during '{op}' and cannot say what became of it ({answer.get('message')})",
+                f"{check} shows whether it took effect" if env else "run it again",
+                EXIT_FAILED,
+                as_json,
+            )
+        if answer is not None and answer.get("event") == "result":
+            outcome = answer.get("result") or {}
+            state = outcome.get("state")
+            if state == "done":
+                print(
+                    f"nwcache: the connection was lost, but '{op}' completed (request {request_id})",
+                    file=sys.stderr,
+                )
+                return _done(outcome.get("result"), as_json, render)
+            if state == "failed":
+                error = outcome.get("error") or {}
+                return fail(
+                    str(error.get("kind") or "Error"),
+                    str(error.get("message")),
+                    str(error.get("hint") or ""),
+                    int(error.get("exit", EXIT_FAILED)),
+                    as_json,
+                )
+            if state == "unknown" and op == "gc":
+                return fail(
+                    "OutcomeUnknown",
+                    "the daemon stopped during gc, before it could answer",
+                    "gc is safe to run again: 'nwcache gc' (what it dropped, if it got that far, stays dropped)",
+                    EXIT_FAILED,
+                    as_json,
+                )
+            if state == "unknown":
+                where = f"; {env} is at generation {outcome['current']}" if outcome.get("current") else ""
+                return fail(
+                    "NotDone",
+                    f"the daemon stopped before '{op}' took effect: no generation records it{where}",
+                    "run the command again",
+                    EXIT_FAILED,
+                    as_json,
+                )
+            deadline = time.monotonic() + waited  # "running": the daemon is alive and still at it
+        if time.monotonic() > deadline:
+            return fail(
+                "OutcomeUnknown",
+                f"the daemon stopped during '{op}' and did not come back within {waited:g} s",
+                f"once it runs again ('nwcache daemon', or systemd restarts it), {check} shows whether "
+                f"it took effect: a generation with request {request_id!r}",
+                EXIT_NO_DAEMON,
+                as_json,
+            )
+        time.sleep(0.2)  # polling for the daemon's return, bounded by the deadline
 
 
 def install(archives: list[str], env: str, as_json: bool) -> int:

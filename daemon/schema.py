@@ -35,6 +35,10 @@ version reads as it is (no schema bump, no migration):
     GenerationRecord.changes   (since issue 20) [[name, old, new], ...] against
                                the parent, null for absent; absent: computed
                                from the parent while it is kept
+    GenerationRecord.request   (since issue 20) the id of the client request
+                               that made it; absent: none was sent
+    EnvRecord.request          (since issue 20) the id of the last rollback's
+                               request; absent: none
 
 GC roots are the generations each environment keeps; a blob or package that
 no kept generation reaches is garbage. A bytecode entry lives while its source
@@ -189,6 +193,9 @@ class EnvRecord:
     # before it existed lack it (None): a plain rollback then goes to the
     # current generation's parent, which was the same thing until then.
     previous: int | None = None
+    # The request (client's id) of the last rollback, so that a client whose
+    # connection broke can ask what became of it.
+    request: str | None = None
 
     @property
     def interpreter(self) -> str:
@@ -275,6 +282,9 @@ class GenerationRecord:
     # flip; None in records written before it existed (readers compare with
     # the parent when it is still kept).
     changes: list[Change] | None = None
+    # The id of the client request that made it (protocol "request"), so that
+    # a client whose answer was lost can ask for it; None without one.
+    request: str | None = None
 
     def encode(self) -> bytes:
         data: dict[str, Any] = {
@@ -286,6 +296,8 @@ class GenerationRecord:
         }
         if self.changes is not None:
             data["changes"] = [list(c) for c in self.changes]
+        if self.request is not None:
+            data["request"] = self.request
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod

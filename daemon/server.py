@@ -28,7 +28,7 @@ import trio
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
-from nwcache.client.protocol import MAX_LINE, PROTOCOL, answers, encode
+from nwcache.client.protocol import MAX_LINE, OPS, PROTOCOL, answers, encode
 
 from . import bytecode
 from .errors import StoreError
@@ -38,6 +38,9 @@ from .service import Service, env_dir_name
 
 log = logging.getLogger("nwcache.daemon")
 Progress = Callable[[str, int, int], Awaitable[None]]
+
+
+FINISHED_KEPT = 256
 
 
 class DaemonError(StoreError):
@@ -115,6 +118,7 @@ def generation_json(
         "created": gen.created,
         "action": gen.action,
         "changes": changes_json(gen.changes if changes is None else changes),
+        "request": gen.request,
         "current": gen.number == current if current is not None else None,
         "packages": [
             {"name": p.name, "version": p.version, "requested": p.requested}
@@ -129,6 +133,48 @@ class Handlers:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        # Requests that change something, by the client's id: those at work,
+        # and the answers of the last FINISHED_KEPT (a client whose
+        # connection broke asks with "outcome").
+        self.running: set[str] = set()
+        self.finished: dict[str, dict[str, Any]] = {}
+
+    def record(self, request_id: str, outcome: dict[str, Any]) -> None:
+        self.finished[request_id] = outcome
+        while len(self.finished) > FINISHED_KEPT:
+            del self.finished[next(iter(self.finished))]
+
+    async def outcome(self, args: dict[str, Any], progress: Progress) -> Any:
+        """What became of a request, by id: "running", "done" (with its
+        answer), "failed" (with its error), or "unknown": neither this daemon
+        nor the store knows it, so it never took effect (a generation or a
+        rollback records its request in the same transaction)."""
+        request_id = str(args.get("request") or "")
+        if request_id in self.running:
+            return {"state": "running"}
+        if request_id in self.finished:
+            return self.finished[request_id]
+        current = None
+        if args.get("env"):
+            try:
+                env = await self._run(partial(self.service.store.get_env, args["env"]))
+            except StoreError:
+                env = None
+            # Registering and unregistering record no request: their effect is the answer.
+            if args.get("op") == "env.register" and env is not None:
+                return {"state": "done", "result": env_json(self.service, env)}
+            if args.get("op") == "env.unregister" and env is None:
+                return {"state": "done", "result": {"path": args["env"]}}
+            if env is not None:
+                current = env.current
+                gens = await self._run(partial(self.service.store.history, env.path))
+                made = [g for g in gens if g.request == request_id]
+                if made:
+                    return {"state": "done", "result": change_json(made[0])}
+                if env.request == request_id:  # a rollback
+                    gen = await self._run(partial(self.service.store.generation, env.path))
+                    return {"state": "done", "result": change_json(gen)}
+        return {"state": "unknown", "current": current}
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         return await self.service._run(fn)
@@ -168,12 +214,12 @@ class Handlers:
         archives: list[str | os.PathLike[str]] = [str(a) for a in args["archives"]]
         for index, archive in enumerate(archives):
             await progress(f"checking {Path(archive).name}", index, len(archives))
-        gen = await self.service.install(args["env"], archives)
+        gen = await self.service.install(args["env"], archives, request=args.get("request_id"))
         await progress("installed", len(archives), len(archives))
         return change_json(gen)
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
-        gen = await self.service.uninstall(args["env"], list(args["names"]))
+        gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))
         return change_json(gen)
 
     async def list(self, args: dict[str, Any], progress: Progress) -> Any:
@@ -196,7 +242,7 @@ class Handlers:
         return out
 
     async def rollback(self, args: dict[str, Any], progress: Progress) -> Any:
-        gen = await self.service.rollback(args["env"], args.get("to"))
+        gen = await self.service.rollback(args["env"], args.get("to"), request=args.get("request_id"))
         return change_json(gen)  # its changes: against the generation left
 
     async def gc(self, args: dict[str, Any], progress: Progress) -> Any:
@@ -332,8 +378,8 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             )
             return
         op = str(request.get("op", ""))
-        method = getattr(handlers, op.replace(".", "_"), None)
-        if method is None or op.startswith("_"):
+        method = getattr(handlers, op.replace(".", "_"), None) if op in OPS else None
+        if method is None:
             await send(
                 {
                     "event": "error",
@@ -349,14 +395,29 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             await send({"event": "progress", "message": message, "done": done, "total": total})
 
         started = time.monotonic()
+        args = dict(request.get("args") or {})
+        request_id = request.get("request")
+        if not isinstance(request_id, str) or not request_id or op == "outcome":
+            request_id = None
+        if request_id is not None:
+            args["request_id"] = request_id
+            handlers.running.add(request_id)
         try:
-            result = await method(dict(request.get("args") or {}), progress)
-        except Exception as exc:
-            answer = error_message(exc, handlers.service.store.home)
-            if answer["kind"] == "InternalError":
-                log.exception("internal error in %s", op)
-            await send({"event": "error", **answer})
-            return
+            try:
+                result = await method(args, progress)
+            except Exception as exc:
+                answer = error_message(exc, handlers.service.store.home)
+                if answer["kind"] == "InternalError":
+                    log.exception("internal error in %s", op)
+                if request_id is not None:
+                    handlers.record(request_id, {"state": "failed", "error": answer})
+                await send({"event": "error", **answer})
+                return
+            if request_id is not None:
+                handlers.record(request_id, {"state": "done", "result": result})
+        finally:
+            if request_id is not None:
+                handlers.running.discard(request_id)
         log.info("%s done in %.3f s", op, time.monotonic() - started)
         await send({"event": "result", "result": result})
 

@@ -385,35 +385,43 @@ class Service:
         return gen
 
     async def install(
-        self, path: str | os.PathLike[str], archives: list[str | os.PathLike[str]]
+        self,
+        path: str | os.PathLike[str],
+        archives: list[str | os.PathLike[str]],
+        *,
+        request: str | None = None,
     ) -> GenerationRecord:
         check_names(archives)  # before the venv is registered
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.install, env.path, archives))
+            gen = await self._run(partial(self.store.install, env.path, archives, request=request))
             await self._refresh(env)
             crash_point("outside-pending")
             await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
-    async def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
+    async def uninstall(
+        self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None
+    ) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.uninstall, env.path, names))
+            gen = await self._run(partial(self.store.uninstall, env.path, names, request=request))
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
-    async def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
+    async def rollback(
+        self, path: str | os.PathLike[str], to: int | None = None, *, request: str | None = None
+    ) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.rollback, env.path, to))
+            gen = await self._run(partial(self.store.rollback, env.path, to, request=request))
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
             return gen

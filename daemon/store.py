@@ -853,9 +853,11 @@ class Store:
         *,
         requested: bool = True,
         action: str | None = None,
+        request: str | None = None,
     ) -> GenerationRecord:
         """Install archives into an environment as one new generation. A
-        distribution of the same name already there is replaced (upgrade)."""
+        distribution of the same name already there is replaced (upgrade).
+        `request` (the client's request id) is recorded in the generation."""
         env = self.get_env(path)
         pending = _Pending()
         check_names(archives)
@@ -868,7 +870,9 @@ class Store:
                         self._admit(archive, env.tags, env)
         created = _Created()
         try:
-            return self._install(env, archives, pending, created, requested=requested, action=action)
+            return self._install(
+                env, archives, pending, created, requested=requested, action=action, request=request
+            )
         except BaseException:
             # A later archive failing (a bad hash, a bomb found while its
             # payload is read) must not leave the earlier ones stored.
@@ -885,6 +889,7 @@ class Store:
         *,
         requested: bool,
         action: str | None,
+        request: str | None = None,
     ) -> GenerationRecord:
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
@@ -912,12 +917,15 @@ class Store:
                     what,
                     lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
                     pending,
+                    request=request,
                 )
             except BaseException:
                 pending.discard()
                 raise
 
-    def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
+    def uninstall(
+        self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None
+    ) -> GenerationRecord:
         wanted = {canonicalize_name(n) for n in names}
 
         def without(current: list[Installed]) -> list[Installed]:
@@ -927,7 +935,9 @@ class Store:
                 raise UnknownPackage(f"not installed in {path}: {', '.join(absent)}")
             return [i for i in current if canonicalize_name(i.name) not in wanted]
 
-        return self._flip(str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending())
+        return self._flip(
+            str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending(), request=request
+        )
 
     def _flip(
         self,
@@ -936,6 +946,8 @@ class Store:
         change: Callable[[list[Installed]], list[Installed]],
         pending: _Pending,
         new_packages: Iterable[PackageRecord] = (),
+        *,
+        request: str | None = None,
     ) -> GenerationRecord:
         """Build the next generation from the current one and point the
         environment at it, in one transaction."""
@@ -955,6 +967,7 @@ class Store:
                 action,
                 packages,
                 schema.changes_between(current.packages, packages),
+                request,
             )
             txn.put(schema.generation_key(env.id, gen.number), gen.encode(), db=self.db["generations"])
             crash_point("generation-written")
@@ -984,7 +997,9 @@ class Store:
                     raise PathConflict(f"{other} and {label} both install {p}")
                 owner[p] = label
 
-    def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
+    def rollback(
+        self, path: str | os.PathLike[str], to: int | None = None, *, request: str | None = None
+    ) -> GenerationRecord:
         """Point the environment at a kept generation: `to`, or by default
         the one it was at before its last change (a new generation or a
         rollback), as `nix-env --rollback` and `conda install --revision`
@@ -1012,7 +1027,7 @@ class Store:
                 raise NoSuchGeneration(f"{env.path} has {why}; it keeps {_ranges(kept)}")
             gen = self._generation(txn, env, number)
             if gen.number != env.current:
-                env.previous, env.current = env.current, gen.number
+                env.previous, env.current, env.request = env.current, gen.number, request
                 txn.put(env.id, env.encode(), db=self.db["envs"])
         return dataclasses.replace(gen, changes=schema.changes_between(current.packages, gen.packages))
 

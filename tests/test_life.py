@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,121 @@ def test_stats_lists_environments_by_path(daemon: Daemon, tmp_path: Path) -> Non
     code, out, err = daemon.cli("stats")
     listed = [line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  ")]
     assert listed == sorted(str(p) for p in paths)
+
+
+def _install_while_killed(
+    daemon: Daemon, crash_at: str, wheel: Path, venv: Path, wait: str
+) -> subprocess.Popen[str]:
+    """Restart the daemon set to SIGKILL itself at `crash_at`, start an install
+    (a client process waiting up to `wait` seconds for a daemon to come back),
+    and return the client once the daemon is dead."""
+    daemon.stop()
+    daemon.env["NWCACHE_CRASH_AT"] = crash_at
+    daemon.start()
+    process = daemon.process
+    assert process is not None
+    client = subprocess.Popen(
+        [sys.executable, "-m", "nwcache", "install", str(wheel), "--env", str(venv)],
+        env={**daemon.env, "NWCACHE_WAIT": wait},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.wait(timeout=120) == -signal.SIGKILL
+    del daemon.env["NWCACHE_CRASH_AT"]
+    return client
+
+
+def test_a_lost_answer_is_asked_for(daemon: Daemon, tmp_path: Path) -> None:
+    """The daemon killed during an install: with no daemon coming back the
+    client says how to check; with one, it asks by request id and tells
+    what happened (landed, or not)."""
+    venv = bare_venv(tmp_path / "venv")
+    daemon.start()
+    code, _, err = daemon.cli("env", "register", venv)
+    assert code == 0, err
+
+    # Killed after the commit, no daemon within 1 s: exit 3 and how to check.
+    client = _install_while_killed(daemon, "flip-committed", demo_wheel(tmp_path / "w", "1.0"), venv, "1")
+    out, err = client.communicate(timeout=120)
+    assert client.returncode == 3, err
+    lines = err.splitlines()
+    assert lines[0].startswith("nwcache: the daemon stopped answering during 'install'; waiting up to 1 s")
+    assert lines[1] == "error: the daemon stopped during 'install' and did not come back within 1 s"
+    request_id = re.fullmatch(r".*a generation with request '([0-9a-f]{16})'", lines[2])
+    assert request_id is not None, lines[2]
+    assert lines[2].startswith(
+        f"hint: once it runs again ('nwcache daemon', or systemd restarts it), 'nwcache history --env {venv} --json'"
+    )
+    assert "upgrad" not in err
+    daemon.start()
+    code, out, err = daemon.cli("history", "--env", venv, "--json")
+    assert [g["request"] for g in json.loads(out)] == [None, request_id.group(1)]  # it had landed
+
+    # Killed before the commit, restarted while the client waits: it did not land.
+    client = _install_while_killed(
+        daemon, "generation-written", demo_wheel(tmp_path / "w", "2.0"), venv, "120"
+    )
+    daemon.start()
+    out, err = client.communicate(timeout=180)
+    assert client.returncode == 1, err
+    assert err.splitlines()[1:] == [
+        f"error: the daemon stopped before 'install' took effect: no generation records it; {venv} is at generation 2",
+        "hint: run the command again",
+    ]
+    assert imported_version(venv) == "1.0"
+
+    # Killed after the commit, restarted while the client waits: it landed.
+    client = _install_while_killed(daemon, "flip-committed", demo_wheel(tmp_path / "w", "2.0"), venv, "120")
+    daemon.start()
+    out, err = client.communicate(timeout=180)
+    assert client.returncode == 0, err
+    assert out == "generation 3: install demo==2.0\n"
+    assert "the connection was lost, but 'install' completed" in err.splitlines()[1]
+    assert imported_version(venv) == "2.0"
+
+
+def test_outcome_of_a_request_whose_client_went_away(daemon: Daemon, tmp_path: Path) -> None:
+    """A client that hangs up: the daemon finishes the install and keeps its
+    answer, which "outcome" gives by request id; a failed one gives its error."""
+    import socket
+    import time
+
+    from nwcache.client.remote import dumps, request
+
+    daemon.start()
+    venv = bare_venv(tmp_path / "venv")
+
+    def send_and_hang_up(args: dict[str, object], request_id: str) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(daemon.socket))
+            message = {"protocol": 1, "op": "install", "args": args, "request": request_id}
+            sock.sendall(dumps(message).encode() + b"\n")
+
+    def outcome(request_id: str, wait: bool = True) -> dict[str, object]:
+        """Its outcome, polled (while the daemon has not read the request yet
+        or still works on it) when `wait`."""
+        deadline = time.monotonic() + 120
+        while True:
+            answers = list(
+                request(
+                    str(daemon.socket), "outcome", {"request": request_id, "env": str(venv), "op": "install"}
+                )
+            )
+            result = answers[-1]["result"]
+            if not wait or result["state"] not in ("running", "unknown") or time.monotonic() > deadline:
+                return dict(result)
+            time.sleep(0.05)  # polling for the install to finish, bounded by the deadline
+
+    wheel = demo_wheel(tmp_path / "w", "1.0")
+    send_and_hang_up({"env": str(venv), "archives": [str(wheel)]}, "a" * 16)
+    done = outcome("a" * 16)
+    assert done["state"] == "done", done
+    assert done["result"]["action"] == "install demo==1.0"  # type: ignore[index]
+    send_and_hang_up(
+        {"env": str(venv), "archives": [str(tmp_path / "missing-1.0-py3-none-any.whl")]}, "b" * 16
+    )
+    failed = outcome("b" * 16)
+    assert failed["state"] == "failed", failed
+    assert failed["error"]["kind"] == "ArchiveError"  # type: ignore[index]
+    assert outcome("c" * 16, wait=False) == {"state": "unknown", "current": 2}
