@@ -5,6 +5,8 @@
       blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
       tmp/            bodies being written; anything here at start-up is debris
       owner.lock      flock held by the one process that has the store open
+      reserve         allocated blocks as large as index/data.mdb (at least 8 MiB), given
+                      back before a commit that frees space on a full disk (daemon/reserve.py)
 
 Databases (all keys are bytes; integers big-endian so that keys sort numerically):
 

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import trio
 
 from nwcache import __version__
@@ -32,6 +33,7 @@ from nwcache.client.protocol import MAX_LINE, OPS, PROTOCOL, answers, encode
 
 from . import bytecode
 from .errors import StoreError
+from .reserve import free_bytes
 from .runner import run_service
 from .schema import Change, EnvRecord, GenerationRecord, changes_between
 from .service import Service, env_dir_name
@@ -269,12 +271,23 @@ class Handlers:
         }
 
 
-def error_message(exc: BaseException, home: Path | None = None) -> dict[str, Any]:
-    if _out_of_space(exc):
+FREEING = frozenset({"gc", "uninstall", "rollback", "env.unregister"})
+
+
+def error_message(exc: BaseException, home: Path | None = None, op: str = "") -> dict[str, Any]:
+    if _out_of_space(exc) or (home is not None and _index_failed_on_a_full_disk(exc, home)):
+        hint = (
+            "nothing was changed; the room nwcache keeps for this ($NWCACHE_HOME/reserve) was not enough: "
+            "delete other files on that disk and run it again, or move NWCACHE_HOME to a larger disk"
+            if op in FREEING
+            else "nothing was changed; make room with 'nwcache gc --keep 1' (it runs on a full disk), "
+            "'nwcache uninstall NAME --env VENV' or 'nwcache env unregister VENV' first if every generation "
+            "is needed, or move NWCACHE_HOME to a larger disk"
+        )
         return {
             "kind": "NoSpace",
-            "message": f"no space left on the store's disk (NWCACHE_HOME={home})",
-            "hint": "free space there or move NWCACHE_HOME to a larger disk; nothing was changed",
+            "message": f"the disk holding NWCACHE_HOME ({home}) is full",
+            "hint": hint,
             "exit": 1,
         }
     if isinstance(exc, StoreError):
@@ -312,6 +325,19 @@ def _out_of_space(exc: BaseException) -> bool:
     return (exc.__cause__ is not None and _out_of_space(exc.__cause__)) or "No space left on device" in str(
         exc
     )
+
+
+def _index_failed_on_a_full_disk(exc: BaseException, home: Path) -> bool:
+    """LMDB reports a short write as "Input/output error": an LMDB error
+    while the store's file system has (next to) nothing free is a full disk."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_index_failed_on_a_full_disk(e, home) for e in exc.exceptions)
+    if not isinstance(exc, lmdb.Error):
+        return False
+    try:
+        return free_bytes(home) < (1 << 20)
+    except OSError:
+        return False
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:
@@ -406,7 +432,7 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             try:
                 result = await method(args, progress)
             except Exception as exc:
-                answer = error_message(exc, handlers.service.store.home)
+                answer = error_message(exc, handlers.service.store.home, op)
                 if answer["kind"] == "InternalError":
                     log.exception("internal error in %s", op)
                 if request_id is not None:

@@ -45,6 +45,7 @@ from .errors import (
     UnknownPackage,
 )
 from .layout import PackageLayout, check_installable, package_layout, plan_install, site_tree
+from .reserve import Reserve
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
 from .venvs import (
     group_distributions,
@@ -232,8 +233,10 @@ class Store:
         # it was decoded from and handed out as a copy.
         self._packages: dict[bytes, tuple[PackageRecord, PackageLayout | None]] = {}
         self._env_records: dict[bytes, tuple[bytes, EnvRecord]] = {}
+        self.reserve = Reserve(self.home / "reserve", self.home / "index" / "data.mdb")
         if sweep:
             self.sweep()
+        self.reserve.keep()
 
     def close(self) -> None:
         self.env.close()
@@ -796,6 +799,13 @@ class Store:
 
     def unregister(self, path: str | os.PathLike[str]) -> None:
         """Forget an environment and its generations (GC frees what only it used)."""
+        self.reserve.release_if_short()
+        try:
+            self._unregister(path)
+        finally:
+            self.reserve.keep()
+
+    def _unregister(self, path: str | os.PathLike[str]) -> None:
         with self._write() as txn:
             env = self._env_by_path(path, txn)
             cursor = txn.cursor(db=self.db["generations"])
@@ -870,7 +880,7 @@ class Store:
                         self._admit(archive, env.tags, env)
         created = _Created()
         try:
-            return self._install(
+            gen = self._install(
                 env, archives, pending, created, requested=requested, action=action, request=request
             )
         except BaseException:
@@ -879,6 +889,8 @@ class Store:
             if created.packages or created.blobs:
                 self._take_back(created)
             raise
+        self.reserve.keep()  # grown as the index grows
+        return gen
 
     def _install(
         self,
@@ -935,9 +947,13 @@ class Store:
                 raise UnknownPackage(f"not installed in {path}: {', '.join(absent)}")
             return [i for i in current if canonicalize_name(i.name) not in wanted]
 
-        return self._flip(
-            str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending(), request=request
-        )
+        self.reserve.release_if_short()
+        try:
+            return self._flip(
+                str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending(), request=request
+            )
+        finally:
+            self.reserve.keep()
 
     def _flip(
         self,
@@ -1006,6 +1022,15 @@ class Store:
         users expect: a rollback after `rollback --to 2` goes back. The
         generation left becomes the one the next plain rollback returns to.
         Returns the generation with `changes` against the one left."""
+        self.reserve.release_if_short()
+        try:
+            return self._rollback(path, to, request)
+        finally:
+            self.reserve.keep()
+
+    def _rollback(
+        self, path: str | os.PathLike[str], to: int | None, request: str | None
+    ) -> GenerationRecord:
         with self._write() as txn:
             env = self._env_by_path(path, txn)
             current = self._generation(txn, env, env.current)
@@ -1096,59 +1121,67 @@ class Store:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         with self._gate.exclusive():
-            with self._write() as txn:
-                dropped = 0
-                reachable_pkgs: set[str] = set()
-                reachable_blobs: set[str] = set()
-                for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
-                    numbers = sorted(g.number for g in self._generations(txn, env))
-                    kept = set(numbers[-keep:]) | {env.current}
-                    for number in numbers:
-                        key = schema.generation_key(env.id, number)
-                        if number not in kept:
-                            txn.delete(key, db=self.db["generations"])
-                            dropped += 1
-                            continue
-                        _mark(self._generation(txn, env, number), reachable_pkgs, reachable_blobs)
-                packages = 0
-                deleted: list[bytes] = []
-                for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
-                    if pkg_key.hex() in reachable_pkgs:
-                        reachable_blobs.update(r.blob for r in PackageRecord.decode(pkg_value).files.values())
-                    else:
-                        txn.delete(pkg_key, db=self.db["packages"])
-                        deleted.append(bytes(pkg_key))
-                        packages += 1
-                # Bytecode lives while its source does and some environment
-                # runs its interpreter; its pyc is reachable through it.
-                interpreters = {EnvRecord.decode(v).interpreter for _, v in txn.cursor(db=self.db["envs"])}
-                for code_key, code_value in list(txn.cursor(db=self.db["bytecode"])):
-                    source, _level, interpreter = schema.split_bytecode_key(bytes(code_key))
-                    if source in reachable_blobs and interpreter in interpreters:
-                        pyc = schema.decode_bytecode(code_value)
-                        if pyc is not None:
-                            reachable_blobs.add(pyc.blob)
-                    else:
-                        txn.delete(code_key, db=self.db["bytecode"])
-                reachable_blobs.update(pinned)
-                # Forgotten before the commit as well as after: no reader may
-                # take a deleted record from memory once it is gone from the index.
-                self._forget_packages(deleted)
-                doomed: list[str] = []
-                freed = blobs = 0
-                for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
-                    if blob_key.hex() not in reachable_blobs:
-                        size, inline = schema.decode_blob(blob_value)
-                        txn.delete(blob_key, db=self.db["blobs"])
-                        freed += size
-                        blobs += 1
-                        if inline is None:
-                            doomed.append(blob_key.hex())
-                crash_point("gc-commit")
+            self.reserve.release_if_short()
+            try:
+                return self._gc(keep, pinned)
+            finally:
+                self.reserve.keep()
+
+    def _gc(self, keep: int, pinned: Iterable[str]) -> GCReport:
+        """gc's work, under the exclusive gate."""
+        with self._write() as txn:
+            dropped = 0
+            reachable_pkgs: set[str] = set()
+            reachable_blobs: set[str] = set()
+            for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
+                numbers = sorted(g.number for g in self._generations(txn, env))
+                kept = set(numbers[-keep:]) | {env.current}
+                for number in numbers:
+                    key = schema.generation_key(env.id, number)
+                    if number not in kept:
+                        txn.delete(key, db=self.db["generations"])
+                        dropped += 1
+                        continue
+                    _mark(self._generation(txn, env, number), reachable_pkgs, reachable_blobs)
+            packages = 0
+            deleted: list[bytes] = []
+            for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
+                if pkg_key.hex() in reachable_pkgs:
+                    reachable_blobs.update(r.blob for r in PackageRecord.decode(pkg_value).files.values())
+                else:
+                    txn.delete(pkg_key, db=self.db["packages"])
+                    deleted.append(bytes(pkg_key))
+                    packages += 1
+            # Bytecode lives while its source does and some environment
+            # runs its interpreter; its pyc is reachable through it.
+            interpreters = {EnvRecord.decode(v).interpreter for _, v in txn.cursor(db=self.db["envs"])}
+            for code_key, code_value in list(txn.cursor(db=self.db["bytecode"])):
+                source, _level, interpreter = schema.split_bytecode_key(bytes(code_key))
+                if source in reachable_blobs and interpreter in interpreters:
+                    pyc = schema.decode_bytecode(code_value)
+                    if pyc is not None:
+                        reachable_blobs.add(pyc.blob)
+                else:
+                    txn.delete(code_key, db=self.db["bytecode"])
+            reachable_blobs.update(pinned)
+            # Forgotten before the commit as well as after: no reader may
+            # take a deleted record from memory once it is gone from the index.
             self._forget_packages(deleted)
-            crash_point("gc-committed")
-            for blob in doomed:
-                self.bodies.delete(blob)
+            doomed: list[str] = []
+            freed = blobs = 0
+            for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
+                if blob_key.hex() not in reachable_blobs:
+                    size, inline = schema.decode_blob(blob_value)
+                    txn.delete(blob_key, db=self.db["blobs"])
+                    freed += size
+                    blobs += 1
+                    if inline is None:
+                        doomed.append(blob_key.hex())
+            crash_point("gc-commit")
+        self._forget_packages(deleted)
+        crash_point("gc-committed")
+        for blob in doomed:
+            self.bodies.delete(blob)
         return GCReport(dropped, packages, blobs, freed)
 
     def _take_back(self, created: _Created) -> None:

@@ -3,6 +3,7 @@ daemon process: history and rollback as Nix and conda users know them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -307,3 +308,84 @@ def test_outcome_of_a_request_whose_client_went_away(daemon: Daemon, tmp_path: P
     assert failed["state"] == "failed", failed
     assert failed["error"]["kind"] == "ArchiveError"  # type: ignore[index]
     assert outcome("c" * 16, wait=False) == {"state": "unknown", "current": 2}
+
+
+def big_wheel(folder: Path, version: str) -> Path:
+    """demo-VERSION with 1000 small distinct files (inline in the index) and
+    1 MB of random bytes (a body file): room taken in both."""
+    files = [generate.F(f"demo/m{i}.py", f"X = {version!r}, {i}\n".encode() * 8) for i in range(1000)]
+    files.append(generate.F("demo/big.bin", os.urandom(1 << 20)))
+    spec = generate.Spec(dist_info=f"demo-{version}.dist-info", files=files)
+    wheel = folder / f"demo-{version}-py3-none-any.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel.write_bytes(generate.v2(spec))
+    return wheel
+
+
+def fill(disk: Path) -> None:
+    """Write to the last block of the file system holding `disk`."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            try:
+                os.write(fd, bytes(1 << 16))
+            except OSError as exc:
+                stopped = exc.errno
+                break
+    finally:
+        os.close(fd)
+    assert stopped == errno.ENOSPC
+    assert os.statvfs(disk).f_bavail == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a tmpfs")
+def test_a_full_disk_can_be_freed(daemon: Daemon, tmp_path: Path) -> None:
+    """NWCACHE_HOME on a small tmpfs filled to the last block, its index
+    compacted first (no free pages: every commit must grow the file, the
+    worst case): an install fails saying what to do, and uninstall, gc and
+    unregister still run."""
+    import lmdb
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], check=True)
+    try:
+        daemon.home = disk / "home"
+        daemon.env["NWCACHE_HOME"] = str(daemon.home)
+        venv = bare_venv(tmp_path / "venv")  # on another file system
+        daemon.start()
+        for version in ("1.0", "2.0", "3.0"):
+            code, _, err = daemon.cli("install", big_wheel(tmp_path / "w", version), "--env", venv)
+            assert code == 0, err
+        reserve = daemon.home / "reserve"
+        assert reserve.stat().st_blocks * 512 >= 8 << 20
+        daemon.stop()
+        index = daemon.home / "index"
+        with lmdb.open(str(index), max_dbs=8, readonly=True, lock=False) as env:
+            (disk / "compact").mkdir()
+            env.copy(str(disk / "compact"), compact=True)
+        os.replace(disk / "compact" / "data.mdb", index / "data.mdb")
+        daemon.start()
+        fill(disk)
+
+        code, out, err = daemon.cli("install", big_wheel(tmp_path / "w", "4.0"), "--env", venv, "--json")
+        assert code == 1
+        assert err.splitlines()[0] == f"error: the disk holding NWCACHE_HOME ({daemon.home}) is full"
+        assert json.loads(out)["error"]["kind"] == "NoSpace"
+        assert "'nwcache gc --keep 1' (it runs on a full disk)" in err
+        code, _, err = daemon.cli("uninstall", "demo", "--env", venv)
+        assert code == 0, err
+        code, out, err = daemon.cli("gc", "--keep", "1", "--json")
+        assert code == 0, err
+        assert json.loads(out)["bytes_freed"] > 3 << 20
+        fill(disk)  # full again: gc and unregister still run
+        code, out, err = daemon.cli("gc", "--keep", "1")
+        assert code == 0, err
+        code, _, err = daemon.cli("env", "unregister", venv)
+        assert code == 0, err
+        assert not (venv / "lib").joinpath(*os.listdir(venv / "lib"), "site-packages").is_symlink()
+        code, out, err = daemon.cli("fsck")
+        assert (code, out) == (0, "fsck: the store is consistent\n"), err
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", str(disk)], check=True)
