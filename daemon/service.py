@@ -24,6 +24,7 @@ import trio
 from . import bytecode, linking
 from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
+from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
 from .store import GCReport, Store, check_names
@@ -101,6 +102,8 @@ class Service:
         self.compilers = trio.CapacityLimiter(os.cpu_count() or 1)
         self._compile_locks: dict[str, trio.Lock] = {}
         self.bytecode_counts = BytecodeCounts()
+        # What each venv says while the daemon is down (set by run_service).
+        self.notices: DownNotices | None = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(fn, limiter=self.limiter)
@@ -238,6 +241,8 @@ class Service:
         await self.view.add_env(
             env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages
         )
+        if self.notices is not None:
+            await self._run(partial(self.notices.write, env_dir_name(env), env.site_packages, env.path))
 
     async def _refresh(self, env: EnvRecord) -> int:
         tree = await self._site(env)
@@ -313,6 +318,8 @@ class Service:
             crash_point("restored")
             await self._run(partial(self.store.unregister, env.path))
             await self.view.remove_env(name)
+            if self.notices is not None:
+                await self._run(partial(self.notices.remove, name))
             overlay.close()
             del self.overlays[env.path]
             await self._run(partial(shutil.rmtree, self.overlay_root(env), True))

@@ -389,3 +389,49 @@ def test_a_full_disk_can_be_freed(daemon: Daemon, tmp_path: Path) -> None:
     finally:
         daemon.stop()
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
+    """A registered venv whose view is down says so in one line naming
+    nwcache and how to start it: after SIGTERM, and after SIGKILL (the kernel
+    drops the view of a dead daemon: auto_unmount)."""
+    import time
+
+    from nwcache.daemon.linking import is_mount_point
+
+    daemon.start()
+    venv = bare_venv(tmp_path / "venv")
+    code, _, err = daemon.cli("install", demo_wheel(tmp_path / "w", "1.0"), "--env", venv)
+    assert code == 0, err
+    notice = (
+        f"nwcache: the daemon that serves the packages of {venv} is not running; "
+        "start it with 'nwcache daemon' (or 'systemctl --user start nwcache')"
+    )
+
+    def first_line() -> str:
+        done = subprocess.run(
+            [venv / "bin" / "python", "-c", "import demo"], capture_output=True, text=True, check=False
+        )
+        return done.stderr.splitlines()[0] if done.stderr else ""
+
+    assert first_line() == ""
+    assert daemon.stop() == 0
+    assert first_line() == notice
+    daemon.start()
+    assert first_line() == ""
+    assert imported_version(venv) == "1.0"
+    process = daemon.process
+    assert process is not None
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while is_mount_point(daemon.home / "view"):
+        assert time.monotonic() < deadline, "the view of a killed daemon is still mounted"
+        time.sleep(0.05)  # polling for the kernel to drop the mount, bounded by the deadline
+    assert first_line() == notice
+    daemon.start()
+    assert imported_version(venv) == "1.0"
+    code, _, err = daemon.cli("env", "unregister", venv)
+    assert code == 0, err
+    daemon.stop()
+    assert list((daemon.home / "view").iterdir()) == []  # its notice went with it
