@@ -77,7 +77,7 @@ def venv_root(path: str | os.PathLike[str]) -> Path:
     if inside is not None:
         raise NotAVenv(
             f"{given} is the interpreter of the virtual environment {inside}, not the environment",
-            hint=f"pass the venv's directory: --env {inside}",
+            hint=f"pass the venv's directory instead: {inside}",
         )
     if given.is_symlink():
         raise NotAVenv(f"{given} is a symlink; pass the real directory ({given.resolve()})")

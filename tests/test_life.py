@@ -145,11 +145,12 @@ def test_messages_for_common_mistakes(daemon: Daemon, tmp_path: Path) -> None:
     assert code == 1
     assert err.splitlines() == [
         f"error: {venv / 'bin' / 'python'} is the interpreter of the virtual environment {venv}, not the environment",
-        f"hint: pass the venv's directory: --env {venv}",
+        f"hint: pass the venv's directory instead: {venv}",
     ]
-    code, out, err = daemon.cli("list", "--env", venv / "bin" / "python")
-    assert code == 1
-    assert err.splitlines()[1] == f"hint: pass the venv's directory: --env {venv}"
+    for argv in (["list", "--env", venv / "bin" / "python"], ["env", "register", venv / "bin" / "python"]):
+        code, out, err = daemon.cli(*argv)
+        assert code == 1
+        assert err.splitlines()[1] == f"hint: pass the venv's directory instead: {venv}"
 
     sdist = tmp_path / "demo-1.0.tar.gz"
     sdist.write_bytes(b"not looked at")
