@@ -17,8 +17,8 @@ from nwcache.client.remote import (
     EXIT_NO_DAEMON,
     DaemonUnavailable,
     ProtocolError,
-    _done,
     fail,
+    print_result,
     request,
     socket_path,
 )
@@ -78,7 +78,7 @@ def recover(
                     f"nwcache: the connection was lost, but '{op}' completed (request {request_id})",
                     file=sys.stderr,
                 )
-                return _done(outcome.get("result"), as_json, render)
+                return print_result(outcome.get("result"), as_json, render)
             if state == "failed":
                 error = outcome.get("error") or {}
                 return fail(

@@ -184,7 +184,7 @@ def fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
     return code
 
 
-def _done(result: Any, as_json: bool, render: Callable[[Any], str]) -> int:
+def print_result(result: Any, as_json: bool, render: Callable[[Any], str]) -> int:
     if as_json:
         emit(result)
     else:
@@ -227,7 +227,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                     as_json,
                 )
             if event == "result":
-                return _done(message.get("result"), as_json, render)
+                return print_result(message.get("result"), as_json, render)
     except ConnectionLost as exc:
         if bar is not None:
             bar.close()

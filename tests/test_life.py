@@ -147,7 +147,9 @@ def test_messages_for_common_mistakes(daemon: Daemon, tmp_path: Path) -> None:
         f"error: {venv / 'bin' / 'python'} is the interpreter of the virtual environment {venv}, not the environment",
         f"hint: pass the venv's directory instead: {venv}",
     ]
-    for argv in (["list", "--env", venv / "bin" / "python"], ["env", "register", venv / "bin" / "python"]):
+    python = venv / "bin" / "python"
+    commands: list[list[str | Path]] = [["list", "--env", python], ["env", "register", python]]
+    for argv in commands:
         code, out, err = daemon.cli(*argv)
         assert code == 1
         assert err.splitlines()[1] == f"hint: pass the venv's directory instead: {venv}"
