@@ -438,3 +438,19 @@ def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
     assert code == 0, err
     daemon.stop()
     assert list((daemon.home / "view").iterdir()) == []  # its notice went with it
+
+
+def test_a_restart_serves_each_venv_its_own_tree(daemon: Daemon, tmp_path: Path) -> None:
+    """Start-up builds the tree of each content once and shares it between
+    venvs holding the same packages; venvs that differ keep their own."""
+    daemon.start()
+    venvs = {name: bare_venv(tmp_path / name) for name in ("a", "b", "c")}
+    for name, version in (("a", "1.0"), ("b", "1.0"), ("c", "2.0")):
+        code, _, err = daemon.cli("install", demo_wheel(tmp_path / "w", version), "--env", venvs[name])
+        assert code == 0, err
+    daemon.stop()
+    daemon.start()
+    assert {name: imported_version(v) for name, v in venvs.items()} == {"a": "1.0", "b": "1.0", "c": "2.0"}
+    site = {name: next(v.glob("lib/python*/site-packages")) for name, v in venvs.items()}
+    inode = {name: os.stat(s / "demo" / "__init__.py").st_ino for name, s in site.items()}
+    assert inode["a"] == inode["b"] != inode["c"]
