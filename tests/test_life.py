@@ -429,7 +429,13 @@ def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
     assert process.wait(timeout=60) == -signal.SIGKILL
     deadline = time.monotonic() + 30
     while is_mount_point(daemon.home / "view"):
-        assert time.monotonic() < deadline, "the view of a killed daemon is still mounted"
+        if time.monotonic() > deadline:
+            helpers = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+            raise AssertionError(
+                "the view of a killed daemon is still mounted after 30 s (auto_unmount: is its "
+                "fusermount3 helper alive?)\n"
+                + "\n".join(line for line in helpers.splitlines() if "fusermount" in line)
+            )
         time.sleep(0.05)  # polling for the kernel to drop the mount, bounded by the deadline
     assert first_line() == notice
     daemon.start()
