@@ -245,7 +245,7 @@ class Service:
         built and the files installing generated for its venv (RECORD,
         INSTALLER, REQUESTED): another venv with the same packages differs
         only in those, so its tree is that one with them replaced, without
-        reading, looking up bytecode for and building 40,000 files again."""
+        reading, looking up bytecode for and building every file again."""
         key: tuple[object, ...] = ()
         generated: dict[str, FileRef] = {}
         root: Dir | None = None
