@@ -18,16 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from nwcache.client.remote import (
-    EXIT_FAILED,
-    EXIT_OK,
-    call,
-    emit,
-    fail,
-    install,
-    interrupted,
-    os_error,
-)
+from nwcache.client.remote import EXIT_FAILED, EXIT_OK, call, install
+from nwcache.client.report import emit, fail, interrupted, os_error
 
 # Not `from typing import TYPE_CHECKING`: the client imports no typing at all
 # (start-up time; mypy treats any TYPE_CHECKING alike).

@@ -17,11 +17,11 @@ from nwcache.client.remote import (
     EXIT_NO_DAEMON,
     DaemonUnavailable,
     ProtocolError,
-    fail,
     print_result,
     request,
     socket_path,
 )
+from nwcache.client.report import fail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -161,31 +161,16 @@ def request(
         sock.close()
 
 
-# Control characters in a daemon's error (a hostile name) never reach the terminal.
-_CONTROL = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0))}
+def _fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
+    from nwcache.client.report import fail
 
-
-def emit(value: object) -> None:
-    """The one JSON document of a --json command, on stdout."""
-    import json
-
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
-def fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
-    """Report an error: `error:` and `hint:` lines on stderr and, with
-    --json, {"error": {kind, message, hint, exit}} on stdout. Returns `code`."""
-    message = message.translate(_CONTROL)
-    print(f"error: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-    if as_json:
-        emit({"error": {"kind": kind, "message": message, "hint": hint, "exit": code}})
-    return code
+    return fail(kind, message, hint, code, as_json)
 
 
 def print_result(result: Any, as_json: bool, render: Callable[[Any], str]) -> int:
     if as_json:
+        from nwcache.client.report import emit
+
         emit(result)
     else:
         text = render(result)
@@ -219,7 +204,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                 bar.close()
                 bar = None
             if event == "error":
-                return fail(
+                return _fail(
                     str(message.get("kind") or "Error"),
                     str(message.get("message")),
                     str(message.get("hint") or ""),
@@ -233,7 +218,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
             bar.close()
             bar = None
         if request_id is None:
-            return fail(
+            return _fail(
                 "ConnectionLost",
                 str(exc),
                 f"'{op}' changes nothing: run it again once the daemon is back ('nwcache daemon' or systemd)",
@@ -244,7 +229,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
 
         return recover(op, args, request_id, as_json, render)
     except DaemonUnavailable as exc:
-        return fail(
+        return _fail(
             "NoDaemon",
             str(exc),
             "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
@@ -252,7 +237,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
             as_json,
         )
     except ProtocolError as exc:
-        return fail(
+        return _fail(
             "ProtocolError",
             str(exc),
             "check the daemon's log ('nwcache service status', or the terminal running 'nwcache daemon')",
@@ -270,7 +255,7 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
     absolute = [os.path.abspath(a) for a in archives]
     for given, path in zip(archives, absolute, strict=True):
         if os.path.isdir(path):
-            return fail(
+            return _fail(
                 "NotAFile",
                 f"{path}: is a directory, not an archive",
                 f"pass the wheels in it: nwcache install {given.rstrip('/')}/*.whl --env {env}",
@@ -278,7 +263,7 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
                 as_json,
             )
         if not os.path.isfile(path):
-            return fail(
+            return _fail(
                 "NotAFile",
                 f"{path}: no such file",
                 "pass paths of .whl archives (classic or 2.0)",
@@ -334,21 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return install(*plain)
     except KeyboardInterrupt:
+        from nwcache.client.report import interrupted
+
         return interrupted(plain[2])
     except OSError as exc:
+        from nwcache.client.report import os_error
+
         return os_error(exc, plain[2])
-
-
-def interrupted(as_json: bool) -> int:
-    return fail("Interrupted", "interrupted; nothing was kept", "", EXIT_INTERRUPTED, as_json)
-
-
-def os_error(exc: OSError, as_json: bool) -> int:
-    where = f"{exc.filename}: " if exc.filename else ""
-    return fail(
-        "OSError",
-        f"{where}{exc.strerror or exc}",
-        "check the path, its permissions and the free space; nothing was kept",
-        EXIT_FAILED,
-        as_json,
-    )

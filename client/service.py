@@ -72,7 +72,7 @@ def _why(done: subprocess.CompletedProcess[str]) -> str:
 
 def main(action: str, as_json: bool = False) -> int:
     """`nwcache service ACTION`; errors as `error:` + `hint:` (and JSON with --json)."""
-    from nwcache.client.remote import emit, fail
+    from nwcache.client.report import emit, fail
 
     def done(result: dict[str, object], text: str, code: int = 0) -> int:
         if as_json:
