@@ -14,12 +14,12 @@ stays close to Python's own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from nwcache.client.remote import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, call, install
+from nwcache.client.remote import EXIT_FAILED, EXIT_OK, call, install
+from nwcache.client.report import emit, fail, interrupted, os_error
 
 # Not `from typing import TYPE_CHECKING`: the client imports no typing at all
 # (start-up time; mypy treats any TYPE_CHECKING alike).
@@ -56,15 +56,25 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
 
 
+class _RawFormatter(_Formatter):
+    """Description and epilog printed as written (lists of actions)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
+    # Whether the command line asked for --json, read before parsing: a
+    # usage error is reported as JSON too (main() sets it).
+    as_json = False
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        print(f"hint: run '{self.prog} --help' for the options", file=sys.stderr)
+        fail("UsageError", message, f"run '{self.prog} --help' for the options", EXIT_USAGE, _Parser.as_json)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -81,12 +91,32 @@ def _int_range(low: int, high: int) -> type[int]:
     return parse  # type: ignore[return-value]
 
 
+def _generation_number(text: str) -> int:
+    """A generation number: 1 or more (the daemon says which are kept)."""
+    shown = text if len(text) <= 24 else text[:20] + "..."
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a generation number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"generations are numbered from 1, not {shown}")
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"no generation is numbered {shown}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nwcache", description="Wheel 2.0 archives and the nwcache package store.")
     from nwcache import __version__
 
     parser.add_argument("--version", action="version", version=f"nwcache {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_Parser,
+        help="what to do ('nwcache COMMAND --help' describes each)",
+    )
 
     window = _Parser(add_help=False)
     window.add_argument(
@@ -103,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert wheels between format 1.0 and 2.0",
         description="Convert wheels; each file is verified against RECORD on the way.",
     )
-    convert.add_argument("inputs", nargs="+", type=Path, metavar="IN.whl")
+    convert.add_argument(
+        "inputs", nargs="+", type=Path, metavar="IN.whl", help="wheels to convert (classic 1.x or 2.0)"
+    )
     convert.add_argument(
         "-o",
         "--output-dir",
@@ -132,37 +164,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store duplicate files again instead of as content links",
     )
+    convert.add_argument("--json", action="store_true", help="print JSON")
 
     inspect = commands.add_parser("inspect", parents=[window], help="describe an archive from its metadata")
-    inspect.add_argument("archive", type=Path, metavar="X.whl")
+    inspect.add_argument("archive", type=Path, metavar="X.whl", help="the wheel (classic 1.x or 2.0)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
     verify = commands.add_parser(
         "verify", parents=[window], help="check every file against RECORD and the content digest"
     )
-    verify.add_argument("archive", type=Path, metavar="X.whl")
+    verify.add_argument("archive", type=Path, metavar="X.whl", help="the wheel (classic 1.x or 2.0)")
     verify.add_argument("--json", action="store_true", help="print JSON")
 
     unpack = commands.add_parser(
         "unpack", parents=[window], help="verify and unpack an archive into a new directory"
     )
-    unpack.add_argument("archive", type=Path, metavar="X.whl")
-    unpack.add_argument("dest", type=Path, metavar="DIR")
+    unpack.add_argument("archive", type=Path, metavar="X.whl", help="the wheel (classic 1.x or 2.0)")
+    unpack.add_argument("dest", type=Path, metavar="DIR", help="where to unpack: a new or empty directory")
     unpack.add_argument(
         "--links",
         choices=("copy", "hardlink", "symlink"),
         default="copy",
         help="how to materialise content links (default copy)",
     )
+    unpack.add_argument("--json", action="store_true", help="print JSON")
     _add_store_commands(commands)
     return parser
+
+
+_VENV_HELP = "the virtual environment's directory (the one holding pyvenv.cfg, not its bin/python)"
 
 
 def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the result as JSON")
     env_opt = _Parser(add_help=False)
-    env_opt.add_argument("--env", required=True, type=Path, metavar="VENV", help="the virtual environment")
+    env_opt.add_argument("--env", required=True, type=Path, metavar="VENV", help=_VENV_HELP)
 
     commands.add_parser(
         "daemon",
@@ -172,12 +209,16 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     env = commands.add_parser("env", help="register, list, show and unregister environments")
     env_commands = env.add_subparsers(
-        dest="env_command", required=True, metavar="ACTION", parser_class=_Parser
+        dest="env_command",
+        required=True,
+        metavar="ACTION",
+        parser_class=_Parser,
+        help="what to do ('nwcache env ACTION --help' describes each)",
     )
     register = env_commands.add_parser(
         "register", parents=[as_json], help="serve a venv's site-packages from the store"
     )
-    register.add_argument("venv", type=Path, metavar="VENV")
+    register.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
     register.add_argument(
         "--bind", action="store_true", help="bind-mount the view over site-packages (daemon runs as root)"
     )
@@ -185,23 +226,35 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     show = env_commands.add_parser(
         "show", parents=[as_json], help="one environment and its current generation"
     )
-    show.add_argument("venv", type=Path, metavar="VENV")
+    show.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
     unregister = env_commands.add_parser(
         "unregister", parents=[as_json], help="put a real site-packages back and forget the environment"
     )
-    unregister.add_argument("venv", type=Path, metavar="VENV")
+    unregister.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
 
     install = commands.add_parser(
         "install", parents=[as_json, env_opt], help="install archives (1.x or 2.0) into an environment"
     )
-    install.add_argument("archives", nargs="+", type=Path, metavar="ARCHIVE")
+    install.add_argument(
+        "archives",
+        nargs="+",
+        type=Path,
+        metavar="ARCHIVE",
+        help="wheel files (.whl, classic 1.x or 2.0), at most one version of each distribution",
+    )
     uninstall = commands.add_parser("uninstall", parents=[as_json, env_opt], help="remove distributions")
-    uninstall.add_argument("names", nargs="+", metavar="NAME")
+    uninstall.add_argument(
+        "names", nargs="+", metavar="NAME", help="distribution names, as 'nwcache list --env VENV' shows them"
+    )
     commands.add_parser("list", parents=[as_json, env_opt], help="distributions installed in an environment")
     commands.add_parser("history", parents=[as_json, env_opt], help="an environment's generations")
     rollback = commands.add_parser("rollback", parents=[as_json, env_opt], help="return to a kept generation")
     rollback.add_argument(
-        "--to", type=_int_range(1, 2**62), metavar="N", help="generation (default: the previous one)"
+        "--to",
+        type=_generation_number,
+        metavar="N",
+        help="the generation to return to (default: the one the environment was at before its last "
+        "change, so that a second rollback undoes the first); 'nwcache history' lists them",
     )
     gc = commands.add_parser("gc", parents=[as_json], help="drop old generations and what nothing uses")
     gc.add_argument(
@@ -209,8 +262,25 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     commands.add_parser("fsck", parents=[as_json], help="check every blob and index entry")
     commands.add_parser("stats", parents=[as_json], help="stored against logical bytes, per environment")
-    service = commands.add_parser("service", help="the systemd user service")
-    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service = commands.add_parser(
+        "service",
+        parents=[as_json],
+        help="the daemon as a systemd user service: install, uninstall or status",
+        description="The daemon as a systemd user service (nwcache.service, Type=notify, restarted on\n"
+        "failure). Needs a running systemd user manager; without one run 'nwcache daemon' instead.",
+        formatter_class=_RawFormatter,
+        epilog="actions:\n"
+        "  install    write ~/.config/systemd/user/nwcache.service (ExecStart: this interpreter, with\n"
+        "             NWCACHE_HOME and NWCACHE_SOCKET when set), reload systemd, enable and start it\n"
+        "  uninstall  stop and disable the unit and remove its file\n"
+        "  status     print the unit's state; exit 0 when it is active, 3 otherwise",
+    )
+    service.add_argument(
+        "action",
+        choices=["install", "uninstall", "status"],
+        metavar="ACTION",
+        help="install, uninstall or status",
+    )
 
 
 def _hint(error: ArchiveError) -> str:
@@ -229,20 +299,12 @@ def _hint(error: ArchiveError) -> str:
     return "the archive is malformed or was tampered with; nothing was written"
 
 
-def _fail(error: ArchiveError | OSError) -> int:
+def _fail(error: ArchiveError | OSError, as_json: bool = False) -> int:
     from nwcache.archive import ArchiveError
 
     if isinstance(error, ArchiveError):
-        print(f"error: {error}", file=sys.stderr)
-        print(f"hint: {_hint(error)}", file=sys.stderr)
-    else:
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
-        print(
-            "hint: check the path, its permissions and the free space; nothing was kept",
-            file=sys.stderr,
-        )
-    return EXIT_FAILED
+        return fail(type(error).__name__, str(error), _hint(error), EXIT_FAILED, as_json)
+    return os_error(error, as_json)
 
 
 def _describe(archive: Archive) -> dict[str, object]:
@@ -277,7 +339,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with Archive.open(args.archive, max_window_log=args.max_window_log) as archive:
         info = _describe(archive)
     if args.json:
-        print(json.dumps(info, indent=2))
+        emit(info)
         return EXIT_OK
     links_label = "content links" if info["format_version"] == "2.0" else "duplicate files"
     window = info["window_log"]
@@ -319,7 +381,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             count += 1
         digest = archive.verified_digest
     if args.json:
-        print(json.dumps({"file": str(args.archive), "ok": True, "files": count, "content_digest": digest}))
+        emit({"file": str(args.archive), "ok": True, "files": count, "content_digest": digest})
     else:
         print(f"ok: {args.archive}: {count} files verified, content digest {digest}")
     return EXIT_OK
@@ -330,7 +392,10 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
     with Archive.open(args.archive, max_window_log=args.max_window_log) as archive:
         count = unpack(archive, args.dest, links=LinkMode(args.links))
-    print(f"unpacked {count} files from {args.archive} into {args.dest}")
+    if args.json:
+        emit({"file": str(args.archive), "dest": str(args.dest), "files": count})
+    else:
+        print(f"unpacked {count} files from {args.archive} into {args.dest}")
     return EXIT_OK
 
 
@@ -339,10 +404,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from nwcache.archive.wheelinfo import DEFAULT_LEVEL, DEFAULT_WINDOW_LOG
 
     if args.to == 1 and (args.level is not None or args.window_log is not None):
-        print("error: --level and --window-log apply to --to 2 only", file=sys.stderr)
-        print("hint: drop them, or convert with --to 2", file=sys.stderr)
-        return EXIT_USAGE
-    status = EXIT_OK
+        return fail(
+            "UsageError",
+            "--level and --window-log apply to --to 2 only",
+            "drop them, or convert with --to 2",
+            EXIT_USAGE,
+            args.json,
+        )
+    converted: list[dict[str, object]] = []
+    failed: list[dict[str, object]] = []
     for src in args.inputs:
         dest = args.output_dir / src.name
         try:
@@ -356,13 +426,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 content_links=not args.no_content_links,
             )
         except (ArchiveError, OSError) as exc:
-            status = _fail(exc)
+            _fail(exc)  # its lines on stderr; the JSON document comes at the end
+            kind = type(exc).__name__ if isinstance(exc, ArchiveError) else "OSError"
+            hint = (
+                _hint(exc)
+                if isinstance(exc, ArchiveError)
+                else "check the path, its permissions and the free space"
+            )
+            failed.append({"file": str(src), "kind": kind, "message": str(exc), "hint": hint})
             continue
         before = os.path.getsize(src)
-        print(
-            f"{src} -> {dest}: format {args.to}, {before:,} -> {result.size:,} bytes ({result.size / before:.0%}), {result.content_links} content links, {result.content_digest}"
+        converted.append(
+            {
+                "file": str(src),
+                "dest": str(dest),
+                "format": args.to,
+                "size_before": before,
+                "size": result.size,
+                "content_links": result.content_links,
+                "content_digest": result.content_digest,
+            }
         )
-    return status
+        if not args.json:
+            print(
+                f"{src} -> {dest}: format {args.to}, {before:,} -> {result.size:,} bytes ({result.size / before:.0%}), {result.content_links} content links, {result.content_digest}"
+            )
+    if args.json:
+        document: dict[str, object] = {"converted": converted, "failed": failed}
+        if failed:
+            first = failed[0]
+            message = f"{len(failed)} of {len(args.inputs)} inputs failed; the first: {first['message']}"
+            document["error"] = {"kind": first["kind"], "message": message, "hint": first["hint"], "exit": 1}
+        emit(document)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -378,9 +474,35 @@ def _remote(
     return call(op, request_args, bool(getattr(args, "json", False)), render)
 
 
+def _changes(changes: list[dict[str, Any]] | None, most: int = 8) -> str:
+    """Changes as 'pandas 2.2.3 -> 2.1.0, +numpy 2.1.3, -six 1.16.0' ("" when unknown)."""
+    if changes is None:
+        return ""
+    if not changes:
+        return "no change"
+    words = []
+    for change in changes:
+        name, old, new = change["name"], change["old"], change["new"]
+        if old is None:
+            words.append(f"+{name} {new}")
+        elif new is None:
+            words.append(f"-{name} {old}")
+        elif old == new:
+            words.append(f"{name} {new} (another build)")
+        else:
+            words.append(f"{name} {old} -> {new}")
+    if len(words) > most:
+        words[most:] = [f"and {len(words) - most} more"]
+    return ", ".join(words)
+
+
 def _gen_line(gen: dict[str, Any]) -> str:
+    import time
+
     mark = "*" if gen.get("current") else " "
-    return f"{mark} {gen['number']:>4}  {gen['action']}"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gen["created"]))
+    changes = _changes(gen.get("changes"))
+    return f"{mark} {gen['number']:>4}  {when}  {gen['action']}" + (f": {changes}" if changes else "")
 
 
 def _packages(packages: list[dict[str, Any]]) -> str:
@@ -454,7 +576,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         "rollback",
         {"env": os.path.abspath(args.env), "to": args.to},
         args,
-        lambda gen: f"now at generation {gen['number']}: {gen['action']}",
+        lambda gen: f"now at generation {gen['number']} ({gen['action']}): {_changes(gen['changes'])}",
     )
 
 
@@ -498,7 +620,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     from nwcache.client.service import main as service_main
 
-    return service_main(args.action)
+    return service_main(args.action, args.json)
 
 
 COMMANDS = {
@@ -522,22 +644,24 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (tests call this directly)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    _Parser.as_json = "--json" in words
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:
         return int(exc.code or 0)
+    as_json = bool(getattr(args, "json", False))
     try:
         return COMMANDS[args.command](args)
     except OSError as exc:
-        return _fail(exc)
+        return _fail(exc, as_json)
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted(as_json)
     except Exception as exc:
         # Only the archive commands import the archive library (start-up
         # time of the store commands), so its errors are recognised lazily.
         archive = sys.modules.get("nwcache.archive")
         if archive is not None and isinstance(exc, archive.ArchiveError):
-            return _fail(exc)
+            return _fail(exc, as_json)
         raise

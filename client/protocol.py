@@ -2,7 +2,15 @@
 
 One request per connection. The client sends one line:
 
-    {"protocol": 1, "op": "install", "args": {"env": "/abs/venv", "archives": [...]}}
+    {"protocol": 1, "op": "install", "args": {"env": "/abs/venv", "archives": [...]}, "request": "9f0c..."}
+
+"request" (optional) is the client's id for a request that changes something
+(install, uninstall, rollback, env register/unregister, gc): the daemon keeps
+the answer in memory and records the id in the generation (or rollback) it
+commits, and answers {"op": "outcome", "args": {"request": ID, "env": VENV}}
+with {"state": "running" | "done" (+ "result") | "failed" (+ "error") |
+"unknown" (+ "current": the env's generation)}: a client whose connection
+broke asks the daemon, restarted or not, what became of its request.
 
 and the daemon answers with zero or more progress lines and exactly one final
 line, then closes:
@@ -66,6 +74,7 @@ OPS = (
     "gc",
     "fsck",
     "stats",
+    "outcome",
 )
 
 

@@ -38,6 +38,16 @@ class ProtocolError(Exception):
     """The daemon answered something this client cannot read."""
 
 
+class ConnectionLost(ProtocolError):
+    """The connection broke after the request was sent and before the answer:
+    the daemon stopped (or was killed) while it worked on the request."""
+
+
+# Requests that change something: each carries an id, the daemon records the
+# outcome under it, and a client that loses the answer asks for it ("outcome").
+CHANGING = frozenset({"install", "uninstall", "rollback", "env.register", "env.unregister", "gc"})
+
+
 def socket_path() -> str:
     """NWCACHE_SOCKET, default $XDG_RUNTIME_DIR/nwcache/daemon.sock."""
     if "NWCACHE_SOCKET" in os.environ:
@@ -100,9 +110,11 @@ def loads(text: str) -> Any:
 # -- the connection ---------------------------------------------------------------
 
 
-def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def request(
+    path: str, op: str, args: dict[str, Any], request_id: str | None = None
+) -> Iterator[dict[str, Any]]:
     """Send one request; yield every line of the answer (the last one is the
-    result or the error)."""
+    result or the error). ConnectionLost when the daemon goes away first."""
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -113,16 +125,26 @@ def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]
             raise DaemonUnavailable(f"no nwcache daemon at {path} ({exc.strerror})") from None
         except PermissionError:
             raise DaemonUnavailable(f"{path} is not yours to use (permission denied)") from None
-        sock.sendall(dumps({"protocol": PROTOCOL, "op": op, "args": args}).encode() + b"\n")
+        message: dict[str, Any] = {"protocol": PROTOCOL, "op": op, "args": args}
+        if request_id is not None:
+            message["request"] = request_id
+        lost = "the daemon stopped before answering (the connection closed)"
+        try:
+            sock.sendall(dumps(message).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            raise ConnectionLost(lost) from None
         buffer = b""
         while True:
             newline = buffer.find(b"\n")
             if newline < 0:
                 if len(buffer) > MAX_LINE:
                     raise ProtocolError("the daemon sent an oversized message")
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    raise ConnectionLost(lost) from None
                 if not chunk:
-                    raise ProtocolError("the daemon closed the connection before answering (did it stop?)")
+                    raise ConnectionLost(lost)
                 buffer += chunk
                 continue
             line, buffer = buffer[:newline], buffer[newline + 1 :]
@@ -139,16 +161,32 @@ def request(path: str, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]
         sock.close()
 
 
-# Control characters in a daemon's error (a hostile name) never reach the terminal.
-_CONTROL = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+def _fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
+    from nwcache.client.report import fail
+
+    return fail(kind, message, hint, code, as_json)
+
+
+def print_result(result: Any, as_json: bool, render: Callable[[Any], str]) -> int:
+    if as_json:
+        from nwcache.client.report import emit
+
+        emit(result)
+    else:
+        text = render(result)
+        if text:
+            print(text)
+    return EXIT_OK
 
 
 def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:
     """One request to the daemon: progress on stderr when it is a terminal,
-    the result on stdout (JSON with --json), errors as `error:` + `hint:`."""
+    the result on stdout (JSON with --json), errors as `error:` + `hint:`.
+    A request that changes something and loses its answer is asked after."""
     bar = None
+    request_id = os.urandom(8).hex() if op in CHANGING else None
     try:
-        for message in request(socket_path(), op, args):
+        for message in request(socket_path(), op, args, request_id):
             event = message.get("event")
             if event == "progress":
                 if not as_json and sys.stderr.isatty():
@@ -166,31 +204,46 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                 bar.close()
                 bar = None
             if event == "error":
-                print(f"error: {str(message.get('message')).translate(_CONTROL)}", file=sys.stderr)
-                if message.get("hint"):
-                    print(f"hint: {message.get('hint')}", file=sys.stderr)
-                return int(message.get("exit", EXIT_FAILED))
+                return _fail(
+                    str(message.get("kind") or "Error"),
+                    str(message.get("message")),
+                    str(message.get("hint") or ""),
+                    int(message.get("exit", EXIT_FAILED)),
+                    as_json,
+                )
             if event == "result":
-                result = message.get("result")
-                if as_json:
-                    import json
+                return print_result(message.get("result"), as_json, render)
+    except ConnectionLost as exc:
+        if bar is not None:
+            bar.close()
+            bar = None
+        if request_id is None:
+            return _fail(
+                "ConnectionLost",
+                str(exc),
+                f"'{op}' changes nothing: run it again once the daemon is back ('nwcache daemon' or systemd)",
+                EXIT_FAILED,
+                as_json,
+            )
+        from nwcache.client.lost import recover
 
-                    print(json.dumps(result, indent=2, sort_keys=True))
-                else:
-                    text = render(result)
-                    if text:
-                        print(text)
-                return EXIT_OK
+        return recover(op, args, request_id, as_json, render)
     except DaemonUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(
-            "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'", file=sys.stderr
+        return _fail(
+            "NoDaemon",
+            str(exc),
+            "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
+            EXIT_NO_DAEMON,
+            as_json,
         )
-        return EXIT_NO_DAEMON
     except ProtocolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("hint: check the daemon's log; restart it after upgrading nwcache", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(
+            "ProtocolError",
+            str(exc),
+            "check the daemon's log ('nwcache service status', or the terminal running 'nwcache daemon')",
+            EXIT_FAILED,
+            as_json,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -200,11 +253,23 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
 def install(archives: list[str], env: str, as_json: bool) -> int:
     """`nwcache install`: every archive must be a file; paths go to the daemon absolute."""
     absolute = [os.path.abspath(a) for a in archives]
-    missing = [a for a in absolute if not os.path.isfile(a)]
-    if missing:
-        print(f"error: {missing[0]}: no such file", file=sys.stderr)
-        print("hint: pass paths of .whl archives (classic or 2.0)", file=sys.stderr)
-        return EXIT_FAILED
+    for given, path in zip(archives, absolute, strict=True):
+        if os.path.isdir(path):
+            return _fail(
+                "NotAFile",
+                f"{path}: is a directory, not an archive",
+                f"pass the wheels in it: nwcache install {given.rstrip('/')}/*.whl --env {env}",
+                EXIT_FAILED,
+                as_json,
+            )
+        if not os.path.isfile(path):
+            return _fail(
+                "NotAFile",
+                f"{path}: no such file",
+                "pass paths of .whl archives (classic or 2.0)",
+                EXIT_FAILED,
+                as_json,
+            )
     return call(
         "install",
         {"env": os.path.abspath(env), "archives": absolute},
@@ -254,10 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return install(*plain)
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        from nwcache.client.report import interrupted
+
+        return interrupted(plain[2])
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        print("hint: check the path, its permissions and the free space; nothing was kept", file=sys.stderr)
-        return EXIT_FAILED
+        from nwcache.client.report import os_error
+
+        return os_error(exc, plain[2])

@@ -34,6 +34,13 @@ class PathConflict(StoreError):
     hint = "uninstall one of the two distributions first"
 
 
+class NotAWheel(StoreError):
+    hint = (
+        "build a wheel first, e.g. 'pip wheel --no-deps -w dist/ SOURCE' or 'python -m build --wheel', "
+        "and install the .whl"
+    )
+
+
 class IncompatibleTags(StoreError):
     hint = "use a wheel built for this environment's interpreter and platform"
 

@@ -67,7 +67,10 @@ def tune_read_ahead(mountpoint: Path) -> bool:
 
 
 def mount_options(fsname: str) -> set[str]:
-    return {"default_permissions", f"fsname={fsname}", "subtype=nwcache", "noatime"}
+    # auto_unmount: the kernel drops the view when the daemon dies, however
+    # it dies, instead of leaving a mount that fails with ENOTCONN until the
+    # next start (daemon/notices.py shows what lies beneath then).
+    return {"default_permissions", f"fsname={fsname}", "subtype=nwcache", "noatime", "auto_unmount"}
 
 
 async def serve_view(

@@ -21,6 +21,7 @@ import trio
 
 from .errors import StoreError
 from .mount import clear_stale_mount, serve_view
+from .notices import DownNotices
 from .service import Service
 from .store import Store
 from .view import HANDLES, KERNEL_CACHED, PATCHED_PYFUSE3, ViewOperations
@@ -75,9 +76,12 @@ async def run_service(
 ) -> None:
     raise_fd_limit()
     store = await trio.to_thread.run_sync(Store, home)
+    notices = DownNotices(mountpoint)
     try:
+        await trio.to_thread.run_sync(notices.prepare)
         view = ViewOperations(store, kernel_caching=view_mode())
         service = Service(store, view, mountpoint, bytecode_levels=bytecode_levels)
+        service.notices = notices
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_view, view, mountpoint)
             try:
@@ -89,6 +93,7 @@ async def run_service(
                     await service.stop()
                 nursery.cancel_scope.cancel()
     finally:
+        notices.close()
         store.close()
 
 

@@ -5,6 +5,8 @@
       blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
       tmp/            bodies being written; anything here at start-up is debris
       owner.lock      flock held by the one process that has the store open
+      reserve         allocated blocks as large as index/data.mdb (at least 8 MiB), given
+                      back before a commit that frees space on a full disk (daemon/reserve.py)
 
 Databases (all keys are bytes; integers big-endian so that keys sort numerically):
 
@@ -27,6 +29,19 @@ An interpreter is "<cache tag>:<magic number hex>" ("cpython-311:a70d0d0a"):
 the cache tag names the pyc file, the magic number is what the interpreter
 checks, and pre-releases share a tag across magic numbers (docs/BYTECODE.md).
 
+Record layouts grow only by optional fields, so a store written by an earlier
+version reads as it is (no schema bump, no migration):
+    EnvRecord.previous         (since issue 20) the generation before the last
+                               change, where a plain rollback goes; absent: the
+                               current generation's parent
+    GenerationRecord.changes   (since issue 20) [[name, old, new], ...] against
+                               the parent, null for absent; absent: computed
+                               from the parent while it is kept
+    GenerationRecord.request   (since issue 20) the id of the client request
+                               that made it; absent: none was sent
+    EnvRecord.request          (since issue 20) the id of the last rollback's
+                               request; absent: none
+
 GC roots are the generations each environment keeps; a blob or package that
 no kept generation reaches is garbage. A bytecode entry lives while its source
 blob does and some registered environment runs its interpreter; its pyc blob
@@ -41,6 +56,8 @@ import json
 import struct
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from packaging.utils import canonicalize_name
 
 SCHEMA_VERSION = b"1"
 DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode")
@@ -173,6 +190,14 @@ class EnvRecord:
     # How site-packages reaches the view: "symlink" or "bind" (daemon/linking.py).
     link: str = "symlink"
     magic: str = ""  # importlib.util.MAGIC_NUMBER, hex
+    # The generation the environment was at before its last change (a new
+    # generation or a rollback): where a plain rollback goes. Records written
+    # before it existed lack it (None): a plain rollback then goes to the
+    # current generation's parent, which was the same thing until then.
+    previous: int | None = None
+    # The request (client's id) of the last rollback, so that a client whose
+    # connection broke can ask what became of it.
+    request: str | None = None
 
     @property
     def interpreter(self) -> str:
@@ -228,6 +253,26 @@ class Installed:
         )
 
 
+Change = tuple[str, "str | None", "str | None"]
+
+
+def changes_between(old: list[Installed], new: list[Installed]) -> list[Change]:
+    """What going from `old` to `new` changes, by distribution name (sorted,
+    case-insensitively): (name, old version, new version), None where the
+    distribution is absent. A distribution whose version is the same but
+    whose package differs (another build) is listed with both versions equal."""
+    before = {canonicalize_name(i.name): i for i in old}
+    after = {canonicalize_name(i.name): i for i in new}
+    out: list[Change] = []
+    for key in sorted(before.keys() | after.keys()):
+        a, b = before.get(key), after.get(key)
+        if a is not None and b is not None and a.package == b.package:
+            continue
+        name = (b or a).name  # type: ignore[union-attr]  # one of them is there
+        out.append((name, a.version if a else None, b.version if b else None))
+    return out
+
+
 @dataclass
 class GenerationRecord:
     number: int
@@ -235,19 +280,32 @@ class GenerationRecord:
     created: float
     action: str
     packages: list[Installed]
+    # (name, old version, new version) against the parent, written at the
+    # flip; None in records written before it existed (readers compare with
+    # the parent when it is still kept).
+    changes: list[Change] | None = None
+    # The id of the client request that made it (protocol "request"), so that
+    # a client whose answer was lost can ask for it; None without one.
+    request: str | None = None
 
     def encode(self) -> bytes:
-        data = {
+        data: dict[str, Any] = {
             "number": self.number,
             "parent": self.parent,
             "created": self.created,
             "action": self.action,
             "packages": [p.to_json() for p in self.packages],
         }
+        if self.changes is not None:
+            data["changes"] = [list(c) for c in self.changes]
+        if self.request is not None:
+            data["request"] = self.request
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, value: bytes | memoryview) -> GenerationRecord:
         data = json.loads(bytes(value))
         data["packages"] = [Installed.from_json(p) for p in data["packages"]]
+        if data.get("changes") is not None:
+            data["changes"] = [(str(n), o, v) for n, o, v in data["changes"]]
         return cls(**data)

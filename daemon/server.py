@@ -24,20 +24,25 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import trio
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
-from nwcache.client.protocol import MAX_LINE, PROTOCOL, answers, encode
+from nwcache.client.protocol import MAX_LINE, OPS, PROTOCOL, answers, encode
 
 from . import bytecode
 from .errors import StoreError
+from .reserve import free_bytes
 from .runner import run_service
-from .schema import EnvRecord, GenerationRecord
+from .schema import Change, EnvRecord, GenerationRecord, changes_between
 from .service import Service, env_dir_name
 
 log = logging.getLogger("nwcache.daemon")
 Progress = Callable[[str, int, int], Awaitable[None]]
+
+
+FINISHED_KEPT = 256
 
 
 class DaemonError(StoreError):
@@ -90,12 +95,32 @@ def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
     }
 
 
-def generation_json(gen: GenerationRecord, current: int | None = None) -> dict[str, Any]:
+def changes_json(changes: list[Change] | None) -> list[dict[str, Any]] | None:
+    if changes is None:
+        return None
+    return [{"name": name, "old": old, "new": new} for name, old, new in changes]
+
+
+def change_json(gen: GenerationRecord) -> dict[str, Any]:
+    """What an install, uninstall or rollback answers: the generation it led
+    to and what changed, not the whole package list."""
+    data = generation_json(gen, gen.number)
+    del data["packages"]
+    return data
+
+
+def generation_json(
+    gen: GenerationRecord, current: int | None = None, changes: list[Change] | None = None
+) -> dict[str, Any]:
+    """A generation for the client; `changes` (against another generation)
+    replaces the ones it records against its parent."""
     return {
         "number": gen.number,
         "parent": gen.parent,
         "created": gen.created,
         "action": gen.action,
+        "changes": changes_json(gen.changes if changes is None else changes),
+        "request": gen.request,
         "current": gen.number == current if current is not None else None,
         "packages": [
             {"name": p.name, "version": p.version, "requested": p.requested}
@@ -110,6 +135,48 @@ class Handlers:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        # Requests that change something, by the client's id: those at work,
+        # and the answers of the last FINISHED_KEPT (a client whose
+        # connection broke asks with "outcome").
+        self.running: set[str] = set()
+        self.finished: dict[str, dict[str, Any]] = {}
+
+    def record(self, request_id: str, outcome: dict[str, Any]) -> None:
+        self.finished[request_id] = outcome
+        while len(self.finished) > FINISHED_KEPT:
+            del self.finished[next(iter(self.finished))]
+
+    async def outcome(self, args: dict[str, Any], progress: Progress) -> Any:
+        """What became of a request, by id: "running", "done" (with its
+        answer), "failed" (with its error), or "unknown": neither this daemon
+        nor the store knows it, so it never took effect (a generation or a
+        rollback records its request in the same transaction)."""
+        request_id = str(args.get("request") or "")
+        if request_id in self.running:
+            return {"state": "running"}
+        if request_id in self.finished:
+            return self.finished[request_id]
+        current = None
+        if args.get("env"):
+            try:
+                env = await self._run(partial(self.service.store.get_env, args["env"]))
+            except StoreError:
+                env = None
+            # Registering and unregistering record no request: their effect is the answer.
+            if args.get("op") == "env.register" and env is not None:
+                return {"state": "done", "result": env_json(self.service, env)}
+            if args.get("op") == "env.unregister" and env is None:
+                return {"state": "done", "result": {"path": args["env"]}}
+            if env is not None:
+                current = env.current
+                gens = await self._run(partial(self.service.store.history, env.path))
+                made = [g for g in gens if g.request == request_id]
+                if made:
+                    return {"state": "done", "result": change_json(made[0])}
+                if env.request == request_id:  # a rollback
+                    gen = await self._run(partial(self.service.store.generation, env.path))
+                    return {"state": "done", "result": change_json(gen)}
+        return {"state": "unknown", "current": current}
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         return await self.service._run(fn)
@@ -149,13 +216,13 @@ class Handlers:
         archives: list[str | os.PathLike[str]] = [str(a) for a in args["archives"]]
         for index, archive in enumerate(archives):
             await progress(f"checking {Path(archive).name}", index, len(archives))
-        gen = await self.service.install(args["env"], archives)
+        gen = await self.service.install(args["env"], archives, request=args.get("request_id"))
         await progress("installed", len(archives), len(archives))
-        return generation_json(gen, gen.number)
+        return change_json(gen)
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
-        gen = await self.service.uninstall(args["env"], list(args["names"]))
-        return generation_json(gen, gen.number)
+        gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))
+        return change_json(gen)
 
     async def list(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self._run(partial(self.service.store.generation, args["env"]))
@@ -164,11 +231,21 @@ class Handlers:
     async def history(self, args: dict[str, Any], progress: Progress) -> Any:
         env = await self._run(partial(self.service.store.get_env, args["env"]))
         gens = await self._run(partial(self.service.store.history, env.path))
-        return [generation_json(g, env.current) for g in gens]
+        by_number = {g.number: g for g in gens}
+        out = []
+        for gen in gens:
+            changes = gen.changes
+            parent = by_number.get(gen.parent) if gen.parent is not None else None
+            if changes is None and parent is not None:  # a record older than `changes`
+                changes = changes_between(parent.packages, gen.packages)
+            elif changes is None and gen.parent is None:
+                changes = changes_between([], gen.packages)
+            out.append(generation_json(gen, env.current, changes))
+        return out
 
     async def rollback(self, args: dict[str, Any], progress: Progress) -> Any:
-        gen = await self.service.rollback(args["env"], args.get("to"))
-        return generation_json(gen, gen.number)
+        gen = await self.service.rollback(args["env"], args.get("to"), request=args.get("request_id"))
+        return change_json(gen)  # its changes: against the generation left
 
     async def gc(self, args: dict[str, Any], progress: Progress) -> Any:
         report = await self.service.gc(int(args.get("keep", 5)))
@@ -195,12 +272,23 @@ class Handlers:
         }
 
 
-def error_message(exc: BaseException, home: Path | None = None) -> dict[str, Any]:
-    if _out_of_space(exc):
+FREEING = frozenset({"gc", "uninstall", "rollback", "env.unregister"})
+
+
+def error_message(exc: BaseException, home: Path | None = None, op: str = "") -> dict[str, Any]:
+    if _out_of_space(exc) or (home is not None and _index_failed_on_a_full_disk(exc, home)):
+        hint = (
+            "nothing was changed; the room nwcache keeps for this ($NWCACHE_HOME/reserve) was not enough: "
+            "delete other files on that disk and run it again, or move NWCACHE_HOME to a larger disk"
+            if op in FREEING
+            else "nothing was changed; make room with 'nwcache gc --keep 1' (it runs on a full disk), "
+            "'nwcache uninstall NAME --env VENV' or 'nwcache env unregister VENV' first if every generation "
+            "is needed, or move NWCACHE_HOME to a larger disk"
+        )
         return {
             "kind": "NoSpace",
-            "message": f"no space left on the store's disk (NWCACHE_HOME={home})",
-            "hint": "free space there or move NWCACHE_HOME to a larger disk; nothing was changed",
+            "message": f"the disk holding NWCACHE_HOME ({home}) is full",
+            "hint": hint,
             "exit": 1,
         }
     if isinstance(exc, StoreError):
@@ -238,6 +326,19 @@ def _out_of_space(exc: BaseException) -> bool:
     return (exc.__cause__ is not None and _out_of_space(exc.__cause__)) or "No space left on device" in str(
         exc
     )
+
+
+def _index_failed_on_a_full_disk(exc: BaseException, home: Path) -> bool:
+    """LMDB reports a short write as "Input/output error": an LMDB error
+    while the store's file system has (next to) nothing free is a full disk."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_index_failed_on_a_full_disk(e, home) for e in exc.exceptions)
+    if not isinstance(exc, lmdb.Error):
+        return False
+    try:
+        return free_bytes(home) < (1 << 20)
+    except OSError:
+        return False
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:
@@ -304,8 +405,8 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             )
             return
         op = str(request.get("op", ""))
-        method = getattr(handlers, op.replace(".", "_"), None)
-        if method is None or op.startswith("_"):
+        method = getattr(handlers, op.replace(".", "_"), None) if op in OPS else None
+        if method is None:
             await send(
                 {
                     "event": "error",
@@ -321,14 +422,29 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             await send({"event": "progress", "message": message, "done": done, "total": total})
 
         started = time.monotonic()
+        args = dict(request.get("args") or {})
+        request_id = request.get("request")
+        if not isinstance(request_id, str) or not request_id or op == "outcome":
+            request_id = None
+        if request_id is not None:
+            args["request_id"] = request_id
+            handlers.running.add(request_id)
         try:
-            result = await method(dict(request.get("args") or {}), progress)
-        except Exception as exc:
-            answer = error_message(exc, handlers.service.store.home)
-            if answer["kind"] == "InternalError":
-                log.exception("internal error in %s", op)
-            await send({"event": "error", **answer})
-            return
+            try:
+                result = await method(args, progress)
+            except Exception as exc:
+                answer = error_message(exc, handlers.service.store.home, op)
+                if answer["kind"] == "InternalError":
+                    log.exception("internal error in %s", op)
+                if request_id is not None:
+                    handlers.record(request_id, {"state": "failed", "error": answer})
+                await send({"event": "error", **answer})
+                return
+            if request_id is not None:
+                handlers.record(request_id, {"state": "done", "result": result})
+        finally:
+            if request_id is not None:
+                handlers.running.discard(request_id)
         log.info("%s done in %.3f s", op, time.monotonic() - started)
         await send({"event": "result", "result": result})
 

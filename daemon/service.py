@@ -24,10 +24,11 @@ import trio
 from . import bytecode, linking
 from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
+from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
-from .store import GCReport, Store
-from .tree import TreeBuilder
+from .store import GCReport, Store, check_names
+from .tree import Dir, TreeBuilder
 from .venvs import sha256_file, venv_root
 from .view import ViewOperations, content_mtime_ns
 
@@ -101,6 +102,8 @@ class Service:
         self.compilers = trio.CapacityLimiter(os.cpu_count() or 1)
         self._compile_locks: dict[str, trio.Lock] = {}
         self.bytecode_counts = BytecodeCounts()
+        # What each venv says while the daemon is down (set by run_service).
+        self.notices: DownNotices | None = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(fn, limiter=self.limiter)
@@ -132,8 +135,8 @@ class Service:
                 self.bytecode_levels,
             )
         )
-        missing = bytecode.missing(tree, known, self.bytecode_levels)
-        if compile and missing:
+        missing = bytecode.missing(tree, known, self.bytecode_levels) if compile else {}
+        if missing:
             try:
                 known.update(await self._compile(env, missing))
             except (OSError, StoreError) as exc:
@@ -230,14 +233,41 @@ class Service:
             outcome.setdefault(share[reported].id, False)
         counts.failed += sum(1 for job in share if outcome.get(job.id) is False)
 
-    async def _load(self, env: EnvRecord, *, compile: bool = True) -> None:
-        tree = await self._site(env, compile=compile)
-        root = await self._run(partial(self.builder.build, tree))
+    async def _load(
+        self,
+        env: EnvRecord,
+        *,
+        compile: bool = True,
+        built: dict[tuple[object, ...], tuple[Dir, dict[str, FileRef]]] | None = None,
+    ) -> None:
+        """Serve an environment's current generation. `built` (start-up)
+        remembers, per interpreter and list of packages, the first tree
+        built and the files installing generated for its venv (RECORD,
+        INSTALLER, REQUESTED): another venv with the same packages differs
+        only in those, so its tree is that one with them replaced, without
+        reading, looking up bytecode for and building every file again."""
+        key: tuple[object, ...] = ()
+        generated: dict[str, FileRef] = {}
+        root: Dir | None = None
+        if built is not None:
+            gen = await self._run(partial(self.store.generation, env.path))
+            key = (env.interpreter, tuple(i.package for i in gen.packages))
+            generated = {p: r for i in gen.packages for p, r in i.site.items()}
+            first = built.get(key)
+            if first is not None and first[1].keys() == generated.keys():
+                root = await self._run(partial(self.builder.replace_files, first[0], generated))
+        if root is None:
+            tree = await self._site(env, compile=compile)
+            root = await self._run(partial(self.builder.build, tree))
+            if built is not None:
+                built.setdefault(key, (root, generated))
         overlay = await self._run(partial(Overlay, self.overlay_root(env)))
         self.overlays[env.path] = overlay
         await self.view.add_env(
             env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages
         )
+        if self.notices is not None:
+            await self._run(partial(self.notices.write, env_dir_name(env), env.site_packages, env.path))
 
     async def _refresh(self, env: EnvRecord) -> int:
         tree = await self._site(env)
@@ -251,6 +281,7 @@ class Service:
         An environment whose site-packages is a real directory again was
         being registered or unregistered when a daemon died: its directory
         is what the venv uses, so the registration is dropped."""
+        built: dict[tuple[object, ...], tuple[Dir, dict[str, FileRef]]] = {}
         for env in await self._run(self.store.envs):
             site = self.site(env)
             await self._run(partial(linking.clean_leftovers, site))
@@ -260,7 +291,7 @@ class Service:
                 await self._run(partial(self.store.unregister, env.path))
                 await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
                 continue
-            await self._load(env, compile=False)
+            await self._load(env, compile=False, built=built)
             await self._run(partial(self._settle_outside, env))
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.target(env)))
@@ -313,6 +344,8 @@ class Service:
             crash_point("restored")
             await self._run(partial(self.store.unregister, env.path))
             await self.view.remove_env(name)
+            if self.notices is not None:
+                await self._run(partial(self.notices.remove, name))
             overlay.close()
             del self.overlays[env.path]
             await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
@@ -385,34 +418,43 @@ class Service:
         return gen
 
     async def install(
-        self, path: str | os.PathLike[str], archives: list[str | os.PathLike[str]]
+        self,
+        path: str | os.PathLike[str],
+        archives: list[str | os.PathLike[str]],
+        *,
+        request: str | None = None,
     ) -> GenerationRecord:
+        check_names(archives)  # before the venv is registered
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.install, env.path, archives))
+            gen = await self._run(partial(self.store.install, env.path, archives, request=request))
             await self._refresh(env)
             crash_point("outside-pending")
             await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
-    async def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
+    async def uninstall(
+        self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None
+    ) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.uninstall, env.path, names))
+            gen = await self._run(partial(self.store.uninstall, env.path, names, request=request))
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
             return gen
 
-    async def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
+    async def rollback(
+        self, path: str | os.PathLike[str], to: int | None = None, *, request: str | None = None
+    ) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.rollback, env.path, to))
+            gen = await self._run(partial(self.store.rollback, env.path, to, request=request))
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
             return gen

@@ -37,6 +37,7 @@ from .crashpoints import crash_point
 from .errors import (
     IncompatibleTags,
     NoSuchGeneration,
+    NotAWheel,
     PathConflict,
     StoreBusy,
     StoreError,
@@ -44,8 +45,16 @@ from .errors import (
     UnknownPackage,
 )
 from .layout import PackageLayout, check_installable, package_layout, plan_install, site_tree
+from .reserve import Reserve
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
-from .venvs import group_distributions, probe, scan_site_packages, sha256_file, venv_root
+from .venvs import (
+    group_distributions,
+    probe,
+    scan_site_packages,
+    sha256_file,
+    venv_of_interpreter,
+    venv_root,
+)
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data does
 CHUNK = 1 << 20
@@ -123,6 +132,38 @@ def _mark(gen: GenerationRecord, packages: set[str], blobs: set[str]) -> None:
         blobs.update(r.blob for r in (*installed.site.values(), *installed.outside.values()))
 
 
+def check_names(archives: Iterable[str | os.PathLike[str]]) -> None:
+    """What the file names alone refuse, before anything is stored or
+    registered: an sdist or other non-wheel, two versions of one distribution."""
+    seen: dict[str, str] = {}
+    for archive in archives:
+        name = Path(archive).name
+        if not name.endswith(".whl"):
+            sdist = name.endswith((".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip"))
+            raise NotAWheel(
+                f"{archive} is {'a source distribution (sdist)' if sdist else 'not a wheel (.whl)'}: "
+                "nwcache installs wheels"
+            )
+        key = canonicalize_name(parse_filename(name, archive=str(archive)).name)
+        if key in seen:
+            raise StoreError(
+                f"{seen[key]} and {name} are two versions of {key}: one install takes one of each distribution",
+                hint="install the one you want (installing the other later replaces it; history keeps both)",
+            )
+        seen[key] = name
+
+
+def _ranges(numbers: Iterable[int]) -> str:
+    """Generation numbers as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
 @dataclass
 class _Created:
     """What one install added to the index, so a failure can take it back."""
@@ -192,8 +233,10 @@ class Store:
         # it was decoded from and handed out as a copy.
         self._packages: dict[bytes, tuple[PackageRecord, PackageLayout | None]] = {}
         self._env_records: dict[bytes, tuple[bytes, EnvRecord]] = {}
+        self.reserve = Reserve(self.home / "reserve", self.home / "index" / "data.mdb")
         if sweep:
             self.sweep()
+        self.reserve.keep()
 
     def close(self) -> None:
         self.env.close()
@@ -563,6 +606,9 @@ class Store:
         key = schema.env_id(root)
         value = txn.get(key, db=self.db["envs"])
         if value is None:
+            inside = venv_of_interpreter(Path(path))
+            if inside is not None:
+                venv_root(path)  # says it is the venv's interpreter, and which venv
             raise UnknownEnv(f"{path} is not a registered environment")
         return self._decode_env(key, value)
 
@@ -626,7 +672,12 @@ class Store:
                     for p in packages
                 ]
                 generation = GenerationRecord(
-                    1, None, time.time(), "register (adopted site-packages)", installed
+                    1,
+                    None,
+                    time.time(),
+                    "register (adopted site-packages)",
+                    installed,
+                    schema.changes_between([], installed),
                 )
                 with self._write() as txn:
                     raced = txn.get(env.id, db=self.db["envs"])
@@ -756,6 +807,13 @@ class Store:
 
     def unregister(self, path: str | os.PathLike[str]) -> None:
         """Forget an environment and its generations (GC frees what only it used)."""
+        self.reserve.release_if_short()
+        try:
+            self._unregister(path)
+        finally:
+            self.reserve.keep()
+
+    def _unregister(self, path: str | os.PathLike[str]) -> None:
         with self._write() as txn:
             env = self._env_by_path(path, txn)
             cursor = txn.cursor(db=self.db["generations"])
@@ -813,15 +871,14 @@ class Store:
         *,
         requested: bool = True,
         action: str | None = None,
+        request: str | None = None,
     ) -> GenerationRecord:
         """Install archives into an environment as one new generation. A
-        distribution of the same name already there is replaced (upgrade)."""
+        distribution of the same name already there is replaced (upgrade).
+        `request` (the client's request id) is recorded in the generation."""
         env = self.get_env(path)
         pending = _Pending()
-        # Named twice: refused before anything is stored (the file names say it).
-        names = [parse_filename(Path(a).name, archive=str(a)).name for a in archives]
-        if len(set(names)) != len(names):
-            raise StoreError(f"the same distribution twice in one install: {', '.join(sorted(names))}")
+        check_names(archives)
         if len(archives) > 1:
             # Every archive's metadata refusals before the first is stored: a
             # hostile second archive must not leave the first in the store.
@@ -831,13 +888,17 @@ class Store:
                         self._admit(archive, env.tags, env)
         created = _Created()
         try:
-            return self._install(env, archives, pending, created, requested=requested, action=action)
+            gen = self._install(
+                env, archives, pending, created, requested=requested, action=action, request=request
+            )
         except BaseException:
             # A later archive failing (a bad hash, a bomb found while its
             # payload is read) must not leave the earlier ones stored.
             if created.packages or created.blobs:
                 self._take_back(created)
             raise
+        self.reserve.keep()  # grown as the index grows
+        return gen
 
     def _install(
         self,
@@ -848,6 +909,7 @@ class Store:
         *,
         requested: bool,
         action: str | None,
+        request: str | None = None,
     ) -> GenerationRecord:
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
@@ -875,12 +937,15 @@ class Store:
                     what,
                     lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
                     pending,
+                    request=request,
                 )
             except BaseException:
                 pending.discard()
                 raise
 
-    def uninstall(self, path: str | os.PathLike[str], names: list[str]) -> GenerationRecord:
+    def uninstall(
+        self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None
+    ) -> GenerationRecord:
         wanted = {canonicalize_name(n) for n in names}
 
         def without(current: list[Installed]) -> list[Installed]:
@@ -890,7 +955,13 @@ class Store:
                 raise UnknownPackage(f"not installed in {path}: {', '.join(absent)}")
             return [i for i in current if canonicalize_name(i.name) not in wanted]
 
-        return self._flip(str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending())
+        self.reserve.release_if_short()
+        try:
+            return self._flip(
+                str(path), "uninstall " + " ".join(sorted(wanted)), without, _Pending(), request=request
+            )
+        finally:
+            self.reserve.keep()
 
     def _flip(
         self,
@@ -899,6 +970,8 @@ class Store:
         change: Callable[[list[Installed]], list[Installed]],
         pending: _Pending,
         new_packages: Iterable[PackageRecord] = (),
+        *,
+        request: str | None = None,
     ) -> GenerationRecord:
         """Build the next generation from the current one and point the
         environment at it, in one transaction."""
@@ -911,10 +984,18 @@ class Store:
                 self._check_blobs(txn, pkg.files.values())
                 txn.put(pkg.id, pkg.encode(), db=self.db["packages"], overwrite=False)
             self._check_conflicts(txn, env, packages)
-            gen = GenerationRecord(env.next, env.current, time.time(), action, packages)
+            gen = GenerationRecord(
+                env.next,
+                env.current,
+                time.time(),
+                action,
+                packages,
+                schema.changes_between(current.packages, packages),
+                request,
+            )
             txn.put(schema.generation_key(env.id, gen.number), gen.encode(), db=self.db["generations"])
             crash_point("generation-written")
-            env.current, env.next = gen.number, gen.number + 1
+            env.previous, env.current, env.next = env.current, gen.number, gen.number + 1
             txn.put(env.id, env.encode(), db=self.db["envs"])
             crash_point("env-flipped")
         crash_point("flip-committed")
@@ -940,21 +1021,48 @@ class Store:
                     raise PathConflict(f"{other} and {label} both install {p}")
                 owner[p] = label
 
-    def rollback(self, path: str | os.PathLike[str], to: int | None = None) -> GenerationRecord:
-        """Point the environment at a kept generation (default: the one the
-        current generation was built from)."""
+    def rollback(
+        self, path: str | os.PathLike[str], to: int | None = None, *, request: str | None = None
+    ) -> GenerationRecord:
+        """Point the environment at a kept generation: `to`, or by default
+        the one it was at before its last change (a new generation or a
+        rollback), as `nix-env --rollback` and `conda install --revision`
+        users expect: a rollback after `rollback --to 2` goes back. The
+        generation left becomes the one the next plain rollback returns to.
+        Returns the generation with `changes` against the one left."""
+        self.reserve.release_if_short()
+        try:
+            return self._rollback(path, to, request)
+        finally:
+            self.reserve.keep()
+
+    def _rollback(
+        self, path: str | os.PathLike[str], to: int | None, request: str | None
+    ) -> GenerationRecord:
         with self._write() as txn:
             env = self._env_by_path(path, txn)
             current = self._generation(txn, env, env.current)
-            number = to if to is not None else current.parent
+            number = to
             if number is None:
-                raise NoSuchGeneration(
-                    f"generation {current.number} of {env.path} has no parent to roll back to"
-                )
+                number = current.parent if env.previous is None else env.previous
+                if number is None:
+                    raise NoSuchGeneration(
+                        f"{env.path} is at generation {current.number}, its first: there is nothing to roll back to"
+                    )
+            kept = [g.number for g in self._generations(txn, env)]
+            if number not in kept:
+                if to is None:
+                    why = f"generation {number}, where it was before, is no longer kept (gc dropped it)"
+                elif number > max(kept):
+                    why = f"no generation {number}"
+                else:
+                    why = f"generation {number} is no longer kept"
+                raise NoSuchGeneration(f"{env.path} has {why}; it keeps {_ranges(kept)}")
             gen = self._generation(txn, env, number)
-            env.current = gen.number
-            txn.put(env.id, env.encode(), db=self.db["envs"])
-        return gen
+            if gen.number != env.current:
+                env.previous, env.current, env.request = env.current, gen.number, request
+                txn.put(env.id, env.encode(), db=self.db["envs"])
+        return dataclasses.replace(gen, changes=schema.changes_between(current.packages, gen.packages))
 
     # -- bytecode ---------------------------------------------------------------
 
@@ -1022,59 +1130,67 @@ class Store:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         with self._gate.exclusive():
-            with self._write() as txn:
-                dropped = 0
-                reachable_pkgs: set[str] = set()
-                reachable_blobs: set[str] = set()
-                for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
-                    numbers = sorted(g.number for g in self._generations(txn, env))
-                    kept = set(numbers[-keep:]) | {env.current}
-                    for number in numbers:
-                        key = schema.generation_key(env.id, number)
-                        if number not in kept:
-                            txn.delete(key, db=self.db["generations"])
-                            dropped += 1
-                            continue
-                        _mark(self._generation(txn, env, number), reachable_pkgs, reachable_blobs)
-                packages = 0
-                deleted: list[bytes] = []
-                for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
-                    if pkg_key.hex() in reachable_pkgs:
-                        reachable_blobs.update(r.blob for r in PackageRecord.decode(pkg_value).files.values())
-                    else:
-                        txn.delete(pkg_key, db=self.db["packages"])
-                        deleted.append(bytes(pkg_key))
-                        packages += 1
-                # Bytecode lives while its source does and some environment
-                # runs its interpreter; its pyc is reachable through it.
-                interpreters = {EnvRecord.decode(v).interpreter for _, v in txn.cursor(db=self.db["envs"])}
-                for code_key, code_value in list(txn.cursor(db=self.db["bytecode"])):
-                    source, _level, interpreter = schema.split_bytecode_key(bytes(code_key))
-                    if source in reachable_blobs and interpreter in interpreters:
-                        pyc = schema.decode_bytecode(code_value)
-                        if pyc is not None:
-                            reachable_blobs.add(pyc.blob)
-                    else:
-                        txn.delete(code_key, db=self.db["bytecode"])
-                reachable_blobs.update(pinned)
-                # Forgotten before the commit as well as after: no reader may
-                # take a deleted record from memory once it is gone from the index.
-                self._forget_packages(deleted)
-                doomed: list[str] = []
-                freed = blobs = 0
-                for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
-                    if blob_key.hex() not in reachable_blobs:
-                        size, inline = schema.decode_blob(blob_value)
-                        txn.delete(blob_key, db=self.db["blobs"])
-                        freed += size
-                        blobs += 1
-                        if inline is None:
-                            doomed.append(blob_key.hex())
-                crash_point("gc-commit")
+            self.reserve.release_if_short()
+            try:
+                return self._gc(keep, pinned)
+            finally:
+                self.reserve.keep()
+
+    def _gc(self, keep: int, pinned: Iterable[str]) -> GCReport:
+        """gc's work, under the exclusive gate."""
+        with self._write() as txn:
+            dropped = 0
+            reachable_pkgs: set[str] = set()
+            reachable_blobs: set[str] = set()
+            for env in [EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])]:
+                numbers = sorted(g.number for g in self._generations(txn, env))
+                kept = set(numbers[-keep:]) | {env.current}
+                for number in numbers:
+                    key = schema.generation_key(env.id, number)
+                    if number not in kept:
+                        txn.delete(key, db=self.db["generations"])
+                        dropped += 1
+                        continue
+                    _mark(self._generation(txn, env, number), reachable_pkgs, reachable_blobs)
+            packages = 0
+            deleted: list[bytes] = []
+            for pkg_key, pkg_value in list(txn.cursor(db=self.db["packages"])):
+                if pkg_key.hex() in reachable_pkgs:
+                    reachable_blobs.update(r.blob for r in PackageRecord.decode(pkg_value).files.values())
+                else:
+                    txn.delete(pkg_key, db=self.db["packages"])
+                    deleted.append(bytes(pkg_key))
+                    packages += 1
+            # Bytecode lives while its source does and some environment
+            # runs its interpreter; its pyc is reachable through it.
+            interpreters = {EnvRecord.decode(v).interpreter for _, v in txn.cursor(db=self.db["envs"])}
+            for code_key, code_value in list(txn.cursor(db=self.db["bytecode"])):
+                source, _level, interpreter = schema.split_bytecode_key(bytes(code_key))
+                if source in reachable_blobs and interpreter in interpreters:
+                    pyc = schema.decode_bytecode(code_value)
+                    if pyc is not None:
+                        reachable_blobs.add(pyc.blob)
+                else:
+                    txn.delete(code_key, db=self.db["bytecode"])
+            reachable_blobs.update(pinned)
+            # Forgotten before the commit as well as after: no reader may
+            # take a deleted record from memory once it is gone from the index.
             self._forget_packages(deleted)
-            crash_point("gc-committed")
-            for blob in doomed:
-                self.bodies.delete(blob)
+            doomed: list[str] = []
+            freed = blobs = 0
+            for blob_key, blob_value in list(txn.cursor(db=self.db["blobs"])):
+                if blob_key.hex() not in reachable_blobs:
+                    size, inline = schema.decode_blob(blob_value)
+                    txn.delete(blob_key, db=self.db["blobs"])
+                    freed += size
+                    blobs += 1
+                    if inline is None:
+                        doomed.append(blob_key.hex())
+            crash_point("gc-commit")
+        self._forget_packages(deleted)
+        crash_point("gc-committed")
+        for blob in doomed:
+            self.bodies.delete(blob)
         return GCReport(dropped, packages, blobs, freed)
 
     def _take_back(self, created: _Created) -> None:
@@ -1252,8 +1368,10 @@ class Store:
             stored = sum(schema.decode_blob(v)[0] for _, v in txn.cursor(db=self.db["blobs"]))
             blobs = txn.stat(self.db["blobs"])["entries"]
             per_env: list[dict[str, Any]] = []
-            for _, value in txn.cursor(db=self.db["envs"]):
-                env = EnvRecord.decode(value)
+            # By path: the index orders environments by the hash of their path.
+            for env in sorted(
+                (EnvRecord.decode(v) for _, v in txn.cursor(db=self.db["envs"])), key=lambda e: e.path
+            ):
                 tree = self._site_of(txn, env, self._generation(txn, env, env.current))
                 sizes = [r.size for r in tree.values()]
                 for ref in bytecode.sources(tree).values():

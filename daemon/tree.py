@@ -80,19 +80,56 @@ class TreeBuilder:
 
     def _freeze(self, nested: dict[str, object]) -> Dir:
         entries: dict[str, Dir | FileRef] = {}
-        hasher = hashlib.blake2b(digest_size=16)
-        for name in sorted(nested):
-            child = nested[name]
+        for name, child in nested.items():
             if isinstance(child, dict):
-                node: Dir | FileRef = self._freeze(child)
-                hasher.update(b"d" + name.encode() + b"\0" + node.key)  # type: ignore[union-attr]
+                entries[name] = self._freeze(child)
             else:
                 assert isinstance(child, FileRef)
+                entries[name] = child
+        return self._intern(entries)
+
+    def replace_files(self, root: Dir, files: Mapping[str, FileRef]) -> Dir:
+        """`root` with the files at `files`' paths replaced: the same tree
+        build() makes of root's files updated by `files`, rebuilding only the
+        directories on their way. Every path must be a file of `root` already
+        (ValueError otherwise)."""
+        nested: dict[str, object] = {}
+        for path, ref in files.items():
+            node = nested
+            *folders, name = path.split("/")
+            for part in folders:
+                child = node.setdefault(part, {})
+                assert isinstance(child, dict)
                 node = child
+            node[name] = ref
+        return self._replace(root, nested)
+
+    def _replace(self, node: Dir, nested: dict[str, object]) -> Dir:
+        entries = dict(node.entries)
+        for name, child in nested.items():
+            old = entries.get(name)
+            if isinstance(child, dict):
+                if not isinstance(old, Dir):
+                    raise ValueError(f"{name} is not a directory of the tree")
+                entries[name] = self._replace(old, child)
+            else:
+                assert isinstance(child, FileRef)
+                if not isinstance(old, FileRef):
+                    raise ValueError(f"{name} is not a file of the tree")
+                entries[name] = self._intern_ref(child)
+        return self._intern(entries)
+
+    def _intern(self, entries: dict[str, Dir | FileRef]) -> Dir:
+        """The one Dir with these entries (hash-consed by content)."""
+        hasher = hashlib.blake2b(digest_size=16)
+        for name in sorted(entries):
+            node = entries[name]
+            if isinstance(node, Dir):
+                hasher.update(b"d" + name.encode() + b"\0" + node.key)
+            else:
                 hasher.update(
-                    b"f" + name.encode() + b"\0" + f"{child.blob}:{child.size}:{child.executable:d}".encode()
+                    b"f" + name.encode() + b"\0" + f"{node.blob}:{node.size}:{node.executable:d}".encode()
                 )
-            entries[name] = node
         key = hasher.digest()
         known = self._dirs.get(key)
         if known is not None:

@@ -58,10 +58,27 @@ class Interpreter:
     include: str
 
 
+def venv_of_interpreter(path: Path) -> Path | None:
+    """The venv whose bin/ holds `path` (its python, or any file there), by
+    the path as given: venv/bin/python is a symlink to the base interpreter."""
+    if path.is_dir() or not (path.is_file() or path.is_symlink()):
+        return None
+    folder = Path(os.path.abspath(path)).parent
+    if folder.name in ("bin", "Scripts") and (folder.parent / "pyvenv.cfg").is_file():
+        return folder.parent
+    return None
+
+
 def venv_root(path: str | os.PathLike[str]) -> Path:
     """The venv's canonical root; refuses anything that is not a venv, and a
     path that is itself a symlink (it could point anywhere later)."""
     given = Path(path)
+    inside = venv_of_interpreter(given)
+    if inside is not None:
+        raise NotAVenv(
+            f"{given} is the interpreter of the virtual environment {inside}, not the environment",
+            hint=f"pass the venv's directory instead: {inside}",
+        )
     if given.is_symlink():
         raise NotAVenv(f"{given} is a symlink; pass the real directory ({given.resolve()})")
     root = given.resolve()

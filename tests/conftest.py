@@ -15,9 +15,13 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from tests.daemon_process import Daemon
 
 # Property tests draw the same examples on every run (CI and developers alike)
 # and keep no example database: a failure reproduces from a clean checkout.
@@ -183,6 +187,21 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield make_venv(root / "venv")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A real daemon process (tests/daemon_process.py), not started yet; stopped
+    and its mount checked gone at the end. Some test files define their own."""
+    from nwcache.daemon.linking import is_mount_point
+    from tests.daemon_process import Daemon
+
+    made = Daemon(tmp_path)
+    try:
+        yield made
+    finally:
+        made.stop()
+        assert not is_mount_point(made.home / "view")
 
 
 # The mounted-view fixtures (`view`, `view_mode`), for every test file; at the

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,117 @@ def test_client_start_imports_nothing_heavy() -> None:
     code = "import sys, nwcache.client.cli; print(sorted(m for m in ('zstandard','trio','lmdb','pyfuse3') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def one_json_error(out: str, err: str, kind: str, code: int) -> dict[str, object]:
+    """--json on an error path: one JSON document on stdout naming the error,
+    and the same error as `error:` + `hint:` lines on stderr."""
+    error = json.loads(out)["error"]
+    assert (error["kind"], error["exit"]) == (kind, code), error
+    assert f"error: {error['message']}" in err.splitlines()
+    assert f"hint: {error['hint']}" in err.splitlines()
+    return dict(error)
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind", "code"),
+    [
+        (["rollback", "--env", "v", "--to", "0", "--json"], "UsageError", 2),
+        (["install", "--json", "--env", "v"], "UsageError", 2),
+        (["frobnicate", "--json"], "UsageError", 2),
+        (["convert", str(V2), "--to", "1", "--level", "5", "--json"], "UsageError", 2),
+        (["inspect", "missing-1.0-py3-none-any.whl", "--json"], "ArchiveError", 1),
+        (["verify", str(VECTORS / "record-hash" / FILENAME), "--json"], "RecordMismatch", 1),
+        (["unpack", "missing-1.0-py3-none-any.whl", "out", "--json"], "ArchiveError", 1),
+        (["list", "--env", "v", "--json"], "NoDaemon", 3),
+        (["install", "missing.whl", "--env", "v", "--json"], "NotAFile", 1),
+        (["install", "missing.whl", "--env", "v", "--j"], "NotAFile", 1),
+    ],
+)
+def test_json_errors_are_one_document_on_stdout(
+    argv: list[str],
+    kind: str,
+    code: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nwcache.client import remote
+
+    monkeypatch.setenv("NWCACHE_SOCKET", str(tmp_path / "none.sock"))
+    monkeypatch.chdir(tmp_path)
+    assert remote.main(argv) == code
+    out, err = capsys.readouterr()
+    one_json_error(out, err, kind, code)
+
+
+def test_convert_json_reports_each_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = VECTORS / "record-hash" / FILENAME
+    assert main(["convert", str(CLASSIC), str(bad), "-o", str(tmp_path / "out"), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{bad}: demo/core.py: content does not match its RECORD hash [record-hash]" in err
+    document = json.loads(out)
+    assert [c["file"] for c in document["converted"]] == [str(CLASSIC)]
+    assert [f["file"] for f in document["failed"]] == [str(bad)]
+    assert document["error"]["exit"] == 1
+    assert document["error"]["message"].startswith("1 of 2 inputs failed; the first: ")
+    assert main(["convert", str(CLASSIC), "-o", str(tmp_path / "out2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed"] == []
+
+
+def test_help_describes_every_positional_and_service_action() -> None:
+    import argparse
+
+    from nwcache.client.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+                yield parser.prog, action
+            if isinstance(action, argparse._SubParsersAction):
+                assert action.help, parser.prog
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    found = list(walk(build_parser()))
+    assert len(found) == 11  # convert 1, inspect/verify 2, unpack 2, env 3, install, uninstall, service
+    for prog, action in found:
+        assert action.help, f"{prog} {action.metavar or action.dest} has no help"
+    wide = {**os.environ, "COLUMNS": "200"}
+    service = subprocess.run(
+        [sys.executable, "-m", "nwcache", "service", "--help"],
+        env=wide,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in ("install", "uninstall", "status"):
+        assert f"\n  {name} " in service
+    top = subprocess.run(
+        [sys.executable, "-m", "nwcache", "--help"], env=wide, capture_output=True, text=True, check=True
+    )
+    assert "install, uninstall or status" in top.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="needs systemctl")
+def test_service_install_without_a_user_manager(tmp_path: Path) -> None:
+    """No user manager to talk to (an empty runtime directory, no bus):
+    one line saying so, a hint naming both ways out, nothing written."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env.update(XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", "service", "install"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("error: no systemd user manager runs for ")
+    assert "'nwcache daemon'" in lines[1]
+    assert "'loginctl enable-linger " in lines[1]
+    assert not (tmp_path / "config").exists()

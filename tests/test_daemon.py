@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ from tests.conftest import clean_env, make_venv
 from tests.daemon_process import READY_TIMEOUT, Daemon
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    made = Daemon(tmp_path)
-    try:
-        yield made
-    finally:
-        made.stop()
-        assert not is_mount_point(made.home / "view")
 
 
 def test_end_to_end(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path]) -> None:

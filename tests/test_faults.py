@@ -66,9 +66,11 @@ def test_scripts_catch_up_after_a_kill_between_flip_and_writing_them(
 ) -> None:
     venv = new_venv(tmp_path / "venv")
     daemon.env["NWCACHE_CRASH_AT"] = "outside-pending"
+    daemon.env["NWCACHE_WAIT"] = "0"  # the client does not wait for a daemon to come back
     daemon.start()
-    code, _, _ = daemon.cli("install", built_wheels["pure"], "--env", venv)
-    assert code == 1  # the daemon died under it
+    code, _, err = daemon.cli("install", built_wheels["pure"], "--env", venv)
+    assert code == 3  # the daemon died under it
+    assert "error: the daemon stopped during 'install' and did not come back within 0 s" in err.splitlines()
     assert daemon.process is not None
     assert daemon.process.wait(60) == -signal.SIGKILL
     daemon.process = None
@@ -148,8 +150,10 @@ def test_disk_full_during_ingest(tmp_path: Path, built_wheels: dict[str, Path]) 
         assert code == 1, (out, err)
         lines = err.splitlines()
         assert lines == [
-            f"error: no space left on the store's disk (NWCACHE_HOME={home})",
-            "hint: free space there or move NWCACHE_HOME to a larger disk; nothing was changed",
+            f"error: the disk holding NWCACHE_HOME ({home}) is full",
+            "hint: nothing was changed; make room with 'nwcache gc --keep 1' (it runs on a full disk), "
+            "'nwcache uninstall NAME --env VENV' or 'nwcache env unregister VENV' first if every generation "
+            "is needed, or move NWCACHE_HOME to a larger disk",
         ]
         assert daemon.call("ping")["pid"] == pid  # still the same daemon
         assert (daemon.call("history", env=str(venv)), snapshot(venv)) == before

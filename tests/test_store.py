@@ -302,16 +302,57 @@ def test_upgrade_uninstall_rollback_history(store: Store, venv: Path, tmp_path: 
         store.uninstall(venv, ["nosuch"])
     g4 = store.uninstall(venv, ["DEMO"])
     assert not any(p.startswith("demo") for p in store.tree(venv))
-    assert store.rollback(venv, to=g2.number).number == g2.number
+    assert g3.changes == [("demo", "1.0", "2.0")]
+    assert g4.changes == [("demo", "2.0", None)]
+    back = store.rollback(venv, to=g2.number)
+    assert back.number == g2.number
+    assert back.changes == [("demo", None, "1.0")]  # against generation 4, which it left
     assert "demo/core.py" in store.tree(venv)
-    assert store.rollback(venv).number == 1  # g2's parent
-    with pytest.raises(NoSuchGeneration):
+    # A plain rollback goes back to where the venv was (4), not to 2's parent (1);
+    # another one returns to 2: each rollback is undone by the next.
+    assert store.rollback(venv).number == g4.number
+    assert store.rollback(venv).number == g2.number
+    assert store.rollback(venv, to=g3.number).changes == [("demo", "1.0", "2.0")]
+    with pytest.raises(NoSuchGeneration, match=r"has no generation 99; it keeps 1-4$"):
         store.rollback(venv, to=99)
     assert [g.number for g in store.history(venv)] == [1, 2, 3, 4]
     assert g4.action == "uninstall demo"
     g5 = store.install(venv, [v1])
     assert g5.number == 5
-    assert g5.parent == 1
+    assert g5.parent == 3
+    assert g5.changes == [("demo", "2.0", "1.0")]  # a downgrade
+    store.gc(keep=1)
+    with pytest.raises(NoSuchGeneration, match=r"generation 3, where it was before, is no longer kept"):
+        store.rollback(venv)
+    with pytest.raises(NoSuchGeneration, match=r"generation 2 is no longer kept; it keeps 5$"):
+        store.rollback(venv, to=2)
+
+
+def test_records_of_the_previous_version_still_read(store: Store, venv: Path) -> None:
+    """An environment and generations written before `previous` and
+    `changes` existed: a plain rollback goes to the parent, history and
+    gc read them."""
+    import json
+
+    from nwcache.daemon import schema
+
+    store.register(venv)
+    g2 = store.install(venv, [VECTORS / "ok-v2-minimal" / FILENAME])
+    env = store.get_env(venv)
+    with store.env.begin(write=True) as txn:
+        for number in (1, 2):
+            key = schema.generation_key(env.id, number)
+            data = json.loads(txn.get(key, db=store.db["generations"]) or b"")
+            data.pop("changes", None)
+            txn.put(key, json.dumps(data).encode(), db=store.db["generations"])
+        data = json.loads(txn.get(env.id, db=store.db["envs"]) or b"")
+        del data["previous"]
+        txn.put(env.id, json.dumps(data).encode(), db=store.db["envs"])
+    assert store.get_env(venv).previous is None
+    assert [g.changes for g in store.history(venv)] == [None, None]
+    assert store.rollback(venv).number == 1  # g2's parent, as before
+    assert store.get_env(venv).previous == g2.number
+    assert store.rollback(venv).number == g2.number
 
 
 def test_gc_keeps_what_generations_reach(

@@ -509,3 +509,34 @@ def test_pycs_with_file_bodies_are_symlinks_to_them(
             env.overlay.close()
 
     run(main)
+
+
+def test_replace_files_is_build_of_the_updated_files() -> None:
+    """What start-up does for venvs holding the same packages: the first
+    venv's tree with its generated files replaced is the very Dir a full
+    build of the second venv's files gives, and shares every other node."""
+    builder = TreeBuilder()
+
+    def ref(text: str) -> FileRef:
+        return FileRef(hashlib.sha256(text.encode()).hexdigest(), len(text), False)
+
+    common = {f"pkg/sub{i}/m{j}.py": ref(f"{i}.{j}") for i in range(5) for j in range(20)}
+    first = {
+        **common,
+        "pkg-1.0.dist-info/RECORD": ref("first"),
+        "pkg-1.0.dist-info/INSTALLER": ref("nwcache"),
+    }
+    second = {
+        **common,
+        "pkg-1.0.dist-info/RECORD": ref("second"),
+        "pkg-1.0.dist-info/INSTALLER": ref("nwcache"),
+    }
+    root = builder.build(first)
+    replaced = builder.replace_files(root, {"pkg-1.0.dist-info/RECORD": ref("second")})
+    assert replaced is builder.build(second)
+    assert replaced.entries["pkg"] is root.entries["pkg"]
+    assert dict(replaced.files()) == second
+    with pytest.raises(ValueError, match="not a file of the tree"):
+        builder.replace_files(root, {"pkg-1.0.dist-info/REQUESTED": ref("")})
+    with pytest.raises(ValueError, match="not a directory of the tree"):
+        builder.replace_files(root, {"other/RECORD": ref("")})

@@ -1,0 +1,101 @@
+"""What a registered venv says when the daemon is down.
+
+A venv's site-packages is a symlink into the view. With the view unmounted
+(the daemon stopped, or killed: the view is mounted with auto_unmount, so
+the kernel drops it when the daemon dies) the symlink leads into the mount
+point's own directory. There, beneath the mount, each registered venv has a
+site-packages holding one .pth file, which every interpreter of the venv runs
+at start: one line on stderr naming nwcache and how to start it, instead of
+"No module named pip".
+
+The notices are written beneath the mounted view through a descriptor of the
+mount point opened before mounting (lookups from it stay in the file system
+underneath). Before mounting, the notices are taken away again, so that the
+mount point is empty as serve_view requires; anything else there is left for
+its check to refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .mount import clear_stale_mount
+
+log = logging.getLogger("nwcache.daemon")
+
+NOTICE = "00-nwcache-daemon-down.pth"
+
+
+def notice_text(venv: str) -> str:
+    message = (
+        f"nwcache: the daemon that serves the packages of {venv} is not running; "
+        "start it with 'nwcache daemon' (or 'systemctl --user start nwcache')"
+    )
+    return f"import sys; sys.stderr.write({message!r} + chr(10))\n"
+
+
+def _only_notices(folder: Path) -> bool:
+    """Whether `folder` holds nothing but directories and notice files
+    (os.walk lists a symlink to a directory among the directories)."""
+    return all(
+        name == NOTICE and not os.path.islink(os.path.join(root, name))
+        for root, dirs, files in os.walk(folder)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]
+    )
+
+
+class DownNotices:
+    def __init__(self, mountpoint: Path) -> None:
+        self.mountpoint = mountpoint
+        self._fd: int | None = None
+
+    def prepare(self) -> None:
+        """Before mounting: clear a dead mount, take the notices away and
+        keep a descriptor of the directory underneath the mount to come."""
+        clear_stale_mount(self.mountpoint)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        for entry in self.mountpoint.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and _only_notices(entry):
+                shutil.rmtree(entry)
+        self._fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def write(self, name: str, site_packages: str, venv: str) -> None:
+        """The notice of one venv, at `name/site_packages/` beneath the view."""
+        if self._fd is None:
+            return
+        try:
+            path = ""
+            for part in Path(name, site_packages).parts:
+                path = os.path.join(path, part)
+                try:
+                    os.mkdir(path, 0o755, dir_fd=self._fd)
+                except FileExistsError:
+                    pass
+            fd = os.open(
+                os.path.join(path, NOTICE),
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                0o644,
+                dir_fd=self._fd,
+            )
+            with os.fdopen(fd, "w") as out:
+                out.write(notice_text(venv))
+        except OSError as exc:  # a notice is a courtesy: never fail an operation for it
+            log.warning("could not write the down notice of %s: %s", venv, exc)
+
+    def remove(self, name: str) -> None:
+        if self._fd is None:
+            return
+        try:
+            shutil.rmtree(name, dir_fd=self._fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove the down notice %s: %s", name, exc)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
