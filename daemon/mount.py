@@ -67,10 +67,49 @@ def tune_read_ahead(mountpoint: Path) -> bool:
 
 
 def mount_options(fsname: str) -> set[str]:
-    # auto_unmount: the kernel drops the view when the daemon dies, however
-    # it dies, instead of leaving a mount that fails with ENOTCONN until the
-    # next start (daemon/notices.py shows what lies beneath then).
-    return {"default_permissions", f"fsname={fsname}", "subtype=nwcache", "noatime", "auto_unmount"}
+    return {"default_permissions", f"fsname={fsname}", "subtype=nwcache", "noatime"}
+
+
+# Unmounts the view when the daemon dies, however it dies, instead of leaving a
+# mount that fails with ENOTCONN until the next start (daemon/notices.py shows
+# what lies beneath then). libfuse's own auto_unmount cannot serve here: its
+# helper unmounts only if opening the mount point fails, and in kernel-cached
+# mode the kernel opens directories without asking the (dead) daemon. The
+# watcher reads one line from a pipe whose only writer is the daemon: the
+# daemon's "stopped" on a clean stop (it unmounts itself), or end-of-file when
+# it died, and then it unmounts, lazily.
+_WATCHER = 'read -r said || exec fusermount3 -u -z "$0"'
+
+
+class UnmountWatcher:
+    def __init__(self, mountpoint: Path) -> None:
+        read_end, self._write_end = os.pipe()  # neither end is inherited by other children
+        try:
+            self._process = subprocess.Popen(
+                ["sh", "-c", _WATCHER, str(mountpoint)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # not stopped by a Ctrl-C meant for the daemon
+            )
+        except OSError:
+            os.close(self._write_end)
+            raise
+        finally:
+            os.close(read_end)
+
+    def stand_down(self) -> None:
+        """The daemon stops cleanly and unmounts the view itself."""
+        try:
+            os.write(self._write_end, b"stopped\n")
+        except OSError:
+            pass  # the watcher is gone already: nothing will unmount behind us
+        os.close(self._write_end)
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 async def serve_view(
@@ -86,7 +125,9 @@ async def serve_view(
     except RuntimeError as exc:
         raise MountError(f"cannot mount the view at {mountpoint}: {exc}") from None
     ops.mounted = True
+    watcher: UnmountWatcher | None = None
     try:
+        watcher = await trio.to_thread.run_sync(UnmountWatcher, mountpoint)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pyfuse3.main)
             # Up means answering: a stat from a worker thread returns once the
@@ -97,5 +138,7 @@ async def serve_view(
             task_status.started()
     finally:
         ops.mounted = False
+        if watcher is not None:
+            watcher.stand_down()
         pyfuse3.close(unmount=True)
         ops.close_bodies()

@@ -1,8 +1,8 @@
 """What a registered venv says when the daemon is down.
 
 A venv's site-packages is a symlink into the view. With the view unmounted
-(the daemon stopped, or killed: the view is mounted with auto_unmount, so
-the kernel drops it when the daemon dies) the symlink leads into the mount
+(the daemon stopped, or killed: a watcher process unmounts the view when
+the daemon dies, daemon/mount.py) the symlink leads into the mount
 point's own directory. There, beneath the mount, each registered venv has a
 site-packages holding one .pth file, which every interpreter of the venv runs
 at start: one line on stderr naming nwcache and how to start it, instead of

@@ -397,7 +397,7 @@ def test_a_full_disk_can_be_freed(daemon: Daemon, tmp_path: Path) -> None:
 def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
     """A registered venv whose view is down says so in one line naming
     nwcache and how to start it: after SIGTERM, and after SIGKILL (the kernel
-    drops the view of a dead daemon: auto_unmount)."""
+    drops the view of a dead daemon: daemon/mount.py's watcher)."""
     import time
 
     from nwcache.daemon.linking import is_mount_point
@@ -432,9 +432,10 @@ def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
         if time.monotonic() > deadline:
             helpers = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
             raise AssertionError(
-                "the view of a killed daemon is still mounted after 30 s (auto_unmount: is its "
-                "fusermount3 helper alive?)\n"
-                + "\n".join(line for line in helpers.splitlines() if "fusermount" in line)
+                "the view of a killed daemon is still mounted after 30 s (is its unmount watcher alive?)\n"
+                + "\n".join(
+                    line for line in helpers.splitlines() if "fusermount" in line or "read -r" in line
+                )
             )
         time.sleep(0.05)  # polling for the kernel to drop the mount, bounded by the deadline
     assert first_line() == notice
