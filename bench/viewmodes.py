@@ -210,8 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += [
         "",
         "Requests: every request the view's handlers answered during one warm import. Python's"
-        " `io.open` asks `isatty` of every module it reads, an ioctl that FUSE always forwards;"
-        " libfuse answers it without the handlers, so it is not counted here (one per module read).",
+        " `io.open` also asks `isatty` of every file it opens, an ioctl that FUSE always forwards"
+        " and libfuse answers without the handlers (not counted here): the shared pycs are symlinks"
+        " into the store (docs/BYTECODE.md), so an import opens no file of the view that way; the"
+        " 10,000-file tree below pays one such round trip per file.",
         "",
         "## First import right after the install",
         "",

@@ -461,3 +461,70 @@ def test_a_restart_serves_each_venv_its_own_tree(daemon: Daemon, tmp_path: Path)
     site = {name: next(v.glob("lib/python*/site-packages")) for name, v in venvs.items()}
     inode = {name: os.stat(s / "demo" / "__init__.py").st_ino for name, s in site.items()}
     assert inode["a"] == inode["b"] != inode["c"]
+
+
+# A venv importing in a loop, one interpreter after another, each reporting
+# on one line: its version, or the first line of what it printed instead (the
+# last one of a traceback).
+_IMPORT_LOOP = """
+import subprocess, sys
+python, stop = sys.argv[1], sys.argv[2]
+import os
+while not os.path.exists(stop):
+    done = subprocess.run([python, "-c", "import demo; print(demo.VERSION)"], capture_output=True, text=True)
+    said = done.stderr.strip().splitlines() or ["(nothing)"]
+    line = done.stdout.strip() or (said[-1] if said[0].startswith("Traceback") else said[0])
+    print(line, flush=True)
+"""
+
+
+def test_the_daemon_killed_and_restarted_while_a_venv_imports(daemon: Daemon, tmp_path: Path) -> None:
+    """Interpreters started while the daemon is down say so in the notice's
+    one line (or, in the moment it dies, fail to find the module); every one
+    started after the restart imports the installed version again."""
+    import time
+
+    from nwcache.daemon.linking import is_mount_point
+
+    daemon.start()
+    venv = bare_venv(tmp_path / "venv")
+    code, _, err = daemon.cli("install", demo_wheel(tmp_path / "w", "1.0"), "--env", venv)
+    assert code == 0, err
+    stop = tmp_path / "stop"
+    loop = subprocess.Popen(
+        [sys.executable, "-c", _IMPORT_LOOP, str(venv / "bin" / "python"), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert loop.stdout is not None
+    try:
+        assert loop.stdout.readline().strip() == "1.0"  # importing through the view
+        process = daemon.process
+        assert process is not None
+        process.kill()
+        assert process.wait(timeout=60) == -signal.SIGKILL
+        deadline = time.monotonic() + 30
+        while is_mount_point(daemon.home / "view"):
+            assert time.monotonic() < deadline, "the view of the killed daemon is still mounted"
+            time.sleep(0.05)  # polling for the watcher to unmount, bounded by the deadline
+        notice = loop.stdout.readline().strip()
+        while notice == "1.0":  # interpreters that finished before the view went
+            notice = loop.stdout.readline().strip()
+        daemon.start()
+        lines = [notice]
+        while (line := loop.stdout.readline().strip()) != "1.0":
+            lines.append(line)
+            assert len(lines) < 10_000, lines[-3:]
+    finally:
+        stop.touch()
+        loop.wait(60)
+        loop.stdout.close()
+    down = f"nwcache: the daemon that serves the packages of {venv} is not running"
+    for line in lines:
+        # While the daemon is down: the notice. In the moment it dies, before
+        # the view is unmounted, and while the restarted daemon mounts the view
+        # but serves no venv yet, an import fails to find the module.
+        assert line.startswith(down) or "No module named 'demo'" in line or "not connected" in line, lines
+    assert any(line.startswith(down) for line in lines), lines
+    assert imported_version(venv) == "1.0"
+    assert daemon.cli("fsck")[0] == 0
