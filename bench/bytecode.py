@@ -13,8 +13,8 @@ In one run, on numpy, pandas and scipy with the dependencies pandas imports
 - where the time goes: the FUSE requests one warm import makes (the view's
   own counters); the median time of an open and close of a pyc, and of a
   directory listing, on the pip venv's disk, through the view, and through
-  the smallest pyfuse3 filesystem (bench/floor_fs.py: constant answers, the
-  floor under any pyfuse3 view on this machine); the same warm imports with
+  the smallest pyfuse3 filesystem (bench/floor_fs.py: constant answers, a
+  round trip for every request); the same warm imports with
   the importer and the daemon on one CPU; and the time the import system
   spends opening and reading pycs, listing directories, loading extension
   modules and stat-ing, timed inside the importing process;
@@ -323,24 +323,20 @@ def gap_notes(
     lines += [
         "",
         f"On one CPU the view is {min(together):.2f}x to {max(together):.2f}x of the pip venv; on two, "
-        f"{min(apart):.2f}x to {max(apart):.2f}x. The handlers are a small part of the cost: the smallest pyfuse3 "
-        f"filesystem answers an open and close in {latency['the smallest pyfuse3 filesystem']:.0f} µs against the "
-        f"view's {latency['the view (nwcache)']:.0f} µs, and lists a directory in "
-        f"{listing['the smallest pyfuse3 filesystem']:.0f} µs against the view's "
-        f"{listing['the view (nwcache)']:.0f} µs. "
+        f"{min(apart):.2f}x to {max(apart):.2f}x. An open and close of a pyc takes "
+        f"{latency['the view (nwcache)']:.1f} µs on the view against "
+        f"{latency['the smallest pyfuse3 filesystem']:.0f} µs on the smallest pyfuse3 filesystem, which answers "
+        "every open with a round trip: in kernel-cached mode (the project's pyfuse3 patch, docs/VIEW.md) the kernel "
+        "opens and lists the view's files itself and the shared pycs are symlinks into the store, so a warm "
+        "import makes (almost) no request. "
         + (
             f"Priced at the rate of a tight loop of opens, the requests account for {min(shares):.0%} to "
             f"{max(shares):.0%} of the warm gap; timed inside the import, the file work above accounts for "
-            f"{min(explained):.0%} to {max(explained):.0%} of it, most of it opening and reading pycs: a request "
-            "costs more inside an import than in a tight loop, where both processes, their CPUs and their caches "
-            "stay warm. "
+            f"{min(explained):.0%} to {max(explained):.0%} of it (with gaps of a few milliseconds these shares "
+            "are within the spread between runs)."
             if shares and explained
-            else "No warm import is slower than the pip venv's. "
-        )
-        + "Closing the gap needs fewer requests per import (the kernel answers opens and directory listings "
-        "itself in its no-open and cached-directory modes, which need the inode in read and readdir, and pyfuse3 "
-        "does not pass it) or a cheaper round trip (FUSE over io_uring, Linux 6.14 and newer, serves each request "
-        "on the CPU that made it; pyfuse3 does not support it).",
+            else "No warm import is slower than the pip venv's."
+        ),
     ]
     return lines
 

@@ -48,6 +48,30 @@ def imported_version(venv: Path) -> str:
     return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
 
 
+def kill_and_wait_unmounted(daemon: Daemon) -> None:
+    """SIGKILL the daemon, then wait until its view is gone (daemon/mount.py's
+    watcher unmounts it)."""
+    import time
+
+    from nwcache.daemon.linking import is_mount_point
+
+    process = daemon.process
+    assert process is not None
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while is_mount_point(daemon.home / "view"):
+        if time.monotonic() > deadline:
+            helpers = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+            raise AssertionError(
+                "the view of a killed daemon is still mounted after 30 s (is its unmount watcher alive?)\n"
+                + "\n".join(
+                    line for line in helpers.splitlines() if "fusermount" in line or "read -r" in line
+                )
+            )
+        time.sleep(0.05)  # polling for the kernel to drop the mount, bounded by the deadline
+
+
 def test_history_and_rollback(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start()
     venv = bare_venv(tmp_path / "venv")
@@ -398,9 +422,6 @@ def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
     """A registered venv whose view is down says so in one line naming
     nwcache and how to start it: after SIGTERM, and after SIGKILL (the kernel
     drops the view of a dead daemon: daemon/mount.py's watcher)."""
-    import time
-
-    from nwcache.daemon.linking import is_mount_point
 
     daemon.start()
     venv = bare_venv(tmp_path / "venv")
@@ -423,21 +444,7 @@ def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
     daemon.start()
     assert first_line() == ""
     assert imported_version(venv) == "1.0"
-    process = daemon.process
-    assert process is not None
-    process.kill()
-    assert process.wait(timeout=60) == -signal.SIGKILL
-    deadline = time.monotonic() + 30
-    while is_mount_point(daemon.home / "view"):
-        if time.monotonic() > deadline:
-            helpers = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-            raise AssertionError(
-                "the view of a killed daemon is still mounted after 30 s (is its unmount watcher alive?)\n"
-                + "\n".join(
-                    line for line in helpers.splitlines() if "fusermount" in line or "read -r" in line
-                )
-            )
-        time.sleep(0.05)  # polling for the kernel to drop the mount, bounded by the deadline
+    kill_and_wait_unmounted(daemon)
     assert first_line() == notice
     daemon.start()
     assert imported_version(venv) == "1.0"
@@ -482,9 +489,6 @@ def test_the_daemon_killed_and_restarted_while_a_venv_imports(daemon: Daemon, tm
     """Interpreters started while the daemon is down say so in the notice's
     one line (or, in the moment it dies, fail to find the module); every one
     started after the restart imports the installed version again."""
-    import time
-
-    from nwcache.daemon.linking import is_mount_point
 
     daemon.start()
     venv = bare_venv(tmp_path / "venv")
@@ -499,14 +503,7 @@ def test_the_daemon_killed_and_restarted_while_a_venv_imports(daemon: Daemon, tm
     assert loop.stdout is not None
     try:
         assert loop.stdout.readline().strip() == "1.0"  # importing through the view
-        process = daemon.process
-        assert process is not None
-        process.kill()
-        assert process.wait(timeout=60) == -signal.SIGKILL
-        deadline = time.monotonic() + 30
-        while is_mount_point(daemon.home / "view"):
-            assert time.monotonic() < deadline, "the view of the killed daemon is still mounted"
-            time.sleep(0.05)  # polling for the watcher to unmount, bounded by the deadline
+        kill_and_wait_unmounted(daemon)
         notice = loop.stdout.readline().strip()
         while notice == "1.0":  # interpreters that finished before the view went
             notice = loop.stdout.readline().strip()
