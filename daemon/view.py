@@ -985,7 +985,13 @@ class ViewOperations(pyfuse3.Operations):
                 os.chmod(target, 0o600)
             if atime is not None or mtime is not None:
                 st = os.stat(target)
-                os.utime(target, ns=(atime or st.st_atime_ns, mtime or st.st_mtime_ns))
+                os.utime(
+                    target,
+                    ns=(
+                        atime if atime is not None else st.st_atime_ns,
+                        mtime if mtime is not None else st.st_mtime_ns,
+                    ),
+                )
             return os.stat(target)
 
         if isinstance(target, int) and size is None:
