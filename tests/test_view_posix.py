@@ -65,6 +65,8 @@ def test_truncating_open_of_a_layer_file(view: View, tmp_path: Path) -> None:
     subprocess.run(["cp", str(other), str(g)], check=True)  # cp onto an existing file
     assert g.read_bytes() == b"z\n"
     assert os.stat(g).st_size == 2
+    os.utime(g, ns=(0, 5_000_000_000))  # the epoch is a time like any other
+    assert (os.stat(g).st_atime_ns, os.stat(g).st_mtime_ns) == (0, 5_000_000_000)
 
 
 def test_directory_times_move_with_changes(view: View, tmp_path: Path) -> None:
