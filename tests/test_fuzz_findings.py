@@ -47,6 +47,19 @@ def refusal(tmp_path: Path, data: bytes, name: str = "demo-1.0-py3-none-any.whl"
 METADATA = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
 
 
+def cli_refusal(argv: list[str]) -> str:
+    """Run the real command line on an input it must refuse: exit 1, one
+    `error:` line and one `hint:` line, no traceback. Returns the error line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[1].startswith("hint: "), done.stderr
+    return lines[0]
+
+
 def model(**changes: object) -> Model:
     made = Model(
         files=[Entry("demo/__init__.py", b""), Entry("demo/core.py", b"x = 1\n")],
@@ -234,15 +247,9 @@ def test_damaged_payload_is_an_error_not_a_traceback(tmp_path: Path, command: li
     out = tmp_path / "out"
     out.mkdir()
     argv = [command[0], str(archive), *(arg.format(out=out) for arg in command[1:])]
-    done = subprocess.run(
-        [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 1, done.stderr
-    lines = done.stderr.splitlines()
-    assert len(lines) == 2, done.stderr
-    assert lines[0].startswith(f"error: {archive}: demo-1.0.payload.tar.zst: payload does not decompress")
-    assert lines[0].endswith("[payload-corrupt]")
-    assert lines[1].startswith("hint: ")
+    error = cli_refusal(argv)
+    assert error.startswith(f"error: {archive}: demo-1.0.payload.tar.zst: payload does not decompress")
+    assert error.endswith("[payload-corrupt]")
     assert os.listdir(out) == []
 
 
@@ -286,16 +293,10 @@ def test_a_name_the_file_system_refuses_is_a_destination_error(tmp_path: Path, f
         commands.append(["convert", str(path), "-o", str(tmp_path / "out"), "--level", "1"])
     for argv in commands:
         (tmp_path / "out").mkdir()
-        done = subprocess.run(
-            [sys.executable, "-m", "nwcache", *argv], capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 1, done.stderr
-        lines = done.stderr.splitlines()
-        assert len(lines) == 2, done.stderr
-        assert lines[0].startswith(f"error: {path}: ")
-        assert "File name too long" in lines[0], lines[0]
-        assert lines[0].endswith("[destination-io]"), lines[0]
-        assert lines[1].startswith("hint: ")
+        error = cli_refusal(argv)
+        assert error.startswith(f"error: {path}: ")
+        assert "File name too long" in error, error
+        assert error.endswith("[destination-io]"), error
         assert os.listdir(tmp_path / "out") == []
         (tmp_path / "out").rmdir()
 
