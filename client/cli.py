@@ -541,7 +541,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         "env.unregister",
         {"env": venv},
         args,
-        lambda r: f"unregistered {r['path']}; site-packages is a directory again",
+        lambda r: f"unregistered {r['path']}; it is a plain venv again",
     )
 
 

@@ -56,6 +56,14 @@ class EnvView:
     # venv's bin even when site-packages is a symlink into the view.
     venv: Path = Path("/nonexistent")
     prefix: tuple[str, ...] = ()
+    # Symlink mode: the rest of the venv's root (bin/, include/, pyvenv.cfg,
+    # lib/python3.X/ beside site-packages) is an environment of its own, with
+    # an empty generation under its own layer (`top`); the directories on the
+    # way to site-packages show its names beside the next step. Bind mode
+    # and older registrations have none: those names are symlinks into the
+    # venv. A root environment knows the environment it carries (`site`).
+    top: EnvView | None = None
+    site: EnvView | None = None
     # When the view began serving the environment: the time of every
     # directory and symlink that nothing changed since.
     born_ns: int = field(default_factory=time.time_ns)
@@ -93,6 +101,23 @@ class EnvView:
         prefix = path + "/"
         for known in [p for p in self.times if p == path or p.startswith(prefix)]:
             del self.times[known]
+
+    def step_path(self, depth: int) -> str:
+        """The root environment's path of the directory `depth` steps on the
+        way to site-packages ("" is the venv's root, then lib, lib/python3.X)."""
+        return "/".join(self.prefix[:depth])
+
+    def reserved(self, path: str) -> int | None:
+        """For a root environment: the depth of `path` if it is a step on the
+        way to site-packages (or site-packages itself, the last), else None.
+        Those names are the view's, never the layer's."""
+        site = self.site
+        if site is None:
+            return None
+        for depth in range(len(site.prefix) + 1):
+            if path == site.step_path(depth):
+                return depth
+        return None
 
     # -- the merged tree ------------------------------------------------------------
 

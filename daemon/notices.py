@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from .mount import clear_stale_mount
@@ -37,11 +38,39 @@ def notice_text(venv: str) -> str:
     return f"import sys; sys.stderr.write({message!r} + chr(10))\n"
 
 
+def stub_text(venv: str, name: str) -> str:
+    """What each of the venv's commands (bin/python, bin/pip, its scripts)
+    is while the daemon is down: in symlink mode the whole venv lives in the
+    view, so without it `venv/bin/python` would simply not exist."""
+    return (
+        f"#!/bin/sh\n{STUB_MARK}\n"
+        f"echo 'error: {name} of {venv} is served by the nwcache daemon, which is not running' >&2\n"
+        "echo \"hint: start it with 'nwcache daemon' (or 'systemctl --user start nwcache')\" >&2\n"
+        "return 3 2>/dev/null || exit 3\n"
+    )
+
+
+STUB_MARK = "# nwcache: daemon-down stub"
+
+
+def _is_notice(path: str, name: str) -> bool:
+    if os.path.islink(path):
+        return False
+    if name == NOTICE:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return STUB_MARK.encode() in fh.read(200)
+    except OSError:
+        return False
+
+
 def _only_notices(folder: Path) -> bool:
-    """Whether `folder` holds nothing but directories and notice files
-    (os.walk lists a symlink to a directory among the directories)."""
+    """Whether `folder` holds nothing but directories, notice files and
+    command stubs (os.walk lists a symlink to a directory among the
+    directories)."""
     return all(
-        name == NOTICE and not os.path.islink(os.path.join(root, name))
+        _is_notice(os.path.join(root, name), name)
         for root, dirs, files in os.walk(folder)
         for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]
     )
@@ -62,26 +91,51 @@ class DownNotices:
                 shutil.rmtree(entry)
         self._fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def write(self, name: str, site_packages: str, venv: str) -> None:
-        """The notice of one venv, at `name/site_packages/` beneath the view."""
+    def _mkdirs(self, name: str, rel: str) -> str:
+        path = ""
+        for part in Path(name, rel).parts:
+            path = os.path.join(path, part)
+            try:
+                os.mkdir(path, 0o755, dir_fd=self._fd)
+            except FileExistsError:
+                pass
+        return path
+
+    def _put(self, path: str, text: str, mode: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode, dir_fd=self._fd)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+
+    def _drop_stubs(self, where: str, keep: set[str]) -> None:
+        """Stubs of commands the venv no longer has."""
+        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._fd)
+        try:
+            for name in set(os.listdir(fd)) - keep:
+                try:
+                    body = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except OSError:
+                    continue
+                with os.fdopen(body, "rb") as fh:
+                    stub = STUB_MARK.encode() in fh.read(200)
+                if stub:
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def write(
+        self, name: str, site_packages: str, venv: str, scripts_dir: str = "", scripts: Sequence[str] = ()
+    ) -> None:
+        """The notice of one venv, at `name/site_packages/` beneath the view,
+        and a stub for each of its commands in `name/scripts_dir/`."""
         if self._fd is None:
             return
         try:
-            path = ""
-            for part in Path(name, site_packages).parts:
-                path = os.path.join(path, part)
-                try:
-                    os.mkdir(path, 0o755, dir_fd=self._fd)
-                except FileExistsError:
-                    pass
-            fd = os.open(
-                os.path.join(path, NOTICE),
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                0o644,
-                dir_fd=self._fd,
-            )
-            with os.fdopen(fd, "w") as out:
-                out.write(notice_text(venv))
+            self._put(os.path.join(self._mkdirs(name, site_packages), NOTICE), notice_text(venv), 0o644)
+            if scripts:
+                where = self._mkdirs(name, scripts_dir)
+                self._drop_stubs(where, keep=set(scripts))
+                for script in scripts:
+                    self._put(os.path.join(where, script), stub_text(venv, f"{scripts_dir}/{script}"), 0o755)
         except OSError as exc:  # a notice is a courtesy: never fail an operation for it
             log.warning("could not write the down notice of %s: %s", venv, exc)
 

@@ -204,6 +204,7 @@ class Handlers:
         return out
 
     async def env_show(self, args: dict[str, Any], progress: Progress) -> Any:
+        await self.service.fold(args["env"])  # what pip changed inside the venv shows
         env = await self._run(partial(self.service.store.get_env, args["env"]))
         gen = await self._run(partial(self.service.store.generation, env.path))
         return {**env_json(self.service, env), "current": generation_json(gen, env.current)}
@@ -225,10 +226,12 @@ class Handlers:
         return change_json(gen)
 
     async def list(self, args: dict[str, Any], progress: Progress) -> Any:
+        await self.service.fold(args["env"])  # what pip changed inside the venv shows
         gen = await self._run(partial(self.service.store.generation, args["env"]))
         return generation_json(gen, gen.number)["packages"]
 
     async def history(self, args: dict[str, Any], progress: Progress) -> Any:
+        await self.service.fold(args["env"])  # pip's changes are a generation of their own
         env = await self._run(partial(self.service.store.get_env, args["env"]))
         gens = await self._run(partial(self.service.store.history, env.path))
         by_number = {g.number: g for g in gens}

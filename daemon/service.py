@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import trio
 
-from . import bytecode, linking
+from . import bytecode, linking, rootlayer
 from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
 from .notices import DownNotices
@@ -29,7 +29,7 @@ from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, 
 from .schema import EnvRecord, FileRef, GenerationRecord
 from .store import GCReport, Store, check_names
 from .tree import Dir, TreeBuilder
-from .venvs import sha256_file, venv_root
+from .venvs import sha256_file, venv_path, venv_root
 from .view import ViewOperations, content_mtime_ns
 
 log = logging.getLogger("nwcache.daemon")
@@ -91,6 +91,8 @@ class Service:
         self.limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self._locks: dict[str, trio.Lock] = {}
         self.overlays: dict[str, Overlay] = {}
+        # Symlink mode: the layer holding each venv's root beside site-packages.
+        self.tops: dict[str, Overlay] = {}
         self.bytecode_levels = (
             bytecode.parse_levels(os.environ.get("NWCACHE_BYTECODE"))
             if bytecode_levels is None
@@ -109,16 +111,24 @@ class Service:
         return await trio.to_thread.run_sync(fn, limiter=self.limiter)
 
     def _lock(self, path: str) -> trio.Lock:
-        return self._locks.setdefault(os.path.realpath(path), trio.Lock())
+        return self._locks.setdefault(venv_path(path), trio.Lock())
 
     def overlay_root(self, env: EnvRecord) -> Path:
         return self.store.home / "overlay" / env.id.hex()
+
+    def top_root(self, env: EnvRecord) -> Path:
+        """The layer of the venv's root beside site-packages (daemon/rootlayer.py)."""
+        return self.store.home / "roots" / env.id.hex()
 
     def site(self, env: EnvRecord) -> Path:
         return Path(env.path) / env.site_packages
 
     def target(self, env: EnvRecord) -> Path:
         return self.mountpoint / env_dir_name(env) / env.site_packages
+
+    def venv_target(self, env: EnvRecord) -> Path:
+        """What a venv registered in symlink mode links to: its directory in the view."""
+        return self.mountpoint / env_dir_name(env)
 
     async def _site(self, env: EnvRecord, *, compile: bool = True) -> dict[str, FileRef]:
         """The environment's current site-packages with the shared bytecode
@@ -263,11 +273,30 @@ class Service:
                 built.setdefault(key, (root, generated))
         overlay = await self._run(partial(Overlay, self.overlay_root(env)))
         self.overlays[env.path] = overlay
+        top = None
+        if env.link == "symlink":
+            top = await self._run(partial(Overlay, self.top_root(env)))
+            self.tops[env.path] = top
+            self.store.aliases[str(self.venv_target(env))] = env.path
         await self.view.add_env(
-            env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages
+            env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages, top=top
         )
-        if self.notices is not None:
-            await self._run(partial(self.notices.write, env_dir_name(env), env.site_packages, env.path))
+        await self._write_notice(env)
+
+    async def _write_notice(self, env: EnvRecord) -> None:
+        """What the venv says while the daemon is down (daemon/notices.py):
+        written again whenever its commands may have changed."""
+        if self.notices is None:
+            return
+        top = self.tops.get(env.path)
+        scripts = sorted(
+            path.rpartition("/")[2]
+            for path, entry in (top.entries.items() if top is not None else ())
+            if path.rpartition("/")[0] == env.scripts and not isinstance(entry, Whiteout | OverlayDir)
+        )
+        await self._run(
+            partial(self.notices.write, env_dir_name(env), env.site_packages, env.path, env.scripts, scripts)
+        )
 
     async def _refresh(self, env: EnvRecord) -> int:
         tree = await self._site(env)
@@ -284,17 +313,43 @@ class Service:
         built: dict[tuple[object, ...], tuple[Dir, dict[str, FileRef]]] = {}
         for env in await self._run(self.store.envs):
             site = self.site(env)
+            venv = Path(env.path)
+            if env.link == "symlink":
+                await self._run(partial(linking.clean_leftovers, venv))
+                if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
+                    await self._load(env, compile=False, built=built)
+                    await self._run(partial(self._settle_outside, env))
+                    continue
+                # A real directory: registered by an older nwcache (its
+                # site-packages links here), or being (un)registered when a
+                # daemon died; the venv uses its own site-packages then.
+                await self._run(partial(linking.clean_leftovers, site))
+                if await self._run(partial(linking.state, site, self.target(env))) == "linked":
+                    log.warning("%s: serving its whole directory from the view now", env.path)
+                    await self._run(
+                        partial(rootlayer.fill_layer, self.top_root(env), venv, env.site_packages)
+                    )
+                    await self._load(env, compile=False, built=built)
+                    await self._run(partial(linking.link, venv, self.venv_target(env)))
+                    await self._run(partial(self._settle_outside, env))
+                    continue
+                await self._drop(env)
+                continue
             await self._run(partial(linking.clean_leftovers, site))
             state = await self._run(partial(linking.state, site, self.target(env)))
-            if state == "directory" and (env.link != "bind" or any(site.iterdir())):
-                log.warning("%s has a real site-packages again; dropping its registration", env.path)
-                await self._run(partial(self.store.unregister, env.path))
-                await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
+            if state == "directory" and any(site.iterdir()):
+                await self._drop(env)
                 continue
             await self._load(env, compile=False, built=built)
             await self._run(partial(self._settle_outside, env))
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.target(env)))
+
+    async def _drop(self, env: EnvRecord) -> None:
+        log.warning("%s has a real site-packages again; dropping its registration", env.path)
+        await self._run(partial(self.store.unregister, env.path))
+        await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
+        await self._run(partial(shutil.rmtree, self.top_root(env), True))
 
     async def stop(self) -> None:
         """Before unmounting: bind mounts over venvs go first."""
@@ -303,10 +358,11 @@ class Service:
                 site = self.site(env)
                 if await self._run(partial(linking.is_mount_point, site)):
                     await self._run(partial(linking.unbind, site))
-        for overlay in self.overlays.values():
+        for overlay in [*self.overlays.values(), *self.tops.values()]:
             overlay.sync()
             overlay.close()
         self.overlays.clear()
+        self.tops.clear()
 
     # -- environments -----------------------------------------------------------------
 
@@ -315,22 +371,37 @@ class Service:
             raise StoreError(f"unknown link mode {link!r}", hint="use 'symlink' or 'bind'")
         if link == "bind" and os.geteuid() != 0:
             raise StoreError("bind mounts need root", hint="run the daemon as root or use symlink mode")
-        root = await self._run(partial(venv_root, path))
-        async with self._lock(str(root)):
+        root = await self._run(partial(self._registered_or_root, path))
+        async with self._lock(root):
             env = await self._run(partial(self.store.register, root, link=link))
             crash_point("registered")
             site = self.site(env)
-            if env.path not in self.overlays:
-                await self._load(env)
+            venv = Path(env.path)
             state = await self._run(partial(linking.state, site, self.target(env)))
             if state == "foreign-link":
                 raise NotAVenv(f"{site} is a symlink nwcache did not make", hint="make it a directory first")
             if env.link == "bind":
+                if env.path not in self.overlays:
+                    await self._load(env)
                 if state != "bound":
                     await self._run(partial(linking.bind_over, site, self.target(env)))
-            elif state != "linked":
-                await self._run(partial(linking.link, site, self.target(env)))
+                return env
+            if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
+                return env
+            if env.path not in self.overlays:
+                await self._run(partial(rootlayer.fill_layer, self.top_root(env), venv, env.site_packages))
+                crash_point("root-filled")
+                await self._load(env)
+            await self._run(partial(linking.link, venv, self.venv_target(env)))
             return env
+
+    def _registered_or_root(self, path: str | os.PathLike[str]) -> str:
+        """A registered venv's path (it may be a link into the view), or the
+        root of a venv to register (refusing what is not one)."""
+        try:
+            return self.store.get_env(path).path
+        except StoreError:
+            return str(venv_root(path))
 
     async def unregister(self, path: str | os.PathLike[str]) -> None:
         env = await self._run(partial(self.store.get_env, path))
@@ -338,17 +409,43 @@ class Service:
             name = env_dir_name(env)
             plan = self.view.snapshot(name)
             overlay = self.overlays[env.path]
+            top = self.tops.get(env.path)
             site = self.site(env)
-            if await self._run(partial(linking.state, site, self.target(env))) in ("linked", "bound"):
+            venv = Path(env.path)
+            if top is not None:
+                if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
+                    fill = partial(self._fill_venv, self.view.snapshot_top(name), top, plan, overlay, env)
+                    await self._run(partial(linking.restore, venv, fill))
+            elif await self._run(partial(linking.state, site, self.target(env))) in ("linked", "bound"):
                 await self._run(partial(linking.restore, site, partial(self._fill, plan, overlay)))
             crash_point("restored")
             await self._run(partial(self.store.unregister, env.path))
             await self.view.remove_env(name)
+            self.store.aliases.pop(str(self.venv_target(env)), None)
             if self.notices is not None:
                 await self._run(partial(self.notices.remove, name))
             overlay.close()
             del self.overlays[env.path]
+            if top is not None:
+                top.close()
+                del self.tops[env.path]
             await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
+            await self._run(partial(shutil.rmtree, self.top_root(env), True))
+
+    def _fill_venv(
+        self,
+        top_plan: list[tuple[str, Entry | FileRef]],
+        top: Overlay,
+        plan: list[tuple[str, Entry | FileRef]],
+        overlay: Overlay,
+        env: EnvRecord,
+        dest: Path,
+    ) -> None:
+        """A real venv directory at `dest`: its root's layer, then site-packages."""
+        self._fill(top_plan, top, dest)
+        site = dest / env.site_packages
+        site.mkdir(mode=0o755, parents=True)
+        self._fill(plan, overlay, site)
 
     def _fill(self, plan: list[tuple[str, Entry | FileRef]], overlay: Overlay, dest: Path) -> None:
         for rel, node in plan:
@@ -362,8 +459,11 @@ class Service:
                 mtime = content_mtime_ns(node.blob)
                 os.utime(out, ns=(mtime, mtime))
             elif isinstance(node, UpperFile):
-                shutil.copyfile(overlay.body(node.id), out)
+                body = overlay.body(node.id)
+                shutil.copyfile(body, out)
                 out.chmod(node.mode)
+                st = os.stat(body)
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
             elif isinstance(node, Symlink):
                 os.symlink(node.target, out)
 
@@ -415,6 +515,7 @@ class Service:
         gen = await self._run(partial(self.store.fold, env.path, files))
         await self._refresh(env)
         await self.view.settle_layer(name, seen)
+        await self._write_notice(env)
         return gen
 
     async def install(
@@ -433,6 +534,7 @@ class Service:
             await self._refresh(env)
             crash_point("outside-pending")
             await self._run(partial(self._write_outside, env, before, gen))
+            await self._write_notice(env)
             return gen
 
     async def uninstall(
@@ -445,6 +547,7 @@ class Service:
             gen = await self._run(partial(self.store.uninstall, env.path, names, request=request))
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
+            await self._write_notice(env)
             return gen
 
     async def rollback(
@@ -457,6 +560,7 @@ class Service:
             gen = await self._run(partial(self.store.rollback, env.path, to, request=request))
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
+            await self._write_notice(env)
             return gen
 
     def _write_outside(self, env: EnvRecord, before: GenerationRecord, after: GenerationRecord) -> None:

@@ -53,6 +53,7 @@ from .venvs import (
     scan_site_packages,
     sha256_file,
     venv_of_interpreter,
+    venv_path,
     venv_root,
 )
 
@@ -233,6 +234,9 @@ class Store:
         # it was decoded from and handed out as a copy.
         self._packages: dict[bytes, tuple[PackageRecord, PackageLayout | None]] = {}
         self._env_records: dict[bytes, tuple[bytes, EnvRecord]] = {}
+        # The view's directory of each venv registered in symlink mode -> the
+        # venv's path: a path given from inside the venv resolves there.
+        self.aliases: dict[str, str] = {}
         self.reserve = Reserve(self.home / "reserve", self.home / "index" / "data.mdb")
         if sweep:
             self.sweep()
@@ -602,8 +606,8 @@ class Store:
     # -- environments -------------------------------------------------------------
 
     def _env_by_path(self, path: str | os.PathLike[str], txn: lmdb.Transaction) -> EnvRecord:
-        root = os.path.realpath(path)
-        key = schema.env_id(root)
+        root = venv_path(path)
+        key = schema.env_id(self.aliases.get(root, root))
         value = txn.get(key, db=self.db["envs"])
         if value is None:
             inside = venv_of_interpreter(Path(path))
@@ -634,11 +638,12 @@ class Store:
     def register(self, path: str | os.PathLike[str], *, link: str = "symlink") -> EnvRecord:
         """Adopt a venv: ask its interpreter what it is, store what its
         site-packages holds as generation 1. Registering twice is a no-op."""
-        root = venv_root(path)
         with self.env.begin() as txn:
-            value = txn.get(schema.env_id(str(root)), db=self.db["envs"])
+            key = schema.env_id(venv_path(path))
+            value = txn.get(key, db=self.db["envs"])
             if value is not None:
-                return self._decode_env(schema.env_id(str(root)), value)
+                return self._decode_env(key, value)
+        root = venv_root(path)
         interp = probe(root)
         env = EnvRecord(
             path=str(root),

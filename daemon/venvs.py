@@ -69,6 +69,15 @@ def venv_of_interpreter(path: Path) -> Path | None:
     return None
 
 
+def venv_path(path: str | os.PathLike[str]) -> str:
+    """Where a venv is, as its record names it: the real path of its parent
+    and its own name. A venv registered in symlink mode is itself a symlink
+    into the view (docs/VIEW.md): resolving it would name the view."""
+    absolute = os.path.abspath(path)
+    parent, name = os.path.split(absolute)
+    return os.path.join(os.path.realpath(parent), name) if name else absolute
+
+
 def venv_root(path: str | os.PathLike[str]) -> Path:
     """The venv's canonical root; refuses anything that is not a venv, and a
     path that is itself a symlink (it could point anywhere later)."""
@@ -175,7 +184,8 @@ def _probe(root: Path, python: Path) -> Interpreter:
         raise InterpreterError(
             f"{python} is {info['implementation']} {info['version']}; nwcache needs CPython 3.9+"
         )
-    if os.path.realpath(info["prefix"]) != str(root) or info["prefix"] == info["base_prefix"]:
+    real_root = os.path.realpath(root)  # the view's directory once the venv links there
+    if os.path.realpath(info["prefix"]) != real_root or info["prefix"] == info["base_prefix"]:
         raise NotAVenv(f"{python} does not run as a virtual environment rooted at {root}")
     if info["purelib"] != info["platlib"]:
         raise NotAVenv(
@@ -183,7 +193,7 @@ def _probe(root: Path, python: Path) -> Interpreter:
         )
 
     def rel(path: str) -> str:
-        return os.path.relpath(os.path.realpath(path), root)
+        return os.path.relpath(os.path.realpath(path), real_root)
 
     major, minor = info["version_info"]
     return Interpreter(

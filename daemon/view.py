@@ -85,6 +85,11 @@ KERNEL_CACHED = "kernel-cached"
 HANDLES = "handles"
 
 
+# The generation under a root environment's layer: a venv's root outside
+# site-packages holds nothing of the store.
+EMPTY_DIR = Dir({}, b"")
+
+
 def content_mtime_ns(blob: str) -> int:
     return (_MTIME_BASE + int(blob[:8], 16) % _MTIME_SPAN) * 1_000_000_000
 
@@ -227,12 +232,28 @@ class ViewOperations(pyfuse3.Operations):
     # -- environments (called by the daemon, on the trio thread) ---------------
 
     async def add_env(
-        self, name: str, lower: Dir, overlay: Overlay, *, venv: Path, site_packages: str = ""
+        self,
+        name: str,
+        lower: Dir,
+        overlay: Overlay,
+        *,
+        venv: Path,
+        site_packages: str = "",
+        top: Overlay | None = None,
     ) -> None:
+        """Serve an environment as `name`: its site-packages from `lower`
+        under `overlay`; with `top` (symlink mode), the rest of the venv's
+        root from that layer, so that the venv itself can link here."""
         if name in self.envs:
             raise ValueError(f"environment {name} is already in the view")
         prefix = tuple(p for p in site_packages.split("/") if p)
-        self.envs[name] = EnvView(name, lower, overlay, venv, prefix)
+        env = EnvView(name, lower, overlay, venv, prefix)
+        if top is not None:
+            # The name of a root environment ends in "/", which no
+            # environment's name holds: its inode keys never meet another's.
+            env.top = EnvView(name + "/", EMPTY_DIR, top, venv)
+            env.top.site = env
+        self.envs[name] = env
         self.root_mtime_ns = time.time_ns()
         await self.invalidate([(pyfuse3.ROOT_INODE, name)], [pyfuse3.ROOT_INODE])
 
@@ -260,11 +281,12 @@ class ViewOperations(pyfuse3.Operations):
 
     async def remove_env(self, name: str) -> None:
         self.envs.pop(name)
-        for inode in list(self.inodes.of_env(name, ("dir", "upper", "link", "mirror", "out"))):
-            self.inodes.unkey(inode)
-            inode.path = None
-            inode.env = None
-            self._maybe_drop(inode)
+        for env_name in (name, name + "/"):
+            for inode in list(self.inodes.of_env(env_name, ("dir", "upper", "link", "mirror", "out"))):
+                self.inodes.unkey(inode)
+                inode.path = None
+                inode.env = None
+                self._maybe_drop(inode)
         self.root_mtime_ns = time.time_ns()
         await self.invalidate([(pyfuse3.ROOT_INODE, name)], [pyfuse3.ROOT_INODE])
 
@@ -303,6 +325,8 @@ class ViewOperations(pyfuse3.Operations):
         pinned |= {h.inode.ref.blob for h in self.handles.values() if h.inode.ref is not None}
         for env in self.envs.values():
             pinned |= env.overlay.store_refs()
+            if env.top is not None:
+                pinned |= env.top.overlay.store_refs()
         return pinned
 
     # -- resolution ---------------------------------------------------------------
@@ -367,6 +391,8 @@ class ViewOperations(pyfuse3.Operations):
             depth = parent.id
             if text == env.prefix[depth]:
                 return self._mirror(env, depth + 1) if depth + 1 < len(env.prefix) else self._site_root(env)
+            if env.top is not None:
+                return self._lookup_path(env.top, join(env.step_path(depth), text))
             real = env.venv.joinpath(*env.prefix[:depth], text)
             if not await trio.to_thread.run_sync(os.path.lexists, real, limiter=self.limiter):
                 return None
@@ -389,7 +415,11 @@ class ViewOperations(pyfuse3.Operations):
             return self._mirror(env, inode.id - 1) if inode.id else self.inodes.root
         assert inode.path is not None
         if inode.path:
-            found = self._lookup_path(env, parent_of(inode.path))
+            parent = parent_of(inode.path)
+            depth = env.reserved(parent)
+            if depth is not None and env.site is not None:
+                return self._mirror(env.site, depth)  # a directory beside site-packages
+            found = self._lookup_path(env, parent)
             assert found is not None
             return found
         return self._mirror(env, len(env.prefix) - 1) if env.prefix else self.inodes.root
@@ -403,6 +433,8 @@ class ViewOperations(pyfuse3.Operations):
     def _dir(self, ino: int) -> tuple[EnvView, str]:
         """The environment and path of a directory inode (not the root)."""
         inode = self._inode(ino)
+        if inode.kind == "mirror" and inode.env is not None and inode.env.top is not None:
+            return inode.env.top, inode.env.step_path(inode.id)
         if inode.kind in ("root", "mirror"):
             raise FUSEError(errno.EPERM)
         if inode.kind != "dir":
@@ -495,6 +527,18 @@ class ViewOperations(pyfuse3.Operations):
                 times.mtime_ns,
                 times.ctime_ns,
             )
+        elif inode.kind == "mirror" and inode.env is not None and inode.env.top is not None:
+            top = inode.env.top
+            path = inode.env.step_path(inode.id)
+            own = top.overlay.entries.get(path)
+            attrs.st_mode = stat.S_IFDIR | (own.mode if isinstance(own, OverlayDir) else 0o755)
+            attrs.st_size = 0
+            times = top.times_of(path)
+            attrs.st_atime_ns, attrs.st_mtime_ns, attrs.st_ctime_ns = (
+                times.atime_ns,
+                times.mtime_ns,
+                times.ctime_ns,
+            )
         else:  # root, mirror
             mtime = self.root_mtime_ns if inode.kind == "root" else self.started_ns
             attrs.st_mode = stat.S_IFDIR | 0o755
@@ -541,7 +585,8 @@ class ViewOperations(pyfuse3.Operations):
             # venv's own directory decides.
             missing = pyfuse3.EntryAttributes()
             missing.st_ino = 0
-            missing.entry_timeout = 0 if parent.kind == "mirror" else CACHE_TIMEOUT
+            beside_venv = parent.kind == "mirror" and parent.env is not None and parent.env.top is None
+            missing.entry_timeout = 0 if beside_venv else CACHE_TIMEOUT
             return missing
         attrs = await self._entry(found)
         found.lookups += 1
@@ -599,6 +644,8 @@ class ViewOperations(pyfuse3.Operations):
         if inode.kind == "mirror":
             env = inode.env
             assert env is not None
+            if env.top is not None:
+                return sorted({env.prefix[inode.id], *env.top.names(env.step_path(inode.id))})
             real = env.venv.joinpath(*env.prefix[: inode.id])
             on_disk = await trio.to_thread.run_sync(os.listdir, real, limiter=self.limiter)
             return sorted({env.prefix[inode.id], *on_disk})
@@ -675,7 +722,8 @@ class ViewOperations(pyfuse3.Operations):
         listing = self.listings.get(fh)
         directory = listing[0] if listing is not None else self.inodes.get(inode or 0)
         if directory is not None and directory.env is not None:
-            await trio.to_thread.run_sync(directory.env.overlay.sync, limiter=self.limiter)
+            env = directory.env.top if directory.kind == "mirror" and directory.env.top else directory.env
+            await trio.to_thread.run_sync(env.overlay.sync, limiter=self.limiter)
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -688,7 +736,10 @@ class ViewOperations(pyfuse3.Operations):
         text = os.fsdecode(name)
         if not text or text in (".", "..") or "/" in text:
             raise FUSEError(errno.EINVAL)
-        return env, join(path, text)
+        child = join(path, text)
+        if env.reserved(child) is not None:
+            raise FUSEError(errno.EBUSY)  # lib/, lib/python3.X/, site-packages: the view's own
+        return env, child
 
     @handler
     async def mkdir(
@@ -699,7 +750,12 @@ class ViewOperations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         parent = self.inodes.get(parent_inode)
-        if parent is not None and parent.kind == "mirror" and parent.env is not None:
+        if (
+            parent is not None
+            and parent.kind == "mirror"
+            and parent.env is not None
+            and parent.env.top is None
+        ):
             # Beside site-packages (pip's `../../../share/...` for .data/data):
             # the directory is made in the venv itself and shows as a symlink
             # to it, so mkdir reports that the name exists now.
@@ -938,17 +994,19 @@ class ViewOperations(pyfuse3.Operations):
             if changes:
                 raise FUSEError(errno.EROFS)
             return self._attrs(found)
-        if found.kind in ("mirror", "out"):
+        if found.kind == "out" or (found.kind == "mirror" and (found.env is None or found.env.top is None)):
             if changes:
                 raise FUSEError(errno.EPERM)
             return self._attrs(found)
         atime = attr.st_atime_ns if fields.update_atime else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
-        if found.kind == "dir":
+        if found.kind in ("dir", "mirror"):
             env, path = self._dir(inode)
             if fields.update_size:
                 raise FUSEError(errno.EISDIR)
             if fields.update_mode:
+                if not path:
+                    raise FUSEError(errno.EPERM)  # the venv's own directory keeps its mode
                 own = env.overlay.entries.get(path)
                 opaque = own.opaque if isinstance(own, OverlayDir) else False
                 env.overlay.put(path, OverlayDir(opaque=opaque, mode=attr.st_mode & 0o7777))
@@ -1186,6 +1244,11 @@ class ViewOperations(pyfuse3.Operations):
     def snapshot(self, name: str) -> list[tuple[str, Entry | FileRef]]:
         """Every path of an environment's merged tree (EnvView.snapshot)."""
         return self.envs[name].snapshot()
+
+    def snapshot_top(self, name: str) -> list[tuple[str, Entry | FileRef]]:
+        """Every path of the venv's root beside site-packages (symlink mode)."""
+        top = self.envs[name].top
+        return [] if top is None else top.snapshot()
 
     async def settle_layer(self, name: str, folded: dict[str, tuple[int, int, int]]) -> int:
         """After the layer's files became a generation: drop what that
