@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pyfuse3
@@ -34,12 +35,14 @@ def clear_stale_mount(mountpoint: Path) -> bool:
     raise MountError(f"{mountpoint} is still mounted and could not be unmounted", hint="unmount it by hand")
 
 
-def prepare_mountpoint(mountpoint: Path) -> None:
+def prepare_mountpoint(mountpoint: Path, may_hold: Callable[[Path], bool] | None = None) -> None:
+    """Refuse a mount point holding anything but what `may_hold` allows (the
+    daemon's own notices of venvs, daemon/notices.py)."""
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse does not exist: FUSE is not available here")
     clear_stale_mount(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
-    if any(mountpoint.iterdir()):
+    if any(may_hold is None or not may_hold(entry) for entry in mountpoint.iterdir()):
         raise MountError(f"the mount point {mountpoint} is not empty", hint="move its content away")
 
 
@@ -116,10 +119,11 @@ async def serve_view(
     ops: ViewOperations,
     mountpoint: Path,
     *,
+    may_hold: Callable[[Path], bool] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount, report started, serve until cancelled, unmount."""
-    await trio.to_thread.run_sync(prepare_mountpoint, mountpoint)
+    await trio.to_thread.run_sync(prepare_mountpoint, mountpoint, may_hold)
     try:
         pyfuse3.init(ops, str(mountpoint), mount_options("nwcache"))
     except RuntimeError as exc:

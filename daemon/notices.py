@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,26 +54,30 @@ def stub_text(venv: str, name: str) -> str:
 STUB_MARK = "# nwcache: daemon-down stub"
 
 
-def _is_notice(path: str, name: str) -> bool:
-    if os.path.islink(path):
-        return False
+def _is_notice(name: str, dir_fd: int) -> bool:
     if name == NOTICE:
         return True
     try:
-        with open(path, "rb") as fh:
-            return STUB_MARK.encode() in fh.read(200)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False  # a symlink, or unreadable
+    with os.fdopen(fd, "rb") as fh:
+        return STUB_MARK.encode() in fh.read(200)
+
+
+def _only_notices(folder: str, dir_fd: int | None = None) -> bool:
+    """Whether `folder` holds nothing but directories, notice files and
+    command stubs (os.fwalk lists a symlink to a directory among the files
+    when it does not follow links)."""
+    try:
+        if not stat.S_ISDIR(os.stat(folder, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return False
     except OSError:
         return False
-
-
-def _only_notices(folder: Path) -> bool:
-    """Whether `folder` holds nothing but directories, notice files and
-    command stubs (os.walk lists a symlink to a directory among the
-    directories)."""
     return all(
-        _is_notice(os.path.join(root, name), name)
-        for root, dirs, files in os.walk(folder)
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        _is_notice(name, root_fd)
+        for _root, _dirs, files, root_fd in os.fwalk(folder, dir_fd=dir_fd)
+        for name in files
     )
 
 
@@ -82,14 +87,30 @@ class DownNotices:
         self._fd: int | None = None
 
     def prepare(self) -> None:
-        """Before mounting: clear a dead mount, take the notices away and
-        keep a descriptor of the directory underneath the mount to come."""
+        """Before mounting: clear a dead mount and keep a descriptor of the
+        directory underneath the mount to come. The notices stay where they
+        are (the view hides them): a venv started while the daemon mounts
+        finds its stubs, never nothing."""
         clear_stale_mount(self.mountpoint)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        for entry in self.mountpoint.iterdir():
-            if entry.is_dir() and not entry.is_symlink() and _only_notices(entry):
-                shutil.rmtree(entry)
         self._fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    @staticmethod
+    def holds_only_notices(entry: Path) -> bool:
+        """Whether an entry of the mount point is a venv's notices (the
+        mount point may hold those and nothing else)."""
+        return _only_notices(str(entry))
+
+    def prune(self, keep: set[str]) -> None:
+        """After start-up: the notices of venvs no longer registered go."""
+        if self._fd is None:
+            return
+        for name in set(os.listdir(self._fd)) - keep:
+            try:
+                if _only_notices(name, self._fd):
+                    shutil.rmtree(name, dir_fd=self._fd)
+            except OSError as exc:
+                log.warning("could not remove the down notice %s: %s", name, exc)
 
     def _mkdirs(self, name: str, rel: str) -> str:
         path = ""
@@ -102,6 +123,14 @@ class DownNotices:
         return path
 
     def _put(self, path: str, text: str, mode: int) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._fd)
+        except OSError:
+            pass
+        else:
+            with os.fdopen(fd, "rb") as fh:
+                if fh.read() == text.encode():
+                    return  # unchanged: a process may be running it this moment
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode, dir_fd=self._fd)
         with os.fdopen(fd, "w") as out:
             out.write(text)

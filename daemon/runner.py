@@ -80,12 +80,18 @@ async def run_service(
     try:
         await trio.to_thread.run_sync(notices.prepare)
         view = ViewOperations(store, kernel_caching=view_mode())
+        # Until every registered venv is served, a lookup of one waits
+        # (bounded) instead of failing: a venv started during a restart runs.
+        view.starting = trio.Event()
         service = Service(store, view, mountpoint, bytecode_levels=bytecode_levels)
         service.notices = notices
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_view, view, mountpoint)
+            await nursery.start(partial(serve_view, may_hold=notices.holds_only_notices), view, mountpoint)
             try:
-                await service.start()
+                try:
+                    await service.start()
+                finally:
+                    await view.started()
                 task_status.started(service)
                 await trio.sleep_forever()
             finally:

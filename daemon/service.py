@@ -344,6 +344,9 @@ class Service:
             await self._run(partial(self._settle_outside, env))
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.target(env)))
+        if self.notices is not None:
+            served = {env_dir_name(env) for env in await self._run(self.store.envs)}
+            await self._run(partial(self.notices.prune, served))
 
     async def _drop(self, env: EnvRecord) -> None:
         log.warning("%s has a real site-packages again; dropping its registration", env.path)

@@ -88,6 +88,8 @@ HANDLES = "handles"
 # The generation under a root environment's layer: a venv's root outside
 # site-packages holds nothing of the store.
 EMPTY_DIR = Dir({}, b"")
+# How long a lookup of a venv waits for the daemon's start-up to serve it.
+STARTING_WAIT = 60.0
 
 
 def content_mtime_ns(blob: str) -> int:
@@ -224,6 +226,9 @@ class ViewOperations(pyfuse3.Operations):
         self.started_ns = time.time_ns()
         self.root_mtime_ns = self.started_ns
         self._next_fh = 1
+        # Set while the daemon starts (runner.run_service): see _child.
+        self.starting: trio.Event | None = None
+        self._added = trio.Event()  # set (and replaced) whenever an environment is added
 
     @property
     def mode(self) -> str:
@@ -255,7 +260,19 @@ class ViewOperations(pyfuse3.Operations):
             env.top.site = env
         self.envs[name] = env
         self.root_mtime_ns = time.time_ns()
-        await self.invalidate([(pyfuse3.ROOT_INODE, name)], [pyfuse3.ROOT_INODE])
+        self._added.set()
+        self._added = trio.Event()
+        if self.starting is None or self.starting.is_set():
+            # (While starting, lookups of the name wait for it and hold the
+            # root's lock, which invalidating needs: `started` does it once.)
+            await self.invalidate([(pyfuse3.ROOT_INODE, name)], [pyfuse3.ROOT_INODE])
+
+    async def started(self) -> None:
+        """Every registered venv is served: lookups stop waiting."""
+        if self.starting is not None and not self.starting.is_set():
+            self.starting.set()
+            self._added.set()
+            await self.invalidate([], [pyfuse3.ROOT_INODE])
 
     async def replace_tree(self, name: str, lower: Dir) -> int:
         """Serve a new generation; returns how many names changed. When it
@@ -384,6 +401,14 @@ class ViewOperations(pyfuse3.Operations):
         """The inode `text` names in directory `parent` (not "." or "..")."""
         if parent.kind == "root":
             env = self.envs.get(text)
+            if env is None and self.starting is not None and not self.starting.is_set():
+                # Until this venv is served (not until start-up ends: start-up
+                # itself looks its venvs up, and the kernel makes a second
+                # lookup of a name wait for the first).
+                with trio.move_on_after(STARTING_WAIT):
+                    while text not in self.envs and not self.starting.is_set():
+                        await self._added.wait()
+                env = self.envs.get(text)
             return self._env_dir(env) if env is not None else None
         if parent.kind == "mirror":
             env = parent.env

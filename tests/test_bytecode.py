@@ -93,7 +93,7 @@ def imports(venv: Path, statement: str, *flags: str) -> tuple[set[str], set[str]
 
 def layer_pycs(daemon: Daemon, venv: Path) -> list[str]:
     """Bytecode files in the venv's copy-on-write layer: what Python wrote itself."""
-    return [p for p in daemon.service.overlays[str(venv.resolve())].entries if bytecode.is_bytecode(p)]
+    return [p for p in daemon.service.overlays[str(venv)].entries if bytecode.is_bytecode(p)]
 
 
 def test_levels_setting() -> None:
