@@ -515,7 +515,13 @@ class Service:
             return files, seen
 
         files, seen = await self._run(describe)
-        gen = await self._run(partial(self.store.fold, env.path, files))
+        top = self.tops.get(env.path)
+        outside: dict[str, tuple[Path, bool]] = {}
+        if top is not None:  # symlink mode: scripts pip wrote are in the root's layer
+            for rel, entry in top.entries.items():
+                if isinstance(entry, UpperFile):
+                    outside[rel] = (top.body(entry.id), bool(entry.mode & 0o111))
+        gen = await self._run(partial(self.store.fold, env.path, files, outside=outside))
         await self._refresh(env)
         await self.view.settle_layer(name, seen)
         await self._write_notice(env)

@@ -725,6 +725,19 @@ class Store:
         )
         return PackageRecord(name, version, digest, [], "", "adopted", dist_info, files, sorted(external))
 
+    def _adopted_outside(
+        self, pending: _Pending, env: EnvRecord, external: list[str], outside: dict[str, tuple[Path, bool]]
+    ) -> dict[str, FileRef]:
+        """The files outside site-packages an adopted RECORD names (paths
+        relative to site-packages, `../../../bin/x`) that the venv holds."""
+        found: dict[str, FileRef] = {}
+        for entry in external:
+            rel = os.path.normpath(os.path.join(env.site_packages, entry))
+            item = outside.get(rel)
+            if item is not None and not rel.startswith(".."):
+                found[rel] = self._stage_path(pending, item[0], item[1])
+        return found
+
     def _stage_path(self, pending: _Pending, full: Path, executable: bool) -> FileRef:
         """Stage a file's content unless the store or `pending` has it."""
         blob, size = sha256_file(full)
@@ -757,12 +770,15 @@ class Store:
         path: str | os.PathLike[str],
         files: dict[str, FileRef | tuple[Path, bool]],
         action: str = "adopt changes made inside the venv",
+        outside: dict[str, tuple[Path, bool]] | None = None,
     ) -> GenerationRecord:
         """Make what site-packages holds now (store files as FileRefs, files
         written inside the venv as (body, executable)) the next generation.
         Installed packages whose files are all unchanged stay as they are;
         every other distribution is adopted from its RECORD, as at
-        registration."""
+        registration, with the files its RECORD names outside site-packages
+        that `outside` (venv-relative path -> (body, executable)) holds: its
+        scripts, which a rollback then takes away or puts back."""
         env = self.get_env(path)
         pending = _Pending()
         with self._gate.shared():
@@ -802,7 +818,14 @@ class Store:
                         adopted.append(self._adopted(name, version, dist_info, now, external))
                 self._publish(pending)
                 installed_new = [
-                    Installed(p.digest.removeprefix("sha256:"), p.name, p.version, False, {}, {})
+                    Installed(
+                        p.digest.removeprefix("sha256:"),
+                        p.name,
+                        p.version,
+                        False,
+                        {},
+                        self._adopted_outside(pending, env, p.external, outside or {}),
+                    )
                     for p in adopted
                 ]
                 return self._flip(env.path, action, lambda _: kept + installed_new, pending, adopted)
