@@ -395,13 +395,14 @@ def plan_install(
     # where installing changed it), then the generated files, all sorted.
     rows: list[Row] = []
     wrappers = {name for name, _module, _attr, _section in scripts}
+    scripts_dir = pkg.dist_info.removesuffix(".dist-info") + ".data/scripts/"
     for path in layout.data:
         ref = pkg.files[path]
         placement = place(pkg, env, path)
         if placement is None or placement.where != "outside":
             continue
         hash_, size = archived.data.get(path, ("", ""))
-        if placement.path.startswith(env.scripts + "/"):
+        if path.startswith(scripts_dir):  # not .data/data/bin/...: pip leaves that as it is
             if _is_entry_point_wrapper(posixpath.basename(path), wrappers):
                 rows.append((path, hash_, size))  # not installed; pip keeps its row as it was
                 continue

@@ -140,10 +140,12 @@ def fancy_wheel(out: Path) -> Path:
     """A wheel with every feature an installer handles, built here the way
     pypa/installer's test suite builds its sample ("fancy") wheel, with more:
     a name whose spelling pip changes (Fancy_Pkg), zip directory entries and
-    RECORD directory rows, purelib and platlib, headers, data, scripts (a
-    '#!python' one, an executable shell one, a non-executable one, and an
-    entry point wrapper setuptools would have shipped, which pip skips),
-    console and gui entry points, files with and without the exec bit."""
+    RECORD directory rows, purelib and platlib, headers, data (one landing in
+    bin/ with a '#!python' line, which is not a script's), scripts (a
+    '#!python' one, a '#!pythonw' one without a newline, an executable shell
+    one, a non-executable one, and an entry point wrapper setuptools would
+    have shipped, which pip skips), console and gui entry points, files with
+    and without the exec bit."""
     dist_info = "Fancy_Pkg-1.0.0.dist-info"
     data = "Fancy_Pkg-1.0.0.data"
     f = generate.F
@@ -157,6 +159,11 @@ def fancy_wheel(out: Path) -> Path:
         f(f"{data}/headers/sub/inner.h", b"#define INNER 1\n"),
         f(f"{data}/data/share/fancy/data.py", b"# put me in data\n"),
         f(f"{data}/data/share/fancy/run.sh", b"#!/bin/sh\n", True),
+        f(
+            f"{data}/data/bin/fancy-data-tool",
+            b"#!python\n# a data file, not a script: kept as it is\n",
+            True,
+        ),
         f(f"{data}/scripts/fancy-python", b"#!python\nprint('from a .data script')\n", True),
         f(f"{data}/scripts/fancy-pythonw", b"#!pythonw -E", True),
         f(f"{data}/scripts/fancy-shell", b"#!/bin/sh\necho shell\n", True),
@@ -265,6 +272,8 @@ def test_the_same_tree_as_pip(view: View, tmp_path: Path, wheels: list[Path]) ->
     assert ours["bin/fancy-plain"].mode == 0o644
     assert ours["bin/fancy-shell"].mode == 0o755
     assert "bin/fancy.exe" not in ours
+    assert ours["bin/fancy-data-tool"].content.startswith(b"#!python\n")
+    assert ours["bin/fancy-python"].content.startswith(f"#!{venv}/bin/python\n".encode())
     record = ours[f"{site}/Fancy_Pkg-1.0.0.dist-info/RECORD"].content
     assert b"\r\nempty/,,\r\n" in record
     assert b"Fancy_Pkg-1.0.0.data/scripts/fancy.exe,sha256=" in record
