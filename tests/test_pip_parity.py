@@ -19,6 +19,7 @@ follow set to 022."""
 from __future__ import annotations
 
 import csv
+import ensurepip
 import os
 import shutil
 import stat
@@ -282,6 +283,24 @@ def test_the_same_tree_as_pip(view: View, tmp_path: Path, wheels: list[Path]) ->
     assert done.stdout == "I'm fancy.\n"
 
 
+@pytest.mark.slow
+def test_the_same_tree_as_pip_for_pips_own_wheel(view: View, tmp_path: Path) -> None:
+    """pip's wheel as CPython bundles it: a large real wheel, and the entry
+    points pip rewrites for the interpreter it installs into (pip, pip3,
+    pip3.N, whatever versioned names the wheel carries)."""
+    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    if not bundled:
+        pytest.skip("this CPython bundles no pip wheel")
+    wheel = Path(shutil.copy(bundled[-1], tmp_path / bundled[-1].name))
+    venv = tmp_path / "venv"
+    pip = installed_by_pip(venv, [wheel], compile_bytecode=False)
+    ours = installed_by_nwcache(view, venv, [wheel])
+    assert differences(installer_aside(pip), installer_aside(ours)) == []
+    short = "{}.{}".format(*sys.version_info[:2])
+    assert {rel for rel in ours if rel.startswith("bin/pip")} == {"bin/pip", "bin/pip3", f"bin/pip{short}"}
+
+
+@pytest.mark.slow
 def test_the_same_tree_as_pip_with_bytecode(
     tmp_path: Path, wheels: list[Path], view_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,3 +345,19 @@ def test_the_same_tree_as_pip_with_bytecode(
         return out
 
     assert differences(aside(pip), aside(ours)) == []
+
+
+def test_scripts_as_pip_writes_them_in_a_long_path_with_a_space(view: View, tmp_path: Path) -> None:
+    """Where the interpreter's path has a space or makes a shebang line
+    longer than Linux reads (127 bytes), pip's wrappers start with a /bin/sh
+    line that execs it; a '#!python' script gets the path as it is."""
+    wheel = fancy_wheel(tmp_path)
+    venv = tmp_path / ("a long directory name with spaces " * 3).strip() / "venv"
+    venv.parent.mkdir()
+    assert len(f"#!{venv}/bin/python\n") > 127
+    pip = installed_by_pip(venv, [wheel], compile_bytecode=False)
+    ours = installed_by_nwcache(view, venv, [wheel])
+    assert differences(installer_aside(pip), installer_aside(ours)) == []
+    assert ours["bin/fancy"].content.startswith(f"#!/bin/sh\n'''exec' \"{venv}/bin/python\" ".encode())
+    done = subprocess.run([venv / "bin" / "fancy"], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout == "I'm fancy.\n"
