@@ -137,16 +137,30 @@ def pip_install(venv: Path, wheels: list[Path], *, compile_bytecode: bool) -> No
         )
 
 
+@dataclass
+class Named(generate.Spec):
+    """A vector spec with its own METADATA (name and version)."""
+
+    metadata: bytes = b""
+
+    def dist_info_files(self) -> list[generate.F]:
+        return [
+            generate.F(f"{self.dist_info}/METADATA", self.metadata),
+            generate.F(f"{self.dist_info}/WHEEL", self.wheel),
+        ]
+
+
 def fancy_wheel(out: Path) -> Path:
     """A wheel with every feature an installer handles, built here the way
     pypa/installer's test suite builds its sample ("fancy") wheel, with more:
     a name whose spelling pip changes (Fancy_Pkg), zip directory entries and
     RECORD directory rows, purelib and platlib, headers, data (one landing in
     bin/ with a '#!python' line, which is not a script's), scripts (a
-    '#!python' one, a '#!pythonw' one without a newline, an executable shell
-    one, a non-executable one, and an entry point wrapper setuptools would
-    have shipped, which pip skips), console and gui entry points, files with
-    and without the exec bit."""
+    '#!python' one, a '#!pythonw' one without a newline, a '#!python' one
+    with CRLF line ends in a subdirectory, an executable shell one, a
+    non-executable one, and an entry point wrapper setuptools would have
+    shipped, which pip skips), console and gui entry points, files with and
+    without the exec bit."""
     dist_info = "Fancy_Pkg-1.0.0.dist-info"
     data = "Fancy_Pkg-1.0.0.data"
     f = generate.F
@@ -170,6 +184,7 @@ def fancy_wheel(out: Path) -> Path:
         f(f"{data}/scripts/fancy-shell", b"#!/bin/sh\necho shell\n", True),
         f(f"{data}/scripts/fancy-plain", b"not executable in the archive\n"),
         f(f"{data}/scripts/fancy.exe", b"MZ pretend launcher", True),
+        f(f"{data}/scripts/sub/fancy-nested", b"#!python\r\nprint('nested')\r\n", True),
         f(
             f"{dist_info}/entry_points.txt",
             b"[console_scripts]\nfancy = fancy:main\n\n[gui_scripts]\nfancy-gui = fancy:main\n",
@@ -178,18 +193,36 @@ def fancy_wheel(out: Path) -> Path:
     ]
     directories = ["fancy/", f"{data}/data/share/fancy/", "empty/"]
 
-    class Fancy(generate.Spec):
-        def dist_info_files(self) -> list[generate.F]:
-            metadata = b"Metadata-Version: 2.1\nName: Fancy-Pkg\nVersion: 1.0.0\nSummary: A fancy package\n"
-            return [f(f"{dist_info}/METADATA", metadata), f(f"{dist_info}/WHEEL", self.wheel)]
-
-    spec = Fancy(
+    spec = Named(
+        metadata=b"Metadata-Version: 2.1\nName: Fancy-Pkg\nVersion: 1.0.0\nSummary: A fancy package\n",
         files=files,
         dist_info=dist_info,
         extra_record_rows=[f"{d},," for d in directories],
         extra_members=[(d, b"", 0o755) for d in directories],
     )
     path = out / "Fancy_Pkg-1.0.0-py3-none-any.whl"
+    path.write_bytes(generate.classic(spec))
+    return path
+
+
+def versioned_wheel(out: Path) -> Path:
+    """Entry points named like pip's and easy_install's, versioned for
+    another Python: pip writes them for the interpreter it installs into."""
+    dist_info = "versioned-1.0.dist-info"
+    f = generate.F
+    entry_points = (
+        b"[console_scripts]\npip = versioned:main\npip3 = versioned:main\npip3.99 = versioned:main\n"
+        b"easy_install = versioned:main\neasy_install-3.99 = versioned:main\nother = versioned.cli:run\n"
+    )
+    spec = Named(
+        metadata=b"Metadata-Version: 2.1\nName: versioned\nVersion: 1.0\n",
+        files=[
+            f("versioned/__init__.py", b"def main():\n    return 0\n"),
+            f(f"{dist_info}/entry_points.txt", entry_points),
+        ],
+        dist_info=dist_info,
+    )
+    path = out / "versioned-1.0-py3-none-any.whl"
     path.write_bytes(generate.classic(spec))
     return path
 
@@ -214,8 +247,9 @@ def test_fancy_wheel_is_what_the_tests_claim(tmp_path: Path) -> None:
 
 @pytest.fixture
 def wheels(tmp_path: Path, built_wheels: dict[str, Path]) -> list[Path]:
-    """The project's test wheels, the record-directories vector and the fancy
-    wheel, each copied beside the test: direct_url.json names the file."""
+    """The project's test wheels, the record-directories vector, the fancy
+    and the versioned wheels, each copied beside the test: direct_url.json
+    names the file."""
     here = tmp_path / "wheels"
     here.mkdir()
     sources = [
@@ -225,7 +259,7 @@ def wheels(tmp_path: Path, built_wheels: dict[str, Path]) -> list[Path]:
         VECTORS / "ok-classic-record-directories" / "demo-1.0-py3-none-any.whl",
     ]
     copies = [Path(shutil.copy(source, here / source.name)) for source in sources]
-    return [*copies, fancy_wheel(here)]
+    return [*copies, fancy_wheel(here), versioned_wheel(here)]
 
 
 def installed_by_pip(venv: Path, wheels: list[Path], *, compile_bytecode: bool) -> Tree:
@@ -273,6 +307,14 @@ def test_the_same_tree_as_pip(view: View, tmp_path: Path, wheels: list[Path]) ->
     assert ours["bin/fancy-plain"].mode == 0o644
     assert ours["bin/fancy-shell"].mode == 0o755
     assert "bin/fancy.exe" not in ours
+    short = "{}.{}".format(*sys.version_info[:2])
+    assert {rel for rel in ours if rel.startswith(("bin/pip", "bin/easy"))} == {
+        "bin/pip",
+        "bin/pip3",
+        f"bin/pip{short}",
+        "bin/easy_install",
+        f"bin/easy_install-{short}",
+    }
     assert ours["bin/fancy-data-tool"].content.startswith(b"#!python\n")
     assert ours["bin/fancy-python"].content.startswith(f"#!{venv}/bin/python\n".encode())
     record = ours[f"{site}/Fancy_Pkg-1.0.0.dist-info/RECORD"].content
