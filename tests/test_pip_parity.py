@@ -8,9 +8,10 @@ modes, contents.
 
 Set aside, and only these: each INSTALLER file ("pip" against "nwcache") and
 its row in RECORD (whose hash and size follow from it). With bytecode,
-exactly the differences docs/VIEW.md lists. Using one venv path for both keeps
-shebangs, RECORD's paths and hashes, and direct_url.json comparable byte for
-byte, with nothing else to set aside.
+exactly the differences docs/VIEW.md lists; installing a wheel's 2.0 form,
+also direct_url.json, which names the file installed. Using one venv path for
+both keeps shebangs, RECORD's paths and hashes, and direct_url.json
+comparable byte for byte, with nothing else to set aside.
 
 pip is the project's own (the dev venv's, run with --python against the
 plain venv), with no configuration, no index and the umask pip's modes
@@ -403,3 +404,34 @@ def test_scripts_as_pip_writes_them_in_a_long_path_with_a_space(view: View, tmp_
     assert ours["bin/fancy"].content.startswith(f"#!/bin/sh\n'''exec' \"{venv}/bin/python\" ".encode())
     done = subprocess.run([venv / "bin" / "fancy"], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout == "I'm fancy.\n"
+
+
+def test_a_v2_archive_installs_what_pip_installs_from_the_classic_one(view: View, tmp_path: Path) -> None:
+    """The Wheel 2.0 form of a wheel installs the tree pip installs from the
+    classic form; direct_url.json names the file installed, so it (and its
+    RECORD row) is set aside too."""
+    from nwcache.archive.convert import convert
+
+    classic = fancy_wheel(tmp_path)
+    v2 = tmp_path / "v2" / classic.name
+    v2.parent.mkdir()
+    convert(classic, v2, to=2)
+    venv = tmp_path / "venv"
+    pip = installed_by_pip(venv, [classic], compile_bytecode=False)
+    ours = installed_by_nwcache(view, venv, [v2])
+
+    def aside(tree: Tree) -> Tree:
+        out = installer_aside(tree)
+        for rel, entry in list(out.items()):
+            if rel.endswith(".dist-info/direct_url.json"):
+                del out[rel]
+            elif rel.endswith(".dist-info/RECORD"):
+                lines = entry.content.decode().splitlines(keepends=True)
+                kept = [line for line in lines if "/direct_url.json," not in line]
+                out[rel] = Entry(entry.kind, entry.mode, "".join(kept).encode())
+        return out
+
+    assert differences(aside(pip), aside(ours)) == []
+    site = os.path.relpath(site_of(venv), venv)
+    document = ours[f"{site}/Fancy_Pkg-1.0.0.dist-info/direct_url.json"].content
+    assert v2.as_uri().encode() in document
