@@ -243,12 +243,16 @@ def archive_rows(pkg: PackageRecord, layout: PackageLayout, read_blob: Callable[
     if layout.rows:
         return layout.rows[0]
     record_path = f"{pkg.dist_info}/RECORD"
-    text = read_blob(pkg.files[record_path].blob).decode("utf-8")
+    record = pkg.files.get(record_path)
+    if record is not None:
+        archived: Iterable[list[str]] = csv.reader(read_blob(record.blob).decode("utf-8").splitlines())
+    else:  # never for a stored archive (the store keeps its RECORD); rows from the files, then
+        archived = [list(_row(path, ref)) for path, ref in sorted(pkg.files.items())]
     data = set(layout.data)
     site: list[Row] = []
     by_data: dict[str, tuple[str, str]] = {}
     listed_record = False
-    for fields in csv.reader(text.splitlines()):
+    for fields in archived:
         if not fields:
             continue
         path, hash_, size = [*fields, "", ""][:3]
