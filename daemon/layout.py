@@ -23,8 +23,6 @@ import os
 import posixpath
 import re
 import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -355,6 +353,11 @@ def direct_url(archive: str | os.PathLike[str]) -> bytes | None:
                     _archive_hashes.pop(next(iter(_archive_hashes)))
     except OSError:
         return None
+    # pip's path_to_url. Imported here: urllib.request (http.client, email, ...)
+    # would cost the daemon's start-up for one function.
+    import urllib.parse
+    import urllib.request
+
     url = urllib.parse.urljoin("file://", urllib.request.pathname2url(path))
     document = {"archive_info": {"hash": f"sha256={digest}", "hashes": {"sha256": digest}}, "url": url}
     return json.dumps(document, sort_keys=True).encode("utf-8")

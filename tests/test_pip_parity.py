@@ -393,14 +393,17 @@ def test_the_same_tree_as_pip_with_bytecode(
 def test_scripts_as_pip_writes_them_in_a_long_path_with_a_space(view: View, tmp_path: Path) -> None:
     """Where the interpreter's path has a space or makes a shebang line
     longer than Linux reads (127 bytes), pip's wrappers start with a /bin/sh
-    line that execs it; a '#!python' script gets the path as it is."""
-    wheel = fancy_wheel(tmp_path)
+    line that execs it; a '#!python' script gets the path as it is. The
+    wheel is there too: direct_url.json quotes the space in its URL."""
     venv = tmp_path / ("a long directory name with spaces " * 3).strip() / "venv"
     venv.parent.mkdir()
+    wheel = fancy_wheel(venv.parent)
     assert len(f"#!{venv}/bin/python\n") > 127
     pip = installed_by_pip(venv, [wheel], compile_bytecode=False)
     ours = installed_by_nwcache(view, venv, [wheel])
     assert differences(installer_aside(pip), installer_aside(ours)) == []
+    site = os.path.relpath(site_of(venv), venv)
+    assert b"/a%20long%20directory" in ours[f"{site}/Fancy_Pkg-1.0.0.dist-info/direct_url.json"].content
     assert ours["bin/fancy"].content.startswith(f"#!/bin/sh\n'''exec' \"{venv}/bin/python\" ".encode())
     done = subprocess.run([venv / "bin" / "fancy"], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout == "I'm fancy.\n"
