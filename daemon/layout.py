@@ -3,23 +3,30 @@
 Archive paths map to site-packages (the root, `.data/purelib`, `.data/platlib`)
 or outside it (`.data/scripts` -> bin, `.data/headers` -> include/site/...,
 `.data/data` -> the venv root). Installing also generates files for one
-environment: console and gui scripts (with `installer`, for the venv's
-interpreter), `#!python` shebangs rewritten, INSTALLER, REQUESTED and an
-installed RECORD that lists everything with paths relative to site-packages.
+environment: console and gui scripts (entry points read with `installer`,
+wrappers written as pip writes them, for the venv's interpreter), `#!python`
+shebangs rewritten, INSTALLER, REQUESTED, direct_url.json and an installed
+RECORD that lists everything with paths relative to site-packages. What pip
+does and nwcache follows, byte for byte, is in docs/VIEW.md ("What installing
+writes"); tests/test_pip_parity.py compares the two trees.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import heapq
 import io
+import json
 import os
+import posixpath
+import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from installer.scripts import Script
 from installer.utils import parse_entrypoints
 
 from nwcache.archive import ArchiveError
@@ -163,28 +170,50 @@ def _b64(hex_digest: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).rstrip(b"=").decode()
 
 
-def _record_lines(rows: dict[str, FileRef]) -> list[tuple[str, str]]:
-    """(path, installed RECORD line) for each row, sorted by path."""
+Row = tuple[str, str, str]  # (path, hash, size) as an installed RECORD writes them
+
+
+def _row(path: str, ref: FileRef) -> Row:
+    return path, f"sha256={_b64(ref.blob)}", str(ref.size)
+
+
+def _lines(rows: Iterable[Row]) -> list[tuple[Row, str]]:
+    """(row, its RECORD line) for each row, in the given order. pip writes
+    RECORD with the csv module's defaults: minimal quoting, CRLF line ends."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     lines = []
-    for path in sorted(rows):
-        writer.writerow([path, f"sha256={_b64(rows[path].blob)}", rows[path].size])
-        lines.append((path, out.getvalue()))
+    for row in rows:
+        writer.writerow(row)
+        lines.append((row, out.getvalue()))
         out.seek(0)
         out.truncate()
     return lines
 
 
 @dataclass(frozen=True)
+class ArchiveRows:
+    """The archive's RECORD as pip carries it into the installed RECORD:
+    rows of files placed in site-packages under their installed path, every
+    other row (directories `dir/,,`, RECORD itself) as the archive wrote it,
+    hash and size kept as written; the rows of `.data` files placed outside
+    site-packages apart, by archive path, since their paths depend on the
+    environment."""
+
+    site: tuple[tuple[Row, str], ...]  # sorted, with their lines
+    data: dict[str, tuple[str, str]]  # archive path -> (hash, size)
+
+
+@dataclass(frozen=True)
 class PackageLayout:
     """What of a package's placement depends on the package alone, worked out
     once per package (the store keeps it by package id): installing numpy into
-    a new venv then walks none of its thousand files again. Never modified."""
+    a new venv then walks none of its thousand files again. Never modified,
+    but for `rows`, filled at the package's first install (archive_rows())."""
 
     site: dict[str, FileRef]  # site_tree()
     data: tuple[str, ...]  # archive paths placed outside site-packages, per environment
-    record_lines: tuple[tuple[str, str], ...]  # the installed RECORD's lines for `site`, sorted
+    rows: list[ArchiveRows] = field(default_factory=list, compare=False)
 
 
 def package_layout(pkg: PackageRecord) -> PackageLayout:
@@ -204,7 +233,134 @@ def package_layout(pkg: PackageRecord) -> PackageLayout:
             placement = place(pkg, None, path)
             if placement is not None:
                 site[placement.path] = ref
-    return PackageLayout(site, tuple(data), tuple(_record_lines(site)))
+    return PackageLayout(site, tuple(data))
+
+
+def archive_rows(pkg: PackageRecord, layout: PackageLayout, read_blob: Callable[[str], bytes]) -> ArchiveRows:
+    """The archive's RECORD read and mapped (ArchiveRows), once per layout."""
+    if layout.rows:
+        return layout.rows[0]
+    record_path = f"{pkg.dist_info}/RECORD"
+    record = pkg.files.get(record_path)
+    if record is not None:
+        archived: Iterable[list[str]] = csv.reader(read_blob(record.blob).decode("utf-8").splitlines())
+    else:  # never for a stored archive (the store keeps its RECORD); rows from the files, then
+        archived = [list(_row(path, ref)) for path, ref in sorted(pkg.files.items())]
+    data = set(layout.data)
+    site: list[Row] = []
+    by_data: dict[str, tuple[str, str]] = {}
+    listed_record = False
+    for fields in archived:
+        if not fields:
+            continue
+        path, hash_, size = [*fields, "", ""][:3]
+        if path in data:
+            by_data[path] = (hash_, size)
+            continue
+        placement = None if path.endswith("/") else place(pkg, None, path)
+        site.append((placement.path if placement is not None else path, hash_, size))
+        listed_record = listed_record or path == record_path
+    if not listed_record:  # pip lists every file it wrote; RECORD without hash or size
+        site.append((record_path, "", ""))
+    made = ArchiveRows(tuple(_lines(sorted(site))), by_data)
+    layout.rows[:] = [made]  # the same value whichever thread gets here first
+    return made
+
+
+def _is_entry_point_wrapper(name: str, entry_points: set[str]) -> bool:
+    """A `.data/scripts` file that setuptools wrote for an entry point (EP,
+    EP.exe, EP-script.py, EP.pya): pip does not install it, it generates EP."""
+    lower = name.lower()
+    for suffix in (".exe", "-script.py", ".pya"):
+        if lower.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name in entry_points
+
+
+def script_specs(
+    scripts: list[tuple[str, str, str, ScriptSection]], version: str
+) -> list[tuple[str, str, str]]:
+    """(file name, module, attribute) of each wrapper pip generates: the
+    entry points' names, except pip's and easy_install's versioned names,
+    which pip writes for the interpreter it installs into (pip, pip3,
+    pip3.N; easy_install, easy_install-3.N) whatever the wheel says."""
+    major, _, rest = version.partition(".")
+    short = f"{major}.{rest.partition('.')[0]}"
+    console = {name: (module, attr) for name, module, attr, section in scripts if section == "console"}
+    gui = {name: (module, attr) for name, module, attr, section in scripts if section == "gui"}
+    out: list[tuple[str, str, str]] = []
+    pip = console.pop("pip", None)
+    if pip is not None:
+        out += [(name, *pip) for name in ("pip", f"pip{major}", f"pip{short}")]
+        for name in [n for n in console if re.fullmatch(r"pip(\d+(\.\d+)?)?", n)]:
+            del console[name]
+    easy_install = console.pop("easy_install", None)
+    if easy_install is not None:
+        out += [(name, *easy_install) for name in ("easy_install", f"easy_install-{short}")]
+        for name in [n for n in console if re.fullmatch(r"easy_install(-\d+\.\d+)?", n)]:
+            del console[name]
+    out += [(name, *target) for name, target in console.items()]
+    out += [(name, *target) for name, target in gui.items()]
+    return out
+
+
+# The wrapper pip 26 writes for a console or gui entry point on POSIX.
+_WRAPPER = """\
+import sys
+from {module} import {import_name}
+if __name__ == '__main__':
+    sys.argv[0] = sys.argv[0].removesuffix('.exe')
+    sys.exit({func}())
+"""
+SHEBANG_MAX = 127  # bytes of a shebang line Linux reads, '#!' and the newline included
+
+
+def wrapper(module: str, attr: str, python: str) -> bytes:
+    """A console or gui script as pip writes it: a plain shebang naming the
+    interpreter when it is short enough and has no space, otherwise a /bin/sh
+    line that execs the interpreter (quoted when it has a space)."""
+    code = _WRAPPER.format(module=module, import_name=attr.split(".")[0], func=attr).encode("utf-8")
+    executable = python.encode("utf-8")
+    if b" " not in executable and len(executable) + 3 <= SHEBANG_MAX:
+        return b"#!" + executable + b"\n" + code
+    quoted = b'"' + executable + b'"' if b" " in executable else executable
+    return b"#!/bin/sh\n'''exec' " + quoted + b' "$0" "$@"\n' + b"' '''\n" + code
+
+
+_archive_hashes: dict[tuple[str, int, int, int, int], str] = {}
+_archive_hashes_lock = threading.Lock()
+
+
+def direct_url(archive: str | os.PathLike[str]) -> bytes | None:
+    """direct_url.json (PEP 610) for an install from a local archive, as pip
+    writes it: the file's URL and sha256, keys sorted, no newline at the end.
+    None when the archive can no longer be read (its content is stored by
+    now, so the install goes on without it). The hash is kept by the file's
+    identity: installing one file into many venvs reads it once."""
+    path = os.path.normpath(os.path.abspath(archive))
+    try:
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with _archive_hashes_lock:
+            digest = _archive_hashes.get(key)
+        if digest is None:
+            with open(path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            with _archive_hashes_lock:
+                _archive_hashes[key] = digest
+                while len(_archive_hashes) > 4096:
+                    _archive_hashes.pop(next(iter(_archive_hashes)))
+    except OSError:
+        return None
+    # pip's path_to_url. Imported here: urllib.request (http.client, email, ...)
+    # would cost the daemon's start-up for one function.
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urljoin("file://", urllib.request.pathname2url(path))
+    document = {"archive_info": {"hash": f"sha256={digest}", "hashes": {"sha256": digest}}, "url": url}
+    return json.dumps(document, sort_keys=True).encode("utf-8")
 
 
 def plan_install(
@@ -215,10 +371,12 @@ def plan_install(
     read_blob: Callable[[str], bytes],
     put_blob: Callable[[bytes, bool], FileRef],
     layout: PackageLayout | None = None,
+    archive: str | os.PathLike[str] | None = None,
 ) -> Installed:
     """The environment-specific files of installing `pkg` into `env`. Blobs
     of generated files are stored through `put_blob(content, executable)`.
-    `layout` is package_layout(pkg), when the caller keeps it."""
+    `layout` is package_layout(pkg), when the caller keeps it; `archive` the
+    local file installed from (direct_url.json names it)."""
     site_gen: dict[str, FileRef] = {}
     outside: dict[str, FileRef] = {}
     if pkg.source == "adopted":
@@ -226,53 +384,57 @@ def plan_install(
             pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside
         )
     entry_points = pkg.files.get(f"{pkg.dist_info}/entry_points.txt")
+    entry_text = read_blob(entry_points.blob) if entry_points is not None else None
     label = f"{pkg.name} {pkg.version}"
     # The store may hold the package from an install into another environment.
-    check_installable(
-        label,
-        pkg.dist_info,
-        pkg.name,
-        pkg.files,
-        read_blob(entry_points.blob) if entry_points is not None else None,
-        env,
-    )
+    check_installable(label, pkg.dist_info, pkg.name, pkg.files, entry_text, env)
     if layout is None:
         layout = package_layout(pkg)
+    archived = archive_rows(pkg, layout, read_blob)
+    scripts = console_scripts(label, entry_text) if entry_text is not None else []
+    site_dir = os.path.join(env.path, env.site_packages)
+
+    def from_site(rel: str) -> str:  # a venv-relative path as RECORD names it
+        return os.path.relpath(os.path.join(env.path, rel), site_dir)
+
+    # The installed RECORD, as pip writes it: the archive's rows, each file
+    # under its installed path with the archive's hash and size (rehashed
+    # where installing changed it), then the generated files, all sorted.
+    rows: list[Row] = []
+    wrappers = {name for name, _module, _attr, _section in scripts}
+    scripts_dir = pkg.dist_info.removesuffix(".dist-info") + ".data/scripts/"
     for path in layout.data:
         ref = pkg.files[path]
         placement = place(pkg, env, path)
         if placement is None or placement.where != "outside":
             continue
-        if placement.path.startswith(env.scripts + "/"):
+        hash_, size = archived.data.get(path, ("", ""))
+        if path.startswith(scripts_dir):  # not .data/data/bin/...: pip leaves that as it is
+            if _is_entry_point_wrapper(posixpath.basename(path), wrappers):
+                rows.append((path, hash_, size))  # not installed; pip keeps its row as it was
+                continue
             content = read_blob(ref.blob)
             if content.startswith(b"#!python"):
-                # pip's rule: '#!python' or '#!pythonw' becomes the venv's interpreter.
-                _, nl, rest = content.partition(b"\n")
-                content = b"#!" + env.python.encode() + nl + rest
-            outside[placement.path] = put_blob(content, True)
-        else:
-            outside[placement.path] = ref
-    if entry_points is not None:
-        for name, module, attr, section in console_scripts(label, read_blob(entry_points.blob)):
-            _, content = Script(name, module, attr, section).generate(env.python, "posix")
-            outside[f"{env.scripts}/{name}"] = put_blob(content, True)
-    site_gen[f"{pkg.dist_info}/INSTALLER"] = put_blob(INSTALLER_NAME, False)
+                # pip's rule: a first line '#!python...' becomes the interpreter.
+                _, _, rest = content.partition(b"\n")
+                ref = put_blob(b"#!" + env.python.encode() + b"\n" + rest, ref.executable)
+                _, hash_, size = _row(path, ref)
+        outside[placement.path] = ref
+        rows.append((from_site(placement.path), hash_, size))
+    for name, module, attr in script_specs(scripts, env.version):
+        ref = put_blob(wrapper(module, attr, env.python), True)
+        outside[f"{env.scripts}/{name}"] = ref
+        rows.append(_row(from_site(f"{env.scripts}/{name}"), ref))
+    generated = {f"{pkg.dist_info}/INSTALLER": INSTALLER_NAME}
+    document = direct_url(archive) if archive is not None else None
+    if document is not None:
+        generated[f"{pkg.dist_info}/direct_url.json"] = document
     if requested:
-        site_gen[f"{pkg.dist_info}/REQUESTED"] = put_blob(b"", False)
-    # The installed RECORD, as pip writes it: every file with its hash and
-    # size, paths relative to site-packages, RECORD itself without either.
-    # The package's own lines are the layout's; the few generated ones
-    # (replacing a package file of the same path) are merged in by path.
-    extra: dict[str, FileRef] = dict(site_gen)
-    site_dir = os.path.join(env.path, env.site_packages)
-    for path, ref in outside.items():
-        extra[os.path.relpath(os.path.join(env.path, path), site_dir)] = ref
-    own: Iterable[tuple[str, str]] = layout.record_lines
-    if not extra.keys().isdisjoint(layout.site):
-        own = [line for line in layout.record_lines if line[0] not in extra]
-    record_path = f"{pkg.dist_info}/RECORD"
+        generated[f"{pkg.dist_info}/REQUESTED"] = b""
+    for path, content in generated.items():
+        site_gen[path] = put_blob(content, False)
+        rows.append(_row(path, site_gen[path]))
     out = io.StringIO()
-    out.writelines(line for _, line in heapq.merge(own, _record_lines(extra)))
-    csv.writer(out, lineterminator="\n").writerow([record_path, "", ""])
-    site_gen[record_path] = put_blob(out.getvalue().encode(), False)
+    out.writelines(line for _, line in heapq.merge(archived.site, _lines(sorted(rows))))
+    site_gen[f"{pkg.dist_info}/RECORD"] = put_blob(out.getvalue().encode(), False)
     return Installed(pkg.digest.removeprefix("sha256:"), pkg.name, pkg.version, requested, site_gen, outside)

@@ -955,8 +955,9 @@ class Store:
                             self._stage_bytes(pending, content), len(content), executable
                         ),
                         layout=self._layout(pkg),
+                        archive=archive,
                     )
-                    for pkg in packages
+                    for pkg, archive in zip(packages, archives, strict=True)
                 ]
                 self._publish(pending)
                 what = action or "install " + " ".join(f"{p.name}=={p.version}" for p in packages)
