@@ -15,6 +15,7 @@ from pathlib import Path
 from nwcache.archive.digest import DigestItem, content_digest
 
 from . import schema
+from .bytecode_index import mark_pending
 from .generations import Generations
 from .index import Index
 from .layout import site_tree
@@ -99,6 +100,7 @@ class Adoption:
                         txn.put(pkg.id, pkg.encode(), db=index.db["packages"], overwrite=False)
                     txn.put(schema.generation_key(env.id, 1), generation.encode(), db=index.db["generations"])
                     txn.put(env.id, env.encode(), db=index.db["envs"])
+                    mark_pending(txn, index.db["compiling"], env.id, 1)
             except BaseException:
                 staged.discard()
                 raise
@@ -202,3 +204,4 @@ class Adoption:
             for key in keys:
                 txn.delete(key, db=index.db["generations"])
             txn.delete(env.id, db=index.db["envs"])
+            txn.delete(env.id, db=index.db["compiling"])

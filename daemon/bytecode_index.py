@@ -9,11 +9,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import lmdb
+
 from . import schema
 from .index import Index
 from .schema import FileRef
 from .staging import Staged, kept_inline
 from .venvs import sha256_file
+
+
+def mark_pending(txn: lmdb.Transaction, db: lmdb._Database, env_id: bytes, generation: int) -> None:
+    """In the transaction that points an environment at `generation`: its
+    bytecode is to be compiled (the error of an earlier attempt is kept
+    until an attempt succeeds)."""
+    old = txn.get(env_id, db=db)
+    error = schema.decode_compiling(old)[1] if old is not None else None
+    txn.put(env_id, schema.encode_compiling(generation, error), db=db)
 
 
 class BytecodeIndex:
@@ -74,3 +85,28 @@ class BytecodeIndex:
                 staged.discard()
                 raise
         return entries
+
+    def pending(self) -> dict[bytes, tuple[int, str | None]]:
+        """env id -> (generation, error of the last attempt) of every
+        environment whose bytecode is not complete."""
+        index = self.index
+        with index.env.begin() as txn:
+            return {
+                bytes(key): schema.decode_compiling(value)
+                for key, value in txn.cursor(db=index.db["compiling"])
+            }
+
+    def settle(self, env_id: bytes, generation: int, error: str | None) -> None:
+        """An attempt to compile an environment's bytecode at `generation`
+        ended: without `error`, it is complete unless the environment moved
+        on since; with one, the error is kept for the user."""
+        index = self.index
+        with index.write() as txn:
+            old = txn.get(env_id, db=index.db["compiling"])
+            if old is None:
+                return
+            now, _ = schema.decode_compiling(old)
+            if error is not None:
+                txn.put(env_id, schema.encode_compiling(now, error), db=index.db["compiling"])
+            elif now == generation:
+                txn.delete(env_id, db=index.db["compiling"])

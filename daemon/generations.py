@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from nwcache.archive import Archive
 
 from . import schema
+from .bytecode_index import mark_pending
 from .crashpoints import crash_point
 from .errors import NoSuchGeneration, PathConflict, StoreError, UnknownPackage
 from .index import Index
@@ -189,6 +190,7 @@ class Generations:
             crash_point("generation-written")
             env.previous, env.current, env.next = env.current, gen.number, gen.number + 1
             txn.put(env.id, env.encode(), db=index.db["envs"])
+            mark_pending(txn, index.db["compiling"], env.id, gen.number)
             crash_point("env-flipped")
         crash_point("flip-committed")
         return gen
@@ -256,4 +258,5 @@ class Generations:
             if gen.number != env.current:
                 env.previous, env.current, env.request = env.current, gen.number, request
                 txn.put(env.id, env.encode(), db=index.db["envs"])
+                mark_pending(txn, index.db["compiling"], env.id, gen.number)
         return dataclasses.replace(gen, changes=schema.changes_between(current.packages, gen.packages))

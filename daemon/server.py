@@ -218,7 +218,7 @@ class Handlers:
             await progress(f"checking {Path(archive).name}", index, len(archives))
         gen = await self.service.install(args["env"], archives, request=args.get("request_id"))
         await progress("installed", len(archives), len(archives))
-        return change_json(gen)
+        return {**change_json(gen), "bytecode": await self.service.bytecode_of(args["env"])}
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))
@@ -263,6 +263,7 @@ class Handlers:
             **stats,
             "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
             "compiled": dataclasses.asdict(self.service.bytecode_counts),
+            "bytecode_pending": await self.service.bytecode_pending(),
             "view": {
                 "mode": view.mode,
                 "faults": view.faults,

@@ -81,6 +81,8 @@ class Store:
         # Bytecode
         self.bytecode_known = self.bytecode.known
         self.store_bytecode = self.bytecode.store
+        self.compile_pending = self.bytecode.pending
+        self.compile_settled = self.bytecode.settle
         # Upkeep
         self.gc = self.upkeep.gc
         self.sweep = self.upkeep.sweep
