@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 
 import lmdb
 from packaging.utils import canonicalize_name
@@ -22,7 +23,7 @@ from nwcache.archive import Archive
 from . import schema
 from .bytecode_index import mark_pending
 from .crashpoints import crash_point
-from .errors import NoSuchGeneration, PathConflict, StoreError, UnknownPackage
+from .errors import NoSuchGeneration, UnknownPackage
 from .index import Index
 from .ingest import Created, Ingester, check_names
 from .layout import plan_install
@@ -66,31 +67,38 @@ class Generations:
         env = self.index.get_env(path)
         staged = Staged(self.index.bodies)
         check_names(archives)
-        if len(archives) > 1:
+        created = Created()
+        with ExitStack() as opened:
             # Every archive's metadata refusals before the first is stored: a
             # hostile second archive must not leave the first in the store.
-            for path in archives:
-                if self.ingester.ingested_file(path, env.tags) is None:
-                    with Archive.open(path) as archive:
-                        self.ingester.admit(archive, env.tags, env)
-        created = Created()
-        try:
-            gen = self._install(
-                env, archives, staged, created, requested=requested, action=action, request=request
-            )
-        except BaseException:
-            # A later archive failing (a bad hash, a bomb found while its
-            # payload is read) must not leave the earlier ones stored.
-            if created.packages or created.blobs:
-                self._take_back(created)
-            raise
+            # Each is opened once, and stays open until it is ingested.
+            sources: list[tuple[str | os.PathLike[str], PackageRecord | Archive]] = []
+            owners = self.ingester.owners(env)
+            for archive_path in archives:
+                known = self.ingester.ingested_file(archive_path, env.tags)
+                if known is None:
+                    archive = opened.enter_context(Archive.open(archive_path))
+                    self.ingester.admit(archive, env.tags, env, owners)
+                    sources.append((archive_path, archive))
+                else:
+                    sources.append((archive_path, known))
+            try:
+                gen = self._install(
+                    env, sources, staged, created, requested=requested, action=action, request=request
+                )
+            except BaseException:
+                # A later archive failing (a bad hash, a bomb found while its
+                # payload is read) must not leave the earlier ones stored.
+                if created.packages or created.blobs:
+                    self._take_back(created)
+                raise
         self.reserve.keep()  # grown as the index grows
         return gen
 
     def _install(
         self,
         env: EnvRecord,
-        archives: list[str | os.PathLike[str]],
+        sources: list[tuple[str | os.PathLike[str], PackageRecord | Archive]],
         staged: Staged,
         created: Created,
         *,
@@ -102,7 +110,12 @@ class Generations:
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
         with index.gate.shared():
-            packages = [self.ingester.ingest(a, env=env, created=created) for a in archives]
+            packages = [
+                source
+                if isinstance(source, PackageRecord)
+                else self.ingester.ingest_admitted(source, path, created)
+                for path, source in sources
+            ]
             names = [canonicalize_name(p.name) for p in packages]
             try:
                 plans = [
@@ -196,25 +209,10 @@ class Generations:
         return gen
 
     def _check_conflicts(self, txn: lmdb.Transaction, env: EnvRecord, packages: list[Installed]) -> None:
-        index = self.index
-        owner: dict[str, str] = {}
+        """The next generation's packages exist and hold no path in common."""
+        self.index.path_owners(txn, packages)
         for installed in packages:
-            # Asked of the index itself, not of the decoded records in memory.
-            pkg = index.get_package(installed.package, txn)
-            if pkg is None or txn.get(pkg.id, db=index.db["packages"]) is None:
-                raise StoreError(f"package {installed.package} is not in the store")
-            index.check_blobs(txn, [*installed.site.values(), *installed.outside.values()])
-            label = f"{pkg.name} {pkg.version}"
-            paths = [
-                *index.layout(pkg).site,
-                *installed.site,
-                *(f"<venv>/{p}" for p in installed.outside),
-            ]
-            for p in paths:
-                other = owner.get(p)
-                if other is not None and other != label:
-                    raise PathConflict(f"{other} and {label} both install {p}")
-                owner[p] = label
+            self.index.check_blobs(txn, [*installed.site.values(), *installed.outside.values()])
 
     def rollback(
         self, path: str | os.PathLike[str], to: int | None = None, *, request: str | None = None

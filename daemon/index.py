@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
+from packaging.utils import canonicalize_name
 
 from . import schema
 from .blobs import BlobFiles
-from .errors import NoSuchGeneration, StoreBusy, StoreError, UnknownEnv
+from .errors import NoSuchGeneration, PathConflict, StoreBusy, StoreError, UnknownEnv
 from .layout import PackageLayout, package_layout
-from .schema import EnvRecord, FileRef, GenerationRecord, PackageRecord
+from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
 from .venvs import venv_of_interpreter, venv_root
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data does
@@ -264,3 +265,21 @@ class Index:
             tree.update(self.layout(pkg).site)
             tree.update(installed.site)
         return tree
+
+    def path_owners(self, txn: lmdb.Transaction, packages: Iterable[Installed]) -> dict[str, tuple[str, str]]:
+        """Every path the installed `packages` hold (site-packages relative,
+        or `<venv>/...` outside it) -> (canonical name, "name version") of its
+        package; PathConflict if two of them hold one path. Records are asked
+        of `txn` itself, not of the decoded records in memory."""
+        owner: dict[str, tuple[str, str]] = {}
+        for installed in packages:
+            pkg = self.get_package(installed.package, txn)
+            if pkg is None or txn.get(pkg.id, db=self.db["packages"]) is None:
+                raise StoreError(f"package {installed.package} is not in the store")
+            mine = (canonicalize_name(pkg.name), f"{pkg.name} {pkg.version}")
+            for paths in (self.layout(pkg).site, installed.site, (f"<venv>/{p}" for p in installed.outside)):
+                for p in paths:
+                    other = owner.setdefault(p, mine)
+                    if other[1] != mine[1]:
+                        raise PathConflict(f"{other[1]} and {mine[1]} both install {p}")
+        return owner

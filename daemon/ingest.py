@@ -28,7 +28,7 @@ from nwcache.archive.wheelinfo import parse_filename
 from .crashpoints import crash_point
 from .errors import IncompatibleTags, NotAWheel, PathConflict, StoreError
 from .index import Index
-from .layout import check_installable, site_tree
+from .layout import check_installable
 from .schema import EnvRecord, FileRef, PackageRecord
 from .staging import Staged, kept_inline
 
@@ -96,13 +96,27 @@ class Ingester:
             return known
         with Archive.open(path) as archive:
             self.admit(archive, tags, env)
-            with self.index.gate.shared():
-                record = self._ingest(archive, created)
+            return self.ingest_admitted(archive, path, created)
+
+    def ingest_admitted(
+        self, archive: Archive, path: str | os.PathLike[str], created: Created | None = None
+    ) -> PackageRecord:
+        """`ingest` of an archive already open and admitted (`admit`)."""
+        with self.index.gate.shared():
+            record = self._ingest(archive, created)
         self._remember_file(path, record)
         return record
 
-    def admit(self, archive: Archive, tags: list[str] | None, env: EnvRecord | None) -> None:
-        """The refusals the metadata alone decides: tags, then installability."""
+    def admit(
+        self,
+        archive: Archive,
+        tags: list[str] | None,
+        env: EnvRecord | None,
+        owners: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """The refusals the metadata alone decides: tags, then installability
+        in `env`, whose current paths are `owners` (`owners(env)`, worked
+        out once for several archives)."""
         if tags is not None:
             supported = set(tags)
             wheel_tags = sorted(str(t) for t in archive.wheel_name.tags)
@@ -111,9 +125,22 @@ class Ingester:
                     f"{archive.path.name} is tagged {', '.join(wheel_tags)}; the environment accepts none of them"
                 )
         if env is not None:
-            self._check_installable(archive, env)
+            self._check_installable(archive, env, self.owners(env) if owners is None else owners)
 
-    def _check_installable(self, archive: Archive, env: EnvRecord) -> None:
+    def owners(self, env: EnvRecord) -> dict[str, tuple[str, str]]:
+        """The paths of the environment's current generation and who holds them."""
+        index = self.index
+        with index.env.begin() as txn:
+            now = index.env_by_path(env.path, txn)
+            current = index.generation_in(txn, now, now.current)
+            try:
+                return index.path_owners(txn, current.packages)
+            except StoreError:
+                return {}  # a broken generation: the flip reports it
+
+    def _check_installable(
+        self, archive: Archive, env: EnvRecord, owners: dict[str, tuple[str, str]]
+    ) -> None:
         """Every install-time refusal, from the metadata, before a byte is stored:
         the layout's rules, then the files of other distributions in the
         environment (a conflict found only at the flip would come after the
@@ -125,21 +152,10 @@ class Ingester:
         name = str(archive.wheel_name.name)
         label = f"{name} {archive.version}"
         wanted = check_installable(label, archive.dist_info, name, (f.path for f in archive.files), text, env)
-        ours = wanted.site | {f"<venv>/{p}" for p in wanted.outside}
-        index = self.index
-        with index.env.begin() as txn:
-            now = index.env_by_path(env.path, txn)
-            current = index.generation_in(txn, now, now.current)
-            for installed in current.packages:
-                if canonicalize_name(installed.name) == name:
-                    continue  # an upgrade replaces it
-                pkg = index.get_package(installed.package, txn)
-                if pkg is None:
-                    continue  # the flip reports it
-                theirs = [*site_tree(pkg, env), *installed.site, *(f"<venv>/{p}" for p in installed.outside)]
-                clash = sorted(ours.intersection(theirs))
-                if clash:
-                    raise PathConflict(f"{pkg.name} {pkg.version} and {label} both install {clash[0]}")
+        for path in sorted([*wanted.site, *(f"<venv>/{p}" for p in wanted.outside)]):
+            other = owners.get(path)
+            if other is not None and other[0] != canonicalize_name(name):  # the same name: an upgrade
+                raise PathConflict(f"{other[1]} and {label} both install {path}")
 
     @staticmethod
     def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int, int, int]:
@@ -196,7 +212,7 @@ class Ingester:
                 files = {f.path: FileRef(known[f.path], f.size, f.executable) for f in archive.files}
                 digest = claimed
             else:
-                files = self._read_payload(archive, staged)
+                files = self._read_payload(archive, staged, missing)
                 digest = archive.verified_digest
             record = PackageRecord(
                 name=str(archive.wheel_name.name),
@@ -224,10 +240,12 @@ class Ingester:
             raise
         return record
 
-    def _read_payload(self, archive: Archive, staged: Staged) -> dict[str, FileRef]:
-        """Stream every file, verified; stage the contents the store lacks.
-        Hashing and writing run on worker threads (archive.parallel); the
-        decoding stays here."""
+    def _read_payload(self, archive: Archive, staged: Staged, missing: set[str]) -> dict[str, FileRef]:
+        """Stream every file, verified; stage the contents the store lacked
+        (`missing`: RECORD's hashes the index did not hold when the ingest
+        began; a content that turns out to differ from RECORD's hash is
+        looked up once the stream ends). Hashing and writing run on worker
+        threads (archive.parallel); the decoding stays here."""
         index = self.index
         stored: list[FileData] = []
         links: list[FileData] = []
@@ -259,7 +277,7 @@ class Ingester:
                         continue
                     stored.append(data)
                     known = info.record.digest.hex() if info.record.hash_name == "sha256" else None
-                    have = known is not None and (known in staged or index.has_blob(known))
+                    have = known is not None and known not in missing
                     if info.size <= SMALL_FILE:
                         sink = (
                             discard
@@ -276,9 +294,10 @@ class Ingester:
                         job = data.stream_then(serial, partial(write_all, fd), partial(os.close, fd))
                     in_flight.add(job, info.size)
             # iter_files is exhausted: every file verified, every job done.
+            present = index.blobs_present({_hex(data) for data, _ in bodies} - missing)
             for data, temp in bodies:
                 blob = _hex(data)
-                if blob in staged or index.has_blob(blob):
+                if blob in present:
                     temp.unlink()
                 else:
                     staged.add_body(blob, temp, data.info.size)
