@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import lmdb
@@ -25,7 +26,7 @@ from .bytecode_index import mark_pending
 from .crashpoints import crash_point
 from .errors import NoSuchGeneration, UnknownPackage
 from .index import Index
-from .ingest import Created, Ingester, check_names
+from .ingest import WORKERS, Created, Ingester, check_names
 from .layout import plan_install
 from .reserve import Reserve
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
@@ -110,20 +111,34 @@ class Generations:
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
         with index.gate.shared():
-            packages = [
-                source
-                if isinstance(source, PackageRecord)
-                else self.ingester.ingest_admitted(source, path, created)
-                for path, source in sources
-            ]
-            names = [canonicalize_name(p.name) for p in packages]
             try:
+                # Every archive's members are staged at once on one pool; one
+                # publish (one sync) and one transaction store them all.
+                with ThreadPoolExecutor(WORKERS) as pool:
+                    finishes = [
+                        (
+                            path,
+                            source
+                            if isinstance(source, PackageRecord)
+                            else self.ingester.stage(source, staged, pool),
+                        )
+                        for path, source in sources
+                    ]
+                    packages = [
+                        item if isinstance(item, PackageRecord) else item() for _path, item in finishes
+                    ]
+                names = [canonicalize_name(p.name) for p in packages]
+
+                def read_blob(blob: str) -> bytes:
+                    content = staged.read(blob)
+                    return index.read_blob(blob) if content is None else content
+
                 plans = [
                     plan_install(
                         pkg,
                         env,
                         requested=requested,
-                        read_blob=index.read_blob,
+                        read_blob=read_blob,
                         put_blob=lambda content, executable: FileRef(
                             staged.add_bytes(content), len(content), executable
                         ),
@@ -131,13 +146,16 @@ class Generations:
                     )
                     for pkg in packages
                 ]
-                staged.publish()
+                self.ingester.commit(staged, packages, created)
+                for (path, source), pkg in zip(sources, packages, strict=True):
+                    if not isinstance(source, PackageRecord):
+                        self.ingester.remember_file(path, pkg)
                 what = action or "install " + " ".join(f"{p.name}=={p.version}" for p in packages)
                 return self.flip(
                     env.path,
                     what,
                     lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
-                    staged,
+                    Staged(index.bodies),
                     request=request,
                 )
             except BaseException:

@@ -10,20 +10,25 @@ index is written in one short transaction once the bodies are durable.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from packaging.utils import canonicalize_name
 
 from nwcache.archive import Archive
+from nwcache.archive.digest import DigestItem, content_digest
 from nwcache.archive.parallel import SMALL_FILE, InFlight, executors, write_all
-from nwcache.archive.sources import FileData
+from nwcache.archive.sources import FileData, FileInfo, member_order
 from nwcache.archive.wheelinfo import parse_filename
+from nwcache.archive.zipfmt import ZipReader
 
 from .crashpoints import crash_point
 from .errors import IncompatibleTags, NotAWheel, PathConflict, StoreError
@@ -31,6 +36,9 @@ from .index import Index
 from .layout import check_installable
 from .schema import EnvRecord, FileRef, PackageRecord
 from .staging import Staged, kept_inline
+
+# Threads that inflate, hash and write members: zlib and hashlib release the GIL.
+WORKERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass
@@ -102,9 +110,15 @@ class Ingester:
         self, archive: Archive, path: str | os.PathLike[str], created: Created | None = None
     ) -> PackageRecord:
         """`ingest` of an archive already open and admitted (`admit`)."""
-        with self.index.gate.shared():
-            record = self._ingest(archive, created)
-        self._remember_file(path, record)
+        staged = Staged(self.index.bodies)
+        with self.index.gate.shared(), ThreadPoolExecutor(WORKERS) as pool:
+            try:
+                record = self.stage(archive, staged, pool)()
+                self.commit(staged, [record], created)
+            except BaseException:
+                staged.discard()
+                raise
+        self.remember_file(path, record)
         return record
 
     def admit(
@@ -162,7 +176,7 @@ class Ingester:
         st = os.stat(path)
         return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
-    def _remember_file(self, path: str | os.PathLike[str], record: PackageRecord) -> None:
+    def remember_file(self, path: str | os.PathLike[str], record: PackageRecord) -> None:
         try:
             key = self._file_key(path)
         except OSError:  # the archive went away once read: nothing to remember it by
@@ -193,28 +207,30 @@ class Ingester:
             )
         return record
 
-    def _ingest(self, archive: Archive, created: Created | None = None) -> PackageRecord:
+    def stage(self, archive: Archive, staged: Staged, pool: Executor) -> Callable[[], PackageRecord]:
+        """Start staging the contents of `archive` that the store lacks into
+        `staged`; returns the call that waits for them and gives the package
+        record (every file verified by then). A classic wheel's members are
+        inflated, hashed and written on `pool` (zlib and hashlib release the
+        GIL), several archives' at once when their stagings overlap; a 2.0
+        archive is decoded when its record is asked for, hashing and writing
+        off the decoding thread (archive.parallel). Nothing is committed:
+        see `commit`. The caller holds the gate, shared."""
         index = self.index
         claimed = archive.metadata_digest()
         if claimed is not None:
             existing = index.get_package(bytes.fromhex(claimed.removeprefix("sha256:")))
             if existing is not None:
-                return existing
+                return lambda: existing
         known = {f.path: f.record.digest.hex() for f in archive.files if f.record.hash_name == "sha256"}
         # WHEEL (in its classic form, the one RECORD describes) and RECORD are
         # already in memory: hash them rather than take RECORD's word.
         known[f"{archive.dist_info}/WHEEL"] = hashlib.sha256(archive.classic_wheel).hexdigest()
         known[f"{archive.dist_info}/RECORD"] = hashlib.sha256(archive.record_bytes).hexdigest()
-        staged = Staged(index.bodies)
         missing = set(known.values()) - index.blobs_present(set(known.values()))
-        try:
-            if claimed is not None and len(known) == len(archive.files) and not missing:
-                files = {f.path: FileRef(known[f.path], f.size, f.executable) for f in archive.files}
-                digest = claimed
-            else:
-                files = self._read_payload(archive, staged, missing)
-                digest = archive.verified_digest
-            record = PackageRecord(
+
+        def record(files: dict[str, FileRef], digest: str) -> PackageRecord:
+            return PackageRecord(
                 name=str(archive.wheel_name.name),
                 version=archive.version,
                 digest=digest,
@@ -224,21 +240,114 @@ class Ingester:
                 dist_info=archive.dist_info,
                 files=files,
             )
-            staged.publish()
-            with index.write() as txn:
-                added = staged.commit(txn, index.db["blobs"])
-                index.check_blobs(txn, record.files.values())
-                crash_point("package-commit")
-                new = txn.put(record.id, record.encode(), db=index.db["packages"], overwrite=False)
-            crash_point("package-committed")
-            if created is not None:
-                created.blobs.update(added)
-                if new:
-                    created.packages.add(record.id)
-        except BaseException:
-            staged.discard()
-            raise
-        return record
+
+        if claimed is not None and len(known) == len(archive.files) and not missing:
+            files = {f.path: FileRef(known[f.path], f.size, f.executable) for f in archive.files}
+            return partial(record, files, claimed)
+        if archive.format == 1:
+            finish = self._stage_classic(archive, staged, missing, pool)
+            return lambda: record(*finish())
+        return lambda: record(self._read_payload(archive, staged, missing), archive.verified_digest)
+
+    def commit(self, staged: Staged, records: list[PackageRecord], created: Created | None) -> None:
+        """Publish the staged bodies (durable, one sync for all) and index
+        them with the packages in one transaction."""
+        index = self.index
+        staged.publish()
+        with index.write() as txn:
+            added = staged.commit(txn, index.db["blobs"])
+            for pkg in records:
+                index.check_blobs(txn, pkg.files.values())
+            crash_point("package-commit")
+            new = [
+                pkg.id
+                for pkg in records
+                if txn.put(pkg.id, pkg.encode(), db=index.db["packages"], overwrite=False)
+            ]
+        crash_point("package-committed")
+        if created is not None:
+            created.blobs.update(added)
+            created.packages.update(new)
+
+    def _stage_classic(
+        self, archive: Archive, staged: Staged, missing: set[str], pool: Executor
+    ) -> Callable[[], tuple[dict[str, FileRef], str]]:
+        """Each member of a classic wheel as a job on `pool`: read through a
+        descriptor of the job's thread, inflated with its CRC and size
+        checked (archive.zipfmt), checked against RECORD (FileData), and
+        its content kept if the store lacks it: inline bytes, or a body
+        written to tmp/ in large writes. Returns the call that waits for
+        every job and gives (files, content digest)."""
+        index = self.index
+        infos = member_order(archive.files, archive.dist_info)
+        wheel_path = f"{archive.dist_info}/WHEEL"
+        local = threading.local()
+        lock = threading.Lock()
+        handles: list[BinaryIO] = []
+
+        def reader() -> ZipReader:
+            mine: ZipReader | None = getattr(local, "reader", None)
+            if mine is None:
+                mine = copy.copy(archive.zip)
+                mine.fh = open(archive.path, "rb")  # noqa: SIM115 (closed by finish)
+                with lock:
+                    handles.append(mine.fh)
+                local.reader = mine
+            return mine
+
+        def job(info: FileInfo) -> tuple[bytes, bytes | None, Path | None]:
+            if info.path == wheel_path:
+                data = archive.open_file(info)
+            else:
+                data = FileData(info, reader().chunks(archive.zip.by_name[info.path]), archive.label)
+            known = info.record.digest.hex() if info.record.hash_name == "sha256" else None
+            content: bytes | None = None
+            temp: Path | None = None
+            if known is not None and known not in missing:
+                for _ in data.chunks():
+                    pass  # verified, not kept: the store has it
+            elif kept_inline(info.size):
+                content = b"".join(data.chunks())
+            else:
+                fd, temp = index.bodies.new_temp()
+                staged.loose.add(temp)  # until staged: discard() removes it
+                try:
+                    for chunk in data.chunks():
+                        write_all(fd, chunk)
+                finally:
+                    os.close(fd)
+            assert data.sha256 is not None
+            return data.sha256, content, temp
+
+        # The largest first, so that the pool's threads end together.
+        futures = {info.path: pool.submit(job, info) for info in sorted(infos, key=lambda i: -i.size)}
+
+        def finish() -> tuple[dict[str, FileRef], str]:
+            try:
+                results = {path: future.result() for path, future in futures.items()}
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()
+                wait(futures.values())
+                raise
+            finally:
+                for fh in handles:
+                    fh.close()
+            files: dict[str, FileRef] = {}
+            for info in infos:
+                sha256, content, body = results[info.path]
+                blob = sha256.hex()
+                files[info.path] = FileRef(blob, info.size, info.executable)
+                if content is not None:
+                    staged.add_bytes(content, blob)
+                elif body is not None:
+                    staged.add_body(blob, body, info.size)
+            digest = content_digest(
+                DigestItem(info.path, info.executable, results[info.path][0], info.size) for info in infos
+            )
+            return files, digest
+
+        return finish
 
     def _read_payload(self, archive: Archive, staged: Staged, missing: set[str]) -> dict[str, FileRef]:
         """Stream every file, verified; stage the contents the store lacked

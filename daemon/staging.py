@@ -46,6 +46,9 @@ class Staged:
     bodies: BlobFiles
     inline: dict[str, bytes] = field(default_factory=dict)
     files: dict[str, tuple[Path, int]] = field(default_factory=dict)  # blob -> (temp, size)
+    # Bodies being written to tmp/ (by worker threads) that are not staged
+    # yet: removed by `discard` if the operation fails before staging them.
+    loose: set[Path] = field(default_factory=set)
 
     def __contains__(self, blob: str) -> bool:
         return blob in self.inline or blob in self.files
@@ -68,6 +71,7 @@ class Staged:
     def add_body(self, blob: str, temp: Path, size: int) -> None:
         """Stage a body already written to `temp` (consumed: unlinked if the
         blob is staged already)."""
+        self.loose.discard(temp)
         if blob in self:
             temp.unlink()
         else:
@@ -103,7 +107,7 @@ class Staged:
         return None
 
     def discard(self) -> None:
-        for temp, _ in self.files.values():
+        for temp in [*self.loose, *(temp for temp, _ in self.files.values())]:
             try:
                 temp.unlink()
             except FileNotFoundError:
