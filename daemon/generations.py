@@ -146,16 +146,22 @@ class Generations:
                     )
                     for pkg in packages
                 ]
-                self.ingester.commit(staged, packages, created)
-                for (path, source), pkg in zip(sources, packages, strict=True):
-                    if not isinstance(source, PackageRecord):
-                        self.ingester.remember_file(path, pkg)
+                if any(isinstance(source, Archive) for _path, source in sources):
+                    self.ingester.commit(staged, packages, created)
+                    for (path, source), pkg in zip(sources, packages, strict=True):
+                        if isinstance(source, Archive):
+                            self.ingester.remember_file(path, pkg)
+                    staged = Staged(index.bodies)
+                else:
+                    # Every package was stored already: the files installing
+                    # generated are indexed by the flip's own transaction.
+                    staged.publish()
                 what = action or "install " + " ".join(f"{p.name}=={p.version}" for p in packages)
                 return self.flip(
                     env.path,
                     what,
                     lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
-                    Staged(index.bodies),
+                    staged,
                     request=request,
                 )
             except BaseException:

@@ -257,14 +257,15 @@ class Service:
             batch = {blob: missing[blob] for blob in order[:size]}
             order = order[size:]
             size *= 2
+            found: dict[tuple[str, int], FileRef | None] = {}
             try:
-                await self._compile(env, batch)
+                found = await self._compile(env, batch)
             except (OSError, StoreError) as exc:
                 error = str(exc)
-            self._left[path] = len(order)
+            self._left[path] = len(order) + (len(batch) if error is not None else 0)
+            self._missing[path] = self._left[path]
             async with self._lock(env.path):
-                if env.path in self.overlays:
-                    await self._refresh(env)
+                await self._serve_pycs(env, tree, found)
             crash_point("bytecode-batch")
         if error is not None:
             counts = self.bytecode_counts
@@ -272,6 +273,29 @@ class Service:
             counts.last_error = f"{env.path}: {error}"
             log.warning("compiling bytecode for %s failed: %s", env.path, error)
         await self._background(partial(self.store.compile_settled, env.id, env.current, error))
+
+    async def _serve_pycs(
+        self, env: EnvRecord, tree: dict[str, FileRef], found: dict[tuple[str, int], FileRef | None]
+    ) -> None:
+        """The view serves the pycs a batch compiled: added to the tree it
+        serves (only the directories on their way are rebuilt) if the
+        environment is still at the generation `tree` is of, else its whole
+        current tree again. Under the environment's lock."""
+        name = env_dir_name(env)
+        if env.path not in self.overlays or name not in self.view.envs:
+            return  # unregistered meanwhile
+        now = await self._background(partial(self.store.get_env, env.path))
+        if now.current != env.current:
+            await self._refresh(now)
+            return
+        blobs = {blob for blob, _level in found}
+        sources = {p: r for p, r in tree.items() if r.blob in blobs}
+        pycs = {
+            p: r for p, r in bytecode.with_bytecode(sources, found, env.cache_tag).items() if p not in sources
+        }
+        if pycs:
+            root = await self._background(partial(self.builder.add_files, self.view.envs[name].lower, pycs))
+            await self.view.replace_tree(name, root)
 
     async def _background(self, fn: Callable[[], T]) -> T:
         """A worker thread for background work: at most one at a time, so
