@@ -26,7 +26,7 @@ from .bytecode_index import mark_pending
 from .crashpoints import crash_point
 from .errors import NoSuchGeneration, UnknownPackage
 from .index import Index
-from .ingest import WORKERS, Created, Ingester, check_names
+from .ingest import WORKERS, Created, Ingester, Progress, check_names
 from .layout import plan_install
 from .reserve import Reserve
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
@@ -61,10 +61,12 @@ class Generations:
         requested: bool = True,
         action: str | None = None,
         request: str | None = None,
+        progress: Progress | None = None,
     ) -> GenerationRecord:
         """Install archives into an environment as one new generation. A
         distribution of the same name already there is replaced (upgrade).
-        `request` (the client's request id) is recorded in the generation."""
+        `request` (the client's request id) is recorded in the generation;
+        `progress` follows the work as it is done."""
         env = self.index.get_env(path)
         staged = Staged(self.index.bodies)
         check_names(archives)
@@ -84,8 +86,17 @@ class Generations:
                 else:
                     sources.append((archive_path, known))
             try:
+                if progress is not None:
+                    progress.stage = "storing"
                 gen = self._install(
-                    env, sources, staged, created, requested=requested, action=action, request=request
+                    env,
+                    sources,
+                    staged,
+                    created,
+                    requested=requested,
+                    action=action,
+                    request=request,
+                    progress=progress,
                 )
             except BaseException:
                 # A later archive failing (a bad hash, a bomb found while its
@@ -106,6 +117,7 @@ class Generations:
         requested: bool,
         action: str | None,
         request: str | None = None,
+        progress: Progress | None = None,
     ) -> GenerationRecord:
         index = self.index
         # Shared from ingest to flip: GC must not collect the new packages
@@ -120,7 +132,7 @@ class Generations:
                             path,
                             source
                             if isinstance(source, PackageRecord)
-                            else self.ingester.stage(source, staged, pool),
+                            else self.ingester.stage(source, staged, pool, progress),
                         )
                         for path, source in sources
                     ]

@@ -42,6 +42,21 @@ WORKERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass
+class Progress:
+    """What an install has done so far, updated by its threads as the work
+    is done and read by whoever reports it (server.py's progress lines)."""
+
+    stage: str = "checking"
+    total: int = 0  # bytes of the archives' files to read and verify
+    done: int = 0  # of which read and verified
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, size: int) -> None:
+        with self._lock:
+            self.done += size
+
+
+@dataclass
 class Created:
     """What one install added to the index, so a failure can take it back."""
 
@@ -207,7 +222,9 @@ class Ingester:
             )
         return record
 
-    def stage(self, archive: Archive, staged: Staged, pool: Executor) -> Callable[[], PackageRecord]:
+    def stage(
+        self, archive: Archive, staged: Staged, pool: Executor, progress: Progress | None = None
+    ) -> Callable[[], PackageRecord]:
         """Start staging the contents of `archive` that the store lacks into
         `staged`; returns the call that waits for them and gives the package
         record (every file verified by then). A classic wheel's members are
@@ -244,10 +261,12 @@ class Ingester:
         if claimed is not None and len(known) == len(archive.files) and not missing:
             files = {f.path: FileRef(known[f.path], f.size, f.executable) for f in archive.files}
             return partial(record, files, claimed)
+        if progress is not None:
+            progress.total += archive.installed_size
         if archive.format == 1:
-            finish = self._stage_classic(archive, staged, missing, pool)
+            finish = self._stage_classic(archive, staged, missing, pool, progress)
             return lambda: record(*finish())
-        return lambda: record(self._read_payload(archive, staged, missing), archive.verified_digest)
+        return lambda: record(self._read_payload(archive, staged, missing, progress), archive.verified_digest)
 
     def commit(self, staged: Staged, records: list[PackageRecord], created: Created | None) -> None:
         """Publish the staged bodies (durable, one sync for all) and index
@@ -270,7 +289,7 @@ class Ingester:
             created.packages.update(new)
 
     def _stage_classic(
-        self, archive: Archive, staged: Staged, missing: set[str], pool: Executor
+        self, archive: Archive, staged: Staged, missing: set[str], pool: Executor, progress: Progress | None
     ) -> Callable[[], tuple[dict[str, FileRef], str]]:
         """Each member of a classic wheel as a job on `pool`: read through a
         descriptor of the job's thread, inflated with its CRC and size
@@ -317,6 +336,8 @@ class Ingester:
                 finally:
                     os.close(fd)
             assert data.sha256 is not None
+            if progress is not None:
+                progress.add(info.size)
             return data.sha256, content, temp
 
         # The largest first, so that the pool's threads end together.
@@ -349,7 +370,9 @@ class Ingester:
 
         return finish
 
-    def _read_payload(self, archive: Archive, staged: Staged, missing: set[str]) -> dict[str, FileRef]:
+    def _read_payload(
+        self, archive: Archive, staged: Staged, missing: set[str], progress: Progress | None = None
+    ) -> dict[str, FileRef]:
         """Stream every file, verified; stage the contents the store lacked
         (`missing`: RECORD's hashes the index did not hold when the ingest
         began; a content that turns out to differ from RECORD's hash is
@@ -402,6 +425,8 @@ class Ingester:
                         bodies.append((data, temp))
                         job = data.stream_then(serial, partial(write_all, fd), partial(os.close, fd))
                     in_flight.add(job, info.size)
+                    if progress is not None:
+                        progress.add(info.size)  # decoded and handed on; verified when the stream ends
             # iter_files is exhausted: every file verified, every job done.
             present = index.blobs_present({_hex(data) for data, _ in bodies} - missing)
             for data, temp in bodies:

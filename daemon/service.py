@@ -24,6 +24,7 @@ import trio
 from . import bytecode, linking
 from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
+from .ingest import Progress
 from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
@@ -608,13 +609,18 @@ class Service:
         archives: list[str | os.PathLike[str]],
         *,
         request: str | None = None,
+        progress: Progress | None = None,
     ) -> GenerationRecord:
         check_names(archives)  # before the venv is registered
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.install, env.path, archives, request=request))
+            gen = await self._run(
+                partial(self.store.install, env.path, archives, request=request, progress=progress)
+            )
+            if progress is not None:
+                progress.stage = "serving"
             await self._refresh(env)
             crash_point("outside-pending")
             await self._run(partial(self._write_outside, env, before, gen))
