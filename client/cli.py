@@ -612,6 +612,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"view:    {r['view']['mode']} mode",
         ]
         lines += [f"  {e['path']}: {e['files']:,} files, {e['bytes']:,} bytes" for e in r["envs"]]
+        for e in r.get("bytecode_pending", []):
+            left = "?" if e["sources"] is None else f"{e['sources']:,}"
+            state = "compiling" if e["compiling"] else "waiting"
+            failed = f"; last attempt failed: {e['error']}" if e["error"] else ""
+            lines.append(f"bytecode pending: {e['path']}: {left} sources ({state}){failed}")
         return "\n".join(lines)
 
     return _remote("stats", {}, args, render)

@@ -274,8 +274,18 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
         "install",
         {"env": os.path.abspath(env), "archives": absolute},
         as_json,
-        lambda gen: f"generation {gen['number']}: {gen['action']}",
+        render_install,
     )
+
+
+def render_install(gen: dict[str, Any]) -> str:
+    """The generation, and a failure to compile bytecode that the daemon
+    reports (bytecode compiles in the background: it is the last attempt's)."""
+    text = f"generation {gen['number']}: {gen['action']}"
+    error = (gen.get("bytecode") or {}).get("error")
+    if error:
+        text += f"\nwarning: compiling bytecode failed: {error} (imports work; Python compiles for itself)"
+    return text
 
 
 # -- the console script -------------------------------------------------------------

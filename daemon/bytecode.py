@@ -58,6 +58,9 @@ with open(jobs, "rb") as listing:
             print("ok", job["id"], flush=True)
         except (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError) as exc:
             print("fail", job["id"], type(exc).__name__, flush=True)
+        except OSError as exc:  # not the source's fault (a full disk): said, and the rest left
+            print("error", job["id"], str(exc).replace("\n", " "), flush=True)
+            sys.exit(3)
 """
 # Jobs per worker process below which another process is not worth its start.
 JOBS_PER_WORKER = 64
@@ -183,9 +186,19 @@ class WorkerRun:
     """What one worker process reported: job id -> compiled (True) or not."""
 
     outcome: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None  # a failure that is not the source's (the worker stopped there)
     returncode: int | None = None
     timed_out: bool = False
     stderr: str = ""
+
+
+# Workers compile in the background, behind the requests of every process
+# on the machine (imports included): nice 10.
+NICE = 10
+
+
+def _lower_priority() -> None:
+    os.nice(NICE)
 
 
 async def run_worker(python: str, listing: str, prefix: str, *, silence: float = SOURCE_TIMEOUT) -> WorkerRun:
@@ -202,6 +215,7 @@ async def run_worker(python: str, listing: str, prefix: str, *, silence: float =
             stdout=subprocess.PIPE,
             stderr=err,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+            preexec_fn=_lower_priority,
         )
     finally:
         os.close(err)
@@ -221,8 +235,12 @@ async def run_worker(python: str, listing: str, prefix: str, *, silence: float =
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                verdict, _, rest = line.decode("ascii", "replace").partition(" ")
-                run.outcome[rest.split(" ", 1)[0]] = verdict == "ok"
+                verdict, _, rest = line.decode("utf-8", "replace").partition(" ")
+                job, _, detail = rest.partition(" ")
+                if verdict == "error":
+                    run.error = detail
+                else:
+                    run.outcome[job] = verdict == "ok"
         run.returncode = await process.wait()
     finally:
         if process.returncode is None:

@@ -92,8 +92,11 @@ async def run_service(
                     await service.start()
                 finally:
                     await view.started()
-                task_status.started(service)
-                await trio.sleep_forever()
+                # Cancelled before the service stops: bytecode is a cache.
+                async with trio.open_nursery() as background:
+                    await background.start(service.compile_in_background)
+                    task_status.started(service)
+                    await trio.sleep_forever()
             finally:
                 with trio.CancelScope(shield=True):
                     await service.stop()

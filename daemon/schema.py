@@ -19,6 +19,10 @@ Databases (all keys are bytes; integers big-endian so that keys sort numerically
     bytecode     source blob (32) | level (1) | interpreter (ascii)
                                            -> BYTECODE: kind (1) | pyc sha256 (32) | pyc size (u64)
                                               kind 0: compiled, kind 1: does not compile (no more bytes)
+    compiling    env id (16)               -> JSON {"generation": n, "error": text or null}: the
+                                              environment's bytecode is not complete since generation
+                                              n (written with the flip; deleted once compiled), and
+                                              why the last attempt failed (docs/BYTECODE.md)
 
 A package id is the raw content digest (docs/FORMAT.md section 7) of the
 distribution as installed from its archive, so the classic and 2.0 forms of
@@ -41,6 +45,8 @@ version reads as it is (no schema bump, no migration):
                                that made it; absent: none was sent
     EnvRecord.request          (since issue 20) the id of the last rollback's
                                request; absent: none
+A database added later is created empty in an earlier store: `compiling`
+(since issue 16; its environments are compiled at their next change).
 
 GC roots are the generations each environment keeps; a blob or package that
 no kept generation reaches is garbage. A bytecode entry lives while its source
@@ -60,7 +66,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 SCHEMA_VERSION = b"1"
-DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode")
+DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode", "compiling")
 # Bodies up to this size live in LMDB itself: below half a page they need no
 # overflow page, and a file per tiny blob costs an inode and a 4 KiB block.
 # Measured (docs/BENCH-STORE.md, numpy+pandas+pyarrow+scipy+requests): at 2000,
@@ -109,6 +115,15 @@ def decode_bytecode(value: bytes | memoryview) -> FileRef | None:
         return None
     _kind, blob, size = _BYTECODE_HEAD.unpack_from(value)
     return FileRef(blob.hex(), size, False)
+
+
+def encode_compiling(generation: int, error: str | None) -> bytes:
+    return json.dumps({"generation": generation, "error": error}).encode()
+
+
+def decode_compiling(value: bytes | memoryview) -> tuple[int, str | None]:
+    data = json.loads(bytes(value))
+    return int(data["generation"]), data.get("error")
 
 
 def env_id(real_path: str) -> bytes:

@@ -33,10 +33,13 @@ from nwcache.client.protocol import MAX_LINE, OPS, PROTOCOL, answers, encode
 
 from . import bytecode
 from .errors import StoreError
+from .ingest import Progress as InstallProgress
 from .reserve import free_bytes
 from .runner import run_service
 from .schema import Change, EnvRecord, GenerationRecord, changes_between
 from .service import Service, env_dir_name
+
+MB = 1_000_000
 
 log = logging.getLogger("nwcache.daemon")
 Progress = Callable[[str, int, int], Awaitable[None]]
@@ -215,11 +218,36 @@ class Handlers:
 
     async def install(self, args: dict[str, Any], progress: Progress) -> Any:
         archives: list[str | os.PathLike[str]] = [str(a) for a in args["archives"]]
-        for index, archive in enumerate(archives):
-            await progress(f"checking {Path(archive).name}", index, len(archives))
-        gen = await self.service.install(args["env"], archives, request=args.get("request_id"))
-        await progress("installed", len(archives), len(archives))
-        return change_json(gen)
+        work = InstallProgress()
+
+        async def report() -> None:
+            """What the install has done, as it is done: a line when the
+            stage or the megabytes read and verified change, at most five a second."""
+            said: tuple[str, int, int] | None = None
+            while True:
+                now = (work.stage, -(-work.done // MB), -(-work.total // MB))
+                if now != said:
+                    stage, done, total = said = now
+                    what = f"{len(archives)} archive{'s' if len(archives) > 1 else ''}"
+                    await progress(f"{stage} {what} (MB read and verified)", done, total)
+                await trio.sleep(0.2)  # a reporting interval, not a synchronisation
+
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(report)
+            try:
+                gen = await self.service.install(
+                    args["env"], archives, request=args.get("request_id"), progress=work
+                )
+            except Exception as exc:  # raised below, as itself (not in an exception group)
+                failure = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        total = -(-work.total // MB)
+        await progress("installed", total, total)
+        return {**change_json(gen), "bytecode": await self.service.bytecode_of(args["env"])}
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))
@@ -266,6 +294,7 @@ class Handlers:
             **stats,
             "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
             "compiled": dataclasses.asdict(self.service.bytecode_counts),
+            "bytecode_pending": await self.service.bytecode_pending(),
             "view": {
                 "mode": view.mode,
                 "faults": view.faults,

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from . import bytecode, linking, rootlayer
 from .crashpoints import crash_point
 from .errors import NotAVenv, StoreError
+from .ingest import Progress
 from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord
@@ -57,6 +58,8 @@ class BytecodeCounts:
     workers: int = 0  # worker processes started
     running: int = 0  # worker processes alive now
     seconds: float = 0.0  # wall time of the worker processes, added up
+    errors: int = 0  # attempts that failed for a reason other than a source
+    last_error: str | None = None
 
 
 def _remove_prefixed(prefix: str) -> None:
@@ -104,6 +107,16 @@ class Service:
         self.compilers = trio.CapacityLimiter(os.cpu_count() or 1)
         self._compile_locks: dict[str, trio.Lock] = {}
         self.bytecode_counts = BytecodeCounts()
+        view.bytecode_levels = self.bytecode_levels
+        # The background compiler's queue (venv paths, in order), the one it
+        # is compiling, and per venv how many sources lack bytecode: still
+        # to compile (`_left`) or found when its tree was last built.
+        self._to_compile: dict[str, None] = {}
+        self._compiling: str | None = None
+        self._left: dict[str, int] = {}
+        self._missing: dict[str, int] = {}
+        self._bytecode_event = trio.Event()
+        self._background_limiter = trio.CapacityLimiter(1)
         # What each venv says while the daemon is down (set by run_service).
         self.notices: DownNotices | None = None
 
@@ -130,10 +143,10 @@ class Service:
         """What a venv registered in symlink mode links to: its directory in the view."""
         return self.mountpoint / env_dir_name(env)
 
-    async def _site(self, env: EnvRecord, *, compile: bool = True) -> dict[str, FileRef]:
+    async def _site(self, env: EnvRecord) -> dict[str, FileRef]:
         """The environment's current site-packages with the shared bytecode
-        of its interpreter, compiled first for any source that lacks it
-        (unless `compile` is off: start-up serves what is stored)."""
+        of its interpreter that is compiled already; how many sources lack
+        theirs is kept for `bytecode_state`."""
         tree = await self._run(partial(self.store.tree, env.path))
         if not self.bytecode_levels:
             return tree
@@ -145,15 +158,160 @@ class Service:
                 self.bytecode_levels,
             )
         )
-        missing = bytecode.missing(tree, known, self.bytecode_levels) if compile else {}
-        if missing:
-            try:
-                known.update(await self._compile(env, missing))
-            except (OSError, StoreError) as exc:
-                # Bytecode is a cache: without it Python compiles for itself.
-                # The generation is committed already and must be served.
-                log.warning("compiling bytecode for %s failed: %s", env.path, exc)
+        self._missing[env.path] = len(bytecode.missing(tree, known, self.bytecode_levels))
         return bytecode.with_bytecode(tree, known, env.cache_tag)
+
+    # -- bytecode in the background -------------------------------------------------------
+
+    def _queue_compile(self, env: EnvRecord) -> None:
+        """Compile what the environment's current generation lacks, after
+        the operation that called this has returned."""
+        if not self.bytecode_levels:
+            return
+        self._to_compile[env.path] = None
+        self._bytecode_changed()
+
+    def _bytecode_changed(self) -> None:
+        self._bytecode_event.set()
+        self._bytecode_event = trio.Event()
+
+    async def compile_in_background(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The background compiler: one environment at a time, in the order
+        they were queued, its worker processes at a lower priority than
+        anything else (bytecode.NICE). Runs until cancelled."""
+        task_status.started()
+        while True:
+            while not self._to_compile:
+                await self._bytecode_event.wait()
+            path = next(iter(self._to_compile))
+            del self._to_compile[path]
+            self._compiling = path
+            try:
+                await self._compile_env(path)
+            finally:
+                self._compiling = None
+                self._left.pop(path, None)
+                self._bytecode_changed()
+
+    async def compiled(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Wait until nothing is queued or compiling (for `path`, or at all)."""
+        real = None if path is None else await self._run(partial(os.path.realpath, path))
+
+        def busy() -> bool:
+            if real is None:
+                return bool(self._to_compile) or self._compiling is not None
+            return real in self._to_compile or self._compiling == real
+
+        while busy():
+            await self._bytecode_event.wait()
+
+    async def bytecode_of(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """What an install answers about its environment's bytecode: how
+        many sources are still to compile, and the last failure to compile
+        that was not a source's fault (None if there is none)."""
+        env = await self._run(partial(self.store.get_env, path))
+        pending = await self._run(self.store.compile_pending)
+        return {
+            "pending": self._left.get(env.path, self._missing.get(env.path, 0)) if env.id in pending else 0,
+            "error": pending[env.id][1] if env.id in pending else None,
+        }
+
+    async def bytecode_pending(self) -> list[dict[str, Any]]:
+        """`nwcache stats`: every environment whose bytecode is not complete,
+        with the sources still to compile (known once its tree was built),
+        whether it is compiling now, and the last failure."""
+        pending = await self._run(self.store.compile_pending)
+        out = []
+        for env in await self._run(self.store.envs):
+            if env.id not in pending:
+                continue
+            out.append(
+                {
+                    "path": env.path,
+                    "generation": pending[env.id][0],
+                    "sources": self._left.get(env.path, self._missing.get(env.path)),
+                    "compiling": self._compiling == env.path,
+                    "error": pending[env.id][1],
+                }
+            )
+        return sorted(out, key=lambda e: str(e["path"]))
+
+    async def _compile_env(self, path: str) -> None:
+        """Compile the sources of an environment's current generation that
+        lack bytecode, in batches that grow (256, 512, ...), the shallowest
+        paths first (packages' `__init__` before their submodules); after
+        each batch the view serves the new pycs. The store's `compiling`
+        entry goes once every source has an entry, and keeps the error
+        otherwise (resumed at the next start or change)."""
+        try:
+            env = await self._background(partial(self.store.get_env, path))
+        except StoreError:
+            return  # unregistered meanwhile
+        tree = await self._background(partial(self.store.tree, env.path))
+        known = await self._background(
+            partial(
+                self.store.bytecode_known,
+                env.interpreter,
+                bytecode.sources(tree).values(),
+                self.bytecode_levels,
+            )
+        )
+        missing = bytecode.missing(tree, known, self.bytecode_levels)
+        paths = {ref.blob: p for p, ref in tree.items() if ref.blob in missing}
+        order = sorted(missing, key=lambda blob: (paths[blob].count("/"), paths[blob]))
+        self._left[path] = len(order)
+        error: str | None = None
+        size = 256
+        while order and error is None:
+            batch = {blob: missing[blob] for blob in order[:size]}
+            order = order[size:]
+            size *= 2
+            found: dict[tuple[str, int], FileRef | None] = {}
+            try:
+                found = await self._compile(env, batch)
+            except (OSError, StoreError) as exc:
+                error = str(exc)
+            self._left[path] = len(order) + (len(batch) if error is not None else 0)
+            self._missing[path] = self._left[path]
+            async with self._lock(env.path):
+                await self._serve_pycs(env, tree, found)
+            crash_point("bytecode-batch")
+        if error is not None:
+            counts = self.bytecode_counts
+            counts.errors += 1
+            counts.last_error = f"{env.path}: {error}"
+            log.warning("compiling bytecode for %s failed: %s", env.path, error)
+        await self._background(partial(self.store.compile_settled, env.id, env.current, error))
+
+    async def _serve_pycs(
+        self, env: EnvRecord, tree: dict[str, FileRef], found: dict[tuple[str, int], FileRef | None]
+    ) -> None:
+        """The view serves the pycs a batch compiled: added to the tree it
+        serves (only the directories on their way are rebuilt) if the
+        environment is still at the generation `tree` is of, else its whole
+        current tree again. Under the environment's lock."""
+        name = env_dir_name(env)
+        if env.path not in self.overlays or name not in self.view.envs:
+            return  # unregistered meanwhile
+        now = await self._background(partial(self.store.get_env, env.path))
+        if now.current != env.current:
+            await self._refresh(now)
+            return
+        blobs = {blob for blob, _level in found}
+        sources = {p: r for p, r in tree.items() if r.blob in blobs}
+        pycs = {
+            p: r for p, r in bytecode.with_bytecode(sources, found, env.cache_tag).items() if p not in sources
+        }
+        if pycs:
+            root = await self._background(partial(self.builder.add_files, self.view.envs[name].lower, pycs))
+            await self.view.replace_tree(name, root)
+
+    async def _background(self, fn: Callable[[], T]) -> T:
+        """A worker thread for background work: at most one at a time, so
+        that requests always find threads."""
+        return await trio.to_thread.run_sync(fn, limiter=self._background_limiter)
 
     async def _compile(
         self, env: EnvRecord, wanted: dict[str, FileRef]
@@ -164,7 +322,7 @@ class Service:
         async with lock:
             # Another environment of this interpreter may have compiled them
             # while this one waited for the lock.
-            known = await self._run(
+            known = await self._background(
                 partial(self.store.bytecode_known, env.interpreter, wanted.values(), self.bytecode_levels)
             )
             jobs: list[bytecode.Job] = []
@@ -177,11 +335,12 @@ class Service:
             prefix = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-"
             workers = min(int(self.compilers.total_tokens), -(-len(jobs) // bytecode.JOBS_PER_WORKER))
             outcome: dict[str, bool] = {}
+            errors: list[str] = []
             try:
                 async with trio.open_nursery() as nursery:
                     for n, share in enumerate(bytecode.split_jobs(jobs, workers)):
                         nursery.start_soon(
-                            self._compile_share, env, share, f"{prefix}{n}.jobs", prefix, outcome
+                            self._compile_share, env, share, f"{prefix}{n}.jobs", prefix, outcome, errors
                         )
                 compiled = {
                     (job.source.blob, level): Path(f"{prefix}{job.id}.{level}")
@@ -196,26 +355,39 @@ class Service:
                     for level in job.levels
                 ]
                 known.update(
-                    await self._run(partial(self.store.store_bytecode, env.interpreter, compiled, failed))
+                    await self._background(
+                        partial(self.store.store_bytecode, env.interpreter, compiled, failed)
+                    )
                 )
+                if errors:
+                    raise StoreError(
+                        errors[0], hint="nwcache compiles what is missing at the next start or change"
+                    )
                 return known
             finally:
                 with trio.CancelScope(shield=True):
-                    await self._run(partial(_remove_prefixed, prefix))
+                    await self._background(partial(_remove_prefixed, prefix))
 
     async def _compile_share(
-        self, env: EnvRecord, share: list[bytecode.Job], listing: str, prefix: str, outcome: dict[str, bool]
+        self,
+        env: EnvRecord,
+        share: list[bytecode.Job],
+        listing: str,
+        prefix: str,
+        outcome: dict[str, bool],
+        errors: list[str],
     ) -> None:
         """One worker process in the environment's interpreter. A source the
         worker died on is remembered as not compiling (it would kill the next
-        worker too); the ones it did not reach are left for the next refresh."""
+        worker too); a failure that is not the source's (a full disk) goes to
+        `errors`; the sources it did not reach are left for the next attempt."""
 
         def write_listing() -> None:
             where = {job.source.blob: self.store.blob_location(job.source.blob)[1] for job in share}
             mtime = {job.source.blob: content_mtime_ns(job.source.blob) // 1_000_000_000 for job in share}
             bytecode.write_jobs(Path(listing), share, where, mtime)
 
-        await self._run(write_listing)
+        await self._background(write_listing)
         counts = self.bytecode_counts
         async with self.compilers:
             counts.workers += 1
@@ -228,6 +400,9 @@ class Service:
                 counts.running -= 1
                 counts.seconds += trio.current_time() - began
         outcome.update(run.outcome)
+        if run.error is not None:
+            errors.append(f"the bytecode worker of {env.python} failed: {run.error}")
+            return
         if run.returncode != 0:
             log.warning(
                 "bytecode worker for %s %s: %s",
@@ -247,7 +422,6 @@ class Service:
         self,
         env: EnvRecord,
         *,
-        compile: bool = True,
         built: dict[tuple[object, ...], tuple[Dir, dict[str, FileRef]]] | None = None,
     ) -> None:
         """Serve an environment's current generation. `built` (start-up)
@@ -267,7 +441,7 @@ class Service:
             if first is not None and first[1].keys() == generated.keys():
                 root = await self._run(partial(self.builder.replace_files, first[0], generated))
         if root is None:
-            tree = await self._site(env, compile=compile)
+            tree = await self._site(env)
             root = await self._run(partial(self.builder.build, tree))
             if built is not None:
                 built.setdefault(key, (root, generated))
@@ -317,7 +491,7 @@ class Service:
             if env.link == "symlink":
                 await self._run(partial(linking.clean_leftovers, venv))
                 if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
-                    await self._load(env, compile=False, built=built)
+                    await self._load(env, built=built)
                     await self._run(partial(self._settle_outside, env))
                     continue
                 # A real directory: registered by an older nwcache (its
@@ -329,7 +503,7 @@ class Service:
                     await self._run(
                         partial(rootlayer.fill_layer, self.top_root(env), venv, env.site_packages)
                     )
-                    await self._load(env, compile=False, built=built)
+                    await self._load(env, built=built)
                     await self._run(partial(linking.link, venv, self.venv_target(env)))
                     await self._run(partial(self._settle_outside, env))
                     continue
@@ -340,10 +514,20 @@ class Service:
             if state == "directory" and any(site.iterdir()):
                 await self._drop(env)
                 continue
-            await self._load(env, compile=False, built=built)
+            await self._load(env, built=built)
             await self._run(partial(self._settle_outside, env))
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.target(env)))
+        # Bytecode a daemon did not finish (killed, or a compile failed):
+        # compiled in the background, served from the start as it comes.
+        pending = await self._run(self.store.compile_pending)
+        for env in await self._run(self.store.envs):
+            if env.id not in pending:
+                continue
+            if self.bytecode_levels:
+                self._queue_compile(env)
+            else:
+                await self._run(partial(self.store.compile_settled, env.id, pending[env.id][0], None))
         if self.notices is not None:
             served = {env_dir_name(env) for env in await self._run(self.store.envs)}
             await self._run(partial(self.notices.prune, served))
@@ -386,6 +570,7 @@ class Service:
             if env.link == "bind":
                 if env.path not in self.overlays:
                     await self._load(env)
+                    self._queue_compile(env)
                 if state != "bound":
                     await self._run(partial(linking.bind_over, site, self.target(env)))
                 return env
@@ -395,6 +580,7 @@ class Service:
                 await self._run(partial(rootlayer.fill_layer, self.top_root(env), venv, env.site_packages))
                 crash_point("root-filled")
                 await self._load(env)
+                self._queue_compile(env)
             await self._run(partial(linking.link, venv, self.venv_target(env)))
             return env
 
@@ -525,6 +711,7 @@ class Service:
         await self._refresh(env)
         await self.view.settle_layer(name, seen)
         await self._write_notice(env)
+        self._queue_compile(env)
         return gen
 
     async def install(
@@ -533,17 +720,23 @@ class Service:
         archives: list[str | os.PathLike[str]],
         *,
         request: str | None = None,
+        progress: Progress | None = None,
     ) -> GenerationRecord:
         check_names(archives)  # before the venv is registered
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.install, env.path, archives, request=request))
+            gen = await self._run(
+                partial(self.store.install, env.path, archives, request=request, progress=progress)
+            )
+            if progress is not None:
+                progress.stage = "serving"
             await self._refresh(env)
             crash_point("outside-pending")
             await self._run(partial(self._write_outside, env, before, gen))
             await self._write_notice(env)
+            self._queue_compile(env)
             return gen
 
     async def uninstall(
@@ -557,6 +750,7 @@ class Service:
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
             await self._write_notice(env)
+            self._queue_compile(env)
             return gen
 
     async def rollback(
@@ -570,6 +764,7 @@ class Service:
             await self._refresh(env)
             await self._run(partial(self._write_outside, env, before, gen))
             await self._write_notice(env)
+            self._queue_compile(env)
             return gen
 
     def _write_outside(self, env: EnvRecord, before: GenerationRecord, after: GenerationRecord) -> None:

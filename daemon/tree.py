@@ -104,17 +104,36 @@ class TreeBuilder:
             node[name] = ref
         return self._replace(root, nested)
 
-    def _replace(self, node: Dir, nested: dict[str, object]) -> Dir:
+    def add_files(self, root: Dir, files: Mapping[str, FileRef]) -> Dir:
+        """`root` with `files` added (directories made on the way) or, where
+        a file is there already, replaced: the same tree build() makes of
+        root's files updated by `files`, rebuilding only the directories on
+        their way (the background compiler's new pycs)."""
+        nested: dict[str, object] = {}
+        for path, ref in files.items():
+            node = nested
+            *folders, name = path.split("/")
+            for part in folders:
+                child = node.setdefault(part, {})
+                assert isinstance(child, dict)
+                node = child
+            node[name] = ref
+        return self._replace(root, nested, add=True)
+
+    def _replace(self, node: Dir, nested: dict[str, object], *, add: bool = False) -> Dir:
         entries = dict(node.entries)
         for name, child in nested.items():
             old = entries.get(name)
             if isinstance(child, dict):
-                if not isinstance(old, Dir):
+                if add and old is None:
+                    entries[name] = self._replace(self._intern({}), child, add=True)
+                elif not isinstance(old, Dir):
                     raise ValueError(f"{name} is not a directory of the tree")
-                entries[name] = self._replace(old, child)
+                else:
+                    entries[name] = self._replace(old, child, add=add)
             else:
                 assert isinstance(child, FileRef)
-                if not isinstance(old, FileRef):
+                if not isinstance(old, FileRef) and not (add and old is None):
                     raise ValueError(f"{name} is not a file of the tree")
                 entries[name] = self._intern_ref(child)
         return self._intern(entries)

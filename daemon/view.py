@@ -175,6 +175,22 @@ def _new_files(tree: Dir, changes: Sequence[Change]) -> Iterator[tuple[str, File
             yield path, node
 
 
+def _pyc_of_store_source(env: EnvView, path: str, levels: tuple[int, ...]) -> bool:
+    """`path` is a pyc Python writes for itself (`__pycache__/<module>.<tag>
+    [.opt-N].pyc`, or its temporary `.pyc.<n>`) at one of the shared
+    `levels`, and its source is a file of the generation, which gets a
+    shared pyc. A source written inside the venv (the layer) keeps Python's own."""
+    folder, _, name = path.rpartition("/")
+    package, _, cache = folder.rpartition("/")
+    if cache != "__pycache__" or ".pyc" not in name:
+        return False
+    level = 1 if ".opt-1.pyc" in name else 2 if ".opt-2.pyc" in name else 0
+    if level not in levels:
+        return False
+    source = join(package, name.split(".", 1)[0] + ".py")
+    return source not in env.overlay.entries and isinstance(env.lower_at(source), FileRef)
+
+
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
@@ -217,6 +233,10 @@ class ViewOperations(pyfuse3.Operations):
         # FUSE request at all, not even the isatty ioctl that io.open asks of
         # every file and that FUSE always forwards.
         self.pyc_bodies: dict[str, Path | None] = {}
+        # The optimization levels whose pycs the daemon shares (set by the
+        # service): Python's own pycs for a store source at those levels are
+        # refused, so none lands in a venv's layer.
+        self.bytecode_levels: tuple[int, ...] = ()
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, tuple[Inode, list[str]]] = {}
         self.stats = ViewStats(mode=KERNEL_CACHED if kernel_caching else HANDLES)
@@ -842,6 +862,10 @@ class ViewOperations(pyfuse3.Operations):
         env, path = self._writable_dir(parent_inode, name)
         if env.resolve(path) is not None:
             raise FUSEError(errno.EEXIST)
+        if self.bytecode_levels and _pyc_of_store_source(env, path, self.bytecode_levels):
+            # The shared pyc is compiled in the background (docs/BYTECODE.md):
+            # Python goes on without writing its own (it ignores OSError there).
+            raise FUSEError(errno.EACCES)
         upper = UpperFile(env.overlay.new_id(), mode & 0o7777)
         body = env.overlay.body(upper.id)
         fd = await trio.to_thread.run_sync(

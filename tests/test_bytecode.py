@@ -5,8 +5,10 @@ compiled, never compiles one itself, and a second venv adds nothing."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -42,7 +45,12 @@ class Daemon:
         self.service: Service = self.thread.service
 
     def install(self, venv: Path, *wheels: Path) -> None:
+        """Install, then wait for the background compile (bounded: `call`'s timeout)."""
         self.thread.call(self.service.install, venv, list(wheels))
+        self.compiled()
+
+    def compiled(self) -> None:
+        self.thread.call(self.service.compiled)
 
     def stop(self) -> None:
         self.thread.stop()
@@ -201,6 +209,7 @@ def test_same_source_is_one_pyc_and_sources_that_do_not_compile_are_skipped(
     workers = daemon.service.bytecode_counts.workers
     daemon.thread.call(daemon.service.rollback, venv)
     daemon.thread.call(daemon.service.rollback, venv, 2)
+    daemon.compiled()
     assert daemon.service.bytecode_counts.workers == workers
 
 
@@ -221,6 +230,7 @@ def test_optimization_levels_and_a_level_added_later(tmp_path: Path, built_wheel
         daemon.thread.call(daemon.service.rollback, venv)
         assert not (site_of(venv) / "nwdemo_pure").exists()  # generation 1: before the install
         daemon.thread.call(daemon.service.rollback, venv, 2)
+        daemon.compiled()
         assert os.stat(cache / f"core.{CACHE_TAG}.pyc").st_ino == plain
         assert (cache / f"core.{CACHE_TAG}.opt-1.pyc").is_file()
         cached, compiled = imports(venv, "import nwdemo_pure.core", "-O")
@@ -235,6 +245,7 @@ def test_a_module_written_inside_the_venv_gets_a_shared_pyc_once_folded(
 ) -> None:
     venv = venv_at(tmp_path / "v", pip=False)
     daemon.thread.call(daemon.service.register, venv)
+    daemon.compiled()
     generations = len(daemon.service.store.history(venv))
     site = site_of(venv)
     (site / "written_here.py").write_text("ANSWER = 42\n")
@@ -244,6 +255,7 @@ def test_a_module_written_inside_the_venv_gets_a_shared_pyc_once_folded(
     assert layer_pycs(daemon, venv) == [f"__pycache__/written_here.{CACHE_TAG}.pyc"]
 
     assert daemon.thread.call(daemon.service.fold, venv) is not None
+    daemon.compiled()
     assert len(daemon.service.store.history(venv)) == generations + 1
     tree = daemon.service.store.tree(venv)
     assert "written_here.py" in tree
@@ -361,3 +373,144 @@ def test_a_worker_that_goes_silent_is_killed_and_its_verdicts_kept(tmp_path: Pat
     assert run.outcome == {"0": True}
     assert run.returncode == -11
     assert "bad things" in run.stderr
+
+
+def many_modules(folder: Path, count: int = 800) -> Path:
+    """A wheel of `count` modules of about 6 KB: seconds of compiling on 2 cores."""
+    body = "".join(f"def f{i}(x):\n    return [x * {i} for _ in range(3)]\n\n" for i in range(120))
+    files = [(f"hypo/m{i:04d}.py", f"# {i}\n{body}".encode(), False) for i in range(count)]
+    return build_classic_wheel(folder, [("hypo/__init__.py", b"", False), *files])
+
+
+def test_an_install_returns_before_its_bytecode_and_python_writes_no_pyc_of_its_own(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    wheel = many_modules(tmp_path / "wheels")
+    venv = venv_at(tmp_path / "v", pip=False)
+    daemon.thread.call(daemon.service.register, venv)
+    daemon.compiled()
+    service = daemon.service
+
+    async def install_and_ask() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        await service.install(venv, [wheel])
+        return await service.bytecode_of(venv), await service.bytecode_pending()
+
+    state, pending = daemon.thread.call(install_and_ask)
+    # Served before compiled: the answer says how much is left.
+    assert state["error"] is None
+    assert 0 < state["pending"] <= 801
+    assert [(e["path"], e["error"]) for e in pending] == [(str(venv.resolve()), None)]
+    site = site_of(venv)
+    # Python importing meanwhile compiles for itself but may not write its
+    # pycs into the layer; a pyc for a source written inside the venv it may.
+    imports(venv, "import hypo.m0799, hypo.m0001")
+    (site / "hypo" / "__pycache__").mkdir(exist_ok=True)
+    with pytest.raises(PermissionError):
+        (site / "hypo" / "__pycache__" / f"m0799.{CACHE_TAG}.pyc.123").write_bytes(b"x")
+    assert layer_pycs(daemon, venv) == []
+
+    daemon.compiled()
+    assert daemon.thread.call(service.bytecode_pending) == []
+    assert daemon.thread.call(service.bytecode_of, venv) == {"pending": 0, "error": None}
+    for source in (site / "hypo").glob("*.py"):
+        assert (source.parent / "__pycache__" / f"{source.stem}.{CACHE_TAG}.pyc").is_file(), source
+    cached, compiled = imports(venv, "import hypo.m0799, hypo.m0001")
+    assert compiled == set()
+    assert len(cached) == 3
+    assert layer_pycs(daemon, venv) == []
+
+
+# A worker that cannot write its pyc (a full disk): it says so and stops.
+FULL_DISK_WORKER = r"""
+import json, sys
+with open(sys.argv[1], "rb") as listing:
+    job = json.loads(listing.readline())
+print("error", job["id"], "[Errno 28] No space left on device", flush=True)
+sys.exit(3)
+"""
+
+
+def test_a_failure_to_compile_is_reported_and_compiled_at_the_next_change(
+    daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv = venv_at(tmp_path / "v", pip=False)
+    service = daemon.service
+    monkeypatch.setattr(bytecode, "WORKER", FULL_DISK_WORKER)
+    daemon.install(venv, built_wheels["pure"])
+    state = daemon.thread.call(service.bytecode_of, venv)
+    assert "No space left on device" in state["error"]
+    (entry,) = daemon.thread.call(service.bytecode_pending)
+    assert entry["path"] == str(venv.resolve())
+    assert "No space left on device" in entry["error"]
+    assert service.bytecode_counts.errors >= 1
+    # Not the sources' fault: none is remembered as not compiling.
+    tree = service.store.tree(venv)
+    known = service.store.bytecode_known(venv_interpreter(service, venv), tree.values(), (0,))
+    assert all(pyc is not None for pyc in known.values())
+    assert not (site_of(venv) / "nwdemo_pure" / "__pycache__" / f"core.{CACHE_TAG}.pyc").exists()
+
+    monkeypatch.undo()
+    daemon.thread.call(service.rollback, venv)
+    daemon.thread.call(service.rollback, venv, 2)
+    daemon.compiled()
+    assert daemon.thread.call(service.bytecode_pending) == []
+    assert (site_of(venv) / "nwdemo_pure" / "__pycache__" / f"core.{CACHE_TAG}.pyc").is_file()
+
+
+def venv_interpreter(service: Service, venv: Path) -> str:
+    return service.store.get_env(venv).interpreter
+
+
+def test_a_worker_reports_a_failure_that_is_not_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listing = tmp_path / "jobs"
+    listing.write_text('{"id": "7"}\n')
+    monkeypatch.setattr(bytecode, "WORKER", FULL_DISK_WORKER)
+    run = trio.run(partial(bytecode.run_worker, sys.executable, str(listing), str(tmp_path / "out-")))
+    assert run.error == "[Errno 28] No space left on device"
+    assert run.outcome == {}
+    assert run.returncode == 3
+
+
+def test_compiling_resumes_after_the_daemon_is_killed(tmp_path: Path) -> None:
+    from tests.daemon_process import Daemon as DaemonProcess
+
+    wheel = many_modules(tmp_path / "wheels")
+    venv = venv_at(tmp_path / "v", pip=False)
+    (tmp_path / "d").mkdir()
+    process = DaemonProcess(tmp_path / "d")
+    process.env["NWCACHE_BYTECODE"] = "0"
+    process.env["NWCACHE_CRASH_AT"] = "bytecode-batch"  # SIGKILL after the first batch is served
+    try:
+        process.start()
+        code, out, err = process.cli("install", wheel, "--env", venv)
+        assert code == 0, err
+        assert process.process is not None
+        assert process.process.wait(timeout=120) == -signal.SIGKILL
+        process.stop()  # clears the mount the killed daemon left
+        del process.env["NWCACHE_CRASH_AT"]
+        with Store(process.home) as store:
+            env = store.get_env(venv)
+            assert env.id in store.compile_pending()
+            tree = store.tree(venv)
+            done = store.bytecode_known(env.interpreter, bytecode.sources(tree).values(), (0,))
+            assert 0 < len(done) < len(bytecode.sources(tree))  # killed mid-compile
+
+        process.start()
+        deadline = time.monotonic() + POLL_TIMEOUT
+        while True:
+            code, out, err = process.cli("stats", "--json")
+            assert code == 0, err
+            if json.loads(out)["bytecode_pending"] == []:
+                break
+            assert time.monotonic() < deadline, f"bytecode still pending after {POLL_TIMEOUT} s: {out}"
+            time.sleep(0.2)  # polling the daemon, bounded by the deadline
+        site = site_of(venv)
+        for source in (site / "hypo").glob("*.py"):
+            assert (source.parent / "__pycache__" / f"{source.stem}.{CACHE_TAG}.pyc").is_file(), source
+        cached, compiled = imports(venv, "import hypo.m0799, hypo.m0001")
+        assert compiled == set()
+        assert len(cached) == 3
+    finally:
+        process.stop()

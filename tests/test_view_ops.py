@@ -540,3 +540,27 @@ def test_replace_files_is_build_of_the_updated_files() -> None:
         builder.replace_files(root, {"pkg-1.0.dist-info/REQUESTED": ref("")})
     with pytest.raises(ValueError, match="not a directory of the tree"):
         builder.replace_files(root, {"other/RECORD": ref("")})
+
+
+def test_add_files_is_build_of_the_files_added() -> None:
+    """What the background compiler does with a batch of pycs: new files in
+    new directories, a file replaced, every untouched directory shared."""
+    builder = TreeBuilder()
+
+    def ref(text: str) -> FileRef:
+        return FileRef(hashlib.sha256(text.encode()).hexdigest(), len(text), False)
+
+    files = {f"pkg/sub{i}/m{j}.py": ref(f"{i}.{j}") for i in range(5) for j in range(20)}
+    files["pkg/__pycache__/shipped.pyc"] = ref("shipped")
+    root = builder.build(files)
+    added = {
+        "pkg/sub0/__pycache__/m0.cpython-311.pyc": ref("pyc 0.0"),
+        "pkg/sub0/__pycache__/m1.cpython-311.pyc": ref("pyc 0.1"),
+        "pkg/__pycache__/shipped.pyc": ref("ours"),
+    }
+    grown = builder.add_files(root, added)
+    assert grown is builder.build({**files, **added})
+    assert grown.entries["pkg"].entries["sub1"] is root.entries["pkg"].entries["sub1"]  # type: ignore[union-attr]
+    assert builder.add_files(root, {}) is root
+    with pytest.raises(ValueError, match="not a directory of the tree"):
+        builder.add_files(root, {"pkg/sub0/m0.py/x": ref("")})
