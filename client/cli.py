@@ -593,13 +593,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    code = _remote(
+    return call(
         "fsck",
         {},
-        args,
+        bool(args.json),
         lambda r: "\n".join(r["problems"]) if r["problems"] else "fsck: the store is consistent",
+        exit_of=lambda r: EXIT_FAILED if r["problems"] else 0,  # damage found: exit 1 (README's table)
     )
-    return code
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

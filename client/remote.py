@@ -179,10 +179,17 @@ def print_result(result: Any, as_json: bool, render: Callable[[Any], str]) -> in
     return EXIT_OK
 
 
-def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> int:
+def call(
+    op: str,
+    args: dict[str, Any],
+    as_json: bool,
+    render: Callable[[Any], str],
+    exit_of: Callable[[Any], int] | None = None,
+) -> int:
     """One request to the daemon: progress on stderr when it is a terminal,
     the result on stdout (JSON with --json), errors as `error:` + `hint:`.
-    A request that changes something and loses its answer is asked after."""
+    A request that changes something and loses its answer is asked after.
+    `exit_of(result)` gives the exit code of a result (default 0)."""
     bar = None
     request_id = os.urandom(8).hex() if op in CHANGING else None
     try:
@@ -212,7 +219,8 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                     as_json,
                 )
             if event == "result":
-                return print_result(message.get("result"), as_json, render)
+                code = print_result(message.get("result"), as_json, render)
+                return exit_of(message.get("result")) if code == 0 and exit_of is not None else code
     except ConnectionLost as exc:
         if bar is not None:
             bar.close()

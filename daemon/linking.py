@@ -79,7 +79,7 @@ def _remove(path: Path) -> None:
 def clean_leftovers(site: Path) -> None:
     for suffix in LEFTOVER_SUFFIXES:
         leftover = site.with_name(site.name + suffix)
-        if leftover.exists() or leftover.is_symlink():
+        if os.path.lexists(leftover):  # never followed: a leftover link may lead into the view
             _remove(leftover)
 
 

@@ -197,7 +197,7 @@ class Service:
 
     async def compiled(self, path: str | os.PathLike[str] | None = None) -> None:
         """Wait until nothing is queued or compiling (for `path`, or at all)."""
-        real = None if path is None else await self._run(partial(os.path.realpath, path))
+        real = None if path is None else venv_path(path)  # a registered venv is a link into the view
 
         def busy() -> bool:
             if real is None:

@@ -54,7 +54,9 @@ class TreeBuilder:
 
     def __init__(self) -> None:
         self._dirs: weakref.WeakValueDictionary[bytes, Dir] = weakref.WeakValueDictionary()
-        self._refs: dict[tuple[str, int, bool], FileRef] = {}
+        # Interned file references, held only by the trees that use them (a
+        # plain dict kept every reference the daemon ever served).
+        self._refs: weakref.WeakValueDictionary[tuple[str, int, bool], FileRef] = weakref.WeakValueDictionary()
 
     def build(self, files: Mapping[str, FileRef]) -> Dir:
         nested: dict[str, object] = {}
@@ -156,11 +158,6 @@ class TreeBuilder:
         made = Dir(entries, key)
         self._dirs[key] = made
         return made
-
-    def forget_refs(self, live: set[tuple[str, int, bool]]) -> None:
-        """Drop interned FileRefs no tree uses any more (after a flip)."""
-        for key in [k for k in self._refs if k not in live]:
-            del self._refs[key]
 
 
 @dataclass(frozen=True)

@@ -354,3 +354,23 @@ def test_progress_on_a_terminal(daemon: Daemon, tmp_path: Path, built_wheels: di
     assert done.returncode == 0, done.stdout
     assert "generation 2: install nwdemo-pure==0.1.0" in done.stdout
     assert "\x1b[" in done.stdout  # the bar drew (and erased) itself on the terminal
+
+
+def test_fsck_exits_1_on_damage(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path]) -> None:
+    """fsck lists what it found and exits 1 (README's exit codes), with or
+    without --json; a consistent store exits 0."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    daemon.start()
+    code, _, err = daemon.cli("install", built_wheels["ext"], "--env", venv)
+    assert code == 0, err
+    assert daemon.cli("fsck")[0] == 0
+    body = next(p for p in sorted((daemon.home / "blobs").rglob("*")) if p.is_file())
+    body.chmod(0o644)
+    body.write_bytes(b"damaged")
+    code, out, err = daemon.cli("fsck")
+    assert code == 1, (out, err)
+    assert body.name[:12] in out or body.parent.name in out, out
+    code, out, _ = daemon.cli("fsck", "--json")
+    assert code == 1
+    assert json.loads(out)["problems"]

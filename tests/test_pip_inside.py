@@ -27,6 +27,7 @@ import pytest
 
 from nwcache.daemon.view import KERNEL_CACHED
 from tests.conftest import make_venv, run
+from tests.daemon_process import Daemon
 from tests.mounted import View, site_of
 
 pytestmark = [pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"), pytest.mark.slow]
@@ -249,3 +250,32 @@ def test_install_then_import_in_one_interpreter(view: View, link_mode: str, tmp_
     view.service.call(service.register, venv, link_mode)
     done = run([venv / "bin" / "python", "-c", _JUPYTER, built["2.0"]], env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert done.stdout.split("\n")[:2] == ["missing", "2.0 2.0"]
+
+
+def test_history_shows_what_pip_did_at_once(daemon: Daemon, tmp_path: Path) -> None:
+    """`nwcache history` (a real daemon, the real CLI) shows pip's upgrade as
+    a generation of its own before any other nwcache operation, `list`
+    agrees, and `rollback` undoes it, scripts included."""
+    built = wheels(tmp_path / "wheels")
+    venv = make_venv(tmp_path / "venv").parent.parent
+    daemon.start()
+    code, _, err = daemon.cli("install", built["1.0"], "--env", venv)
+    assert code == 0, err
+    assert pip(venv, "install", "--upgrade", built["2.0"]).returncode == 0
+    code, out, err = daemon.cli("history", "--env", venv, "--json")
+    assert code == 0, err
+    last = json.loads(out)[-1]
+    assert last["current"]
+    assert last["changes"] == [{"name": "demo", "old": "1.0", "new": "2.0"}]
+    code, out, err = daemon.cli("list", "--env", venv, "--json")
+    assert code == 0, err
+    assert {"name": "demo", "version": "2.0"}.items() <= next(
+        p for p in json.loads(out) if p["name"] == "demo"
+    ).items()
+    code, out, err = daemon.cli("rollback", "--env", venv)
+    assert code == 0, err
+    versions = state(venv)["metadata"]
+    assert isinstance(versions, list)
+    assert dict(versions)["demo"] == "1.0"
+    assert (venv / "bin" / "demo-old").exists()
+    assert not (venv / "bin" / "demo-new").exists()
