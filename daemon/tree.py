@@ -56,7 +56,9 @@ class TreeBuilder:
         self._dirs: weakref.WeakValueDictionary[bytes, Dir] = weakref.WeakValueDictionary()
         # Interned file references, held only by the trees that use them (a
         # plain dict kept every reference the daemon ever served).
-        self._refs: weakref.WeakValueDictionary[tuple[str, int, bool], FileRef] = weakref.WeakValueDictionary()
+        self._refs: weakref.WeakValueDictionary[tuple[str, int, bool], FileRef] = (
+            weakref.WeakValueDictionary()
+        )
 
     def build(self, files: Mapping[str, FileRef]) -> Dir:
         nested: dict[str, object] = {}
