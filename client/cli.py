@@ -526,7 +526,7 @@ def cmd_env(args: argparse.Namespace) -> int:
             "env.register",
             {"env": venv, "bind": args.bind},
             args,
-            lambda env: f"registered {_env_line(env)}\nsite-packages -> {env['view']}",
+            lambda env: f"registered {_env_line(env)}\n{env.get('linked', env['path'])} -> {env['view']}",
         )
     if args.env_command == "show":
         return _remote(

@@ -92,7 +92,10 @@ def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
         "site_packages": env.site_packages,
         "link": env.link,
         "generation": env.current,
-        "view": str(service.target(env)),
+        # What links to the view: the venv itself (symlink mode) or its
+        # site-packages (bind mode).
+        "view": str(service.venv_target(env) if env.link == "symlink" else service.target(env)),
+        "linked": env.path if env.link == "symlink" else str(service.site(env)),
         "tags": env.tags[:3],
         "name": env_dir_name(env),
     }

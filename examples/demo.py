@@ -160,8 +160,7 @@ def main() -> int:
                 subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
                 print(f"$ nwcache install {archive.name} --env {venv.name}")
                 assert nwcache(["install", str(archive), "--env", str(venv)]) == 0
-                site = next((venv / "lib").glob("python*/site-packages"))
-                print(f"  site-packages -> {os.readlink(site)}")
+                print(f"  {venv.name} -> {os.readlink(venv)}  (the view serves the whole venv)")
                 imported = subprocess.run(
                     [
                         str(venv / "bin" / "python"),

@@ -399,7 +399,7 @@ def test_an_install_returns_before_its_bytecode_and_python_writes_no_pyc_of_its_
     # Served before compiled: the answer says how much is left.
     assert state["error"] is None
     assert 0 < state["pending"] <= 801
-    assert [(e["path"], e["error"]) for e in pending] == [(str(venv.resolve()), None)]
+    assert [(e["path"], e["error"]) for e in pending] == [(str(venv), None)]
     site = site_of(venv)
     # Python importing meanwhile compiles for itself but may not write its
     # pycs into the layer; a pyc for a source written inside the venv it may.
@@ -440,7 +440,7 @@ def test_a_failure_to_compile_is_reported_and_compiled_at_the_next_change(
     state = daemon.thread.call(service.bytecode_of, venv)
     assert "No space left on device" in state["error"]
     (entry,) = daemon.thread.call(service.bytecode_pending)
-    assert entry["path"] == str(venv.resolve())
+    assert entry["path"] == str(venv)
     assert "No space left on device" in entry["error"]
     assert service.bytecode_counts.errors >= 1
     # Not the sources' fault: none is remembered as not compiling.

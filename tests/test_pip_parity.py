@@ -278,6 +278,7 @@ def installed_by_nwcache(view: View, venv: Path, wheels: list[Path]) -> Tree:
     assert service is not None
     view.service.call(service.register, venv)
     view.service.call(service.install, venv, wheels)
+    view.service.call(service.compiled, venv)  # the shared bytecode, compiled after the install returns
     return snapshot(venv)
 
 
