@@ -45,7 +45,9 @@ class ConnectionLost(ProtocolError):
 
 # Requests that change something: each carries an id, the daemon records the
 # outcome under it, and a client that loses the answer asks for it ("outcome").
-CHANGING = frozenset({"install", "uninstall", "rollback", "env.register", "env.unregister", "gc"})
+CHANGING = frozenset(
+    {"install", "install.files", "uninstall", "rollback", "env.register", "env.unregister", "gc"}
+)
 
 
 def socket_path() -> str:
@@ -274,7 +276,11 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
         "install",
         {"env": os.path.abspath(env), "archives": absolute},
         as_json,
-        lambda gen: f"generation {gen['number']}: {gen['action']}",
+        lambda gen: (
+            f"nothing to do: generation {gen['number']} already holds it"
+            if gen.get("unchanged")
+            else f"generation {gen['number']}: {gen['action']}"
+        ),
     )
 
 
@@ -283,8 +289,9 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
 
 def plain_install(argv: list[str]) -> tuple[list[str], str, bool] | None:
     """(archives, venv, --json) when argv is exactly `install ARCHIVE...
-    --env VENV [--json]` in any order, each flag once, no archive or venv
-    starting with '-'; None for anything else (argparse's to read)."""
+    --env VENV [--json]` in any order, each flag once, every archive a .whl
+    path not starting with '-'; None for anything else (argparse's to read,
+    requirements by name included)."""
     if not argv or argv[0] != "install":
         return None
     archives: list[str] = []
@@ -300,8 +307,8 @@ def plain_install(argv: list[str]) -> tuple[list[str], str, bool] | None:
                 return None
         elif word.startswith("--env=") and env is None and len(word) > len("--env="):
             env = word[len("--env=") :]
-        elif word.startswith("-") or not word:
-            return None
+        elif word.startswith("-") or not word or not word.endswith(".whl"):
+            return None  # a flag, or a requirement by name: the full parser's
         else:
             archives.append(word)
     if env is None or not archives:

@@ -19,6 +19,11 @@ Databases (all keys are bytes; integers big-endian so that keys sort numerically
     bytecode     source blob (32) | level (1) | interpreter (ascii)
                                            -> BYTECODE: kind (1) | pyc sha256 (32) | pyc size (u64)
                                               kind 0: compiled, kind 1: does not compile (no more bytes)
+    wheels       wheel file sha256 (32)    -> package id (32)
+                                              (since issue 15) the package a downloaded wheel
+                                              file became: a file whose hash is here is never
+                                              downloaded again while the package is stored; an
+                                              entry whose package GC dropped is stale, not wrong
 
 A package id is the raw content digest (docs/FORMAT.md section 7) of the
 distribution as installed from its archive, so the classic and 2.0 forms of
@@ -60,7 +65,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 SCHEMA_VERSION = b"1"
-DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode")
+DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode", "wheels")
 # Bodies up to this size live in LMDB itself: below half a page they need no
 # overflow page, and a file per tiny blob costs an inode and a 4 KiB block.
 # Measured (docs/BENCH-STORE.md, numpy+pandas+pyarrow+scipy+requests): at 2000,
@@ -113,6 +118,14 @@ def decode_bytecode(value: bytes | memoryview) -> FileRef | None:
 
 def env_id(real_path: str) -> bytes:
     return hashlib.sha256(real_path.encode()).digest()[:16]
+
+
+def wheel_key(sha256_hex: str) -> bytes:
+    """The `wheels` key of a wheel file, by the sha256 (hex) of its bytes."""
+    key = bytes.fromhex(sha256_hex)
+    if len(key) != 32:
+        raise ValueError(f"{sha256_hex!r} is not a sha256")
+    return key
 
 
 def generation_key(env: bytes, number: int) -> bytes:

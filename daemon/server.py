@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import trio
@@ -35,8 +35,11 @@ from . import bytecode
 from .errors import StoreError
 from .reserve import free_bytes
 from .runner import run_service
-from .schema import Change, EnvRecord, GenerationRecord, changes_between
+from .schema import Change, EnvRecord, GenerationRecord, PackageRecord, changes_between
 from .service import Service, env_dir_name
+
+if TYPE_CHECKING:
+    from .fetch import Fetcher
 
 log = logging.getLogger("nwcache.daemon")
 Progress = Callable[[str, int, int], Awaitable[None]]
@@ -140,6 +143,7 @@ class Handlers:
         # connection broke asks with "outcome").
         self.running: set[str] = set()
         self.finished: dict[str, dict[str, Any]] = {}
+        self.fetcher: Fetcher | None = None  # made by the first install by name
 
     def record(self, request_id: str, outcome: dict[str, Any]) -> None:
         self.finished[request_id] = outcome
@@ -218,7 +222,51 @@ class Handlers:
             await progress(f"checking {Path(archive).name}", index, len(archives))
         gen = await self.service.install(args["env"], archives, request=args.get("request_id"))
         await progress("installed", len(archives), len(archives))
-        return change_json(gen)
+        result = change_json(gen)
+        if args.get("request_id") is not None and gen.request != args.get("request_id"):
+            result.update(unchanged=True, changes=[])  # the generation the venv was at: nothing to do
+        return result
+
+    async def install_files(self, args: dict[str, Any], progress: Progress) -> Any:
+        """Install by name (docs/INSTALL-BY-NAME.md): the files the client
+        resolved, downloaded and verified here (or found stored by their
+        sha256), local archives beside them, `remove` dropped (sync): one
+        generation, or none when nothing changes ({"unchanged": true})."""
+        from .fetch import Fetcher, Wanted
+
+        if self.fetcher is None:
+            self.fetcher = Fetcher(self.service.store, self.service.store.home / "downloads")
+        wanted = [Wanted.from_json(item) for item in args.get("downloads") or []]
+        archives: list[str | os.PathLike[str] | PackageRecord] = [str(a) for a in args.get("archives") or []]
+        fetched = await self.fetcher.fetch(wanted, progress)
+        try:
+            items = archives + [fetched[w.sha256] for w in wanted]
+            ingested: dict[str, PackageRecord] = {}
+            await progress(f"installing {len(items)} distributions", 0, 0)
+            gen = await self.service.install(
+                args["env"],
+                items,
+                request=args.get("request_id"),
+                remove=[str(n) for n in args.get("remove") or []],
+                ingested=ingested,
+                action=str(args["action"]) if args.get("action") else None,
+            )
+            made = {}
+            for w in wanted:
+                item = fetched[w.sha256]
+                if not isinstance(item, PackageRecord) and str(item) in ingested:
+                    made[w.sha256] = ingested[str(item)].id
+            await self._run(partial(self.service.store.remember_wheels, made))
+        finally:
+            self.fetcher.release(wanted)
+        unchanged = args.get("request_id") is not None and gen.request != args.get("request_id")
+        result = change_json(gen)
+        if unchanged:
+            result["changes"] = []
+        result["unchanged"] = unchanged
+        result["downloaded"] = sum(1 for w in wanted if not isinstance(fetched[w.sha256], PackageRecord))
+        result["stored_before"] = len(wanted) - result["downloaded"]
+        return result
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))

@@ -132,11 +132,15 @@ def _mark(gen: GenerationRecord, packages: set[str], blobs: set[str]) -> None:
         blobs.update(r.blob for r in (*installed.site.values(), *installed.outside.values()))
 
 
-def check_names(archives: Iterable[str | os.PathLike[str]]) -> None:
+def check_names(archives: Iterable[str | os.PathLike[str] | PackageRecord]) -> None:
     """What the file names alone refuse, before anything is stored or
-    registered: an sdist or other non-wheel, two versions of one distribution."""
+    registered: an sdist or other non-wheel, two versions of one distribution.
+    A stored package (install by name, a wheel file ingested before) counts
+    under its file name."""
     seen: dict[str, str] = {}
     for archive in archives:
+        if isinstance(archive, PackageRecord):
+            archive = archive.filename
         name = Path(archive).name
         if not name.endswith(".whl"):
             sdist = name.endswith((".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip"))
@@ -867,29 +871,46 @@ class Store:
     def install(
         self,
         path: str | os.PathLike[str],
-        archives: list[str | os.PathLike[str]],
+        archives: list[str | os.PathLike[str] | PackageRecord],
         *,
         requested: bool = True,
         action: str | None = None,
         request: str | None = None,
+        remove: Iterable[str] = (),
+        ingested: dict[str, PackageRecord] | None = None,
     ) -> GenerationRecord:
         """Install archives into an environment as one new generation. A
         distribution of the same name already there is replaced (upgrade).
-        `request` (the client's request id) is recorded in the generation."""
+        `request` (the client's request id) is recorded in the generation.
+        An item may be a stored package instead of a file (install by name);
+        `remove` names distributions the same generation drops (sync);
+        `ingested` collects each archive path's package. When the result
+        would be the current generation again (the same packages, nothing
+        removed), no generation is added and the current one is returned."""
         env = self.get_env(path)
         pending = _Pending()
         check_names(archives)
         if len(archives) > 1:
             # Every archive's metadata refusals before the first is stored: a
             # hostile second archive must not leave the first in the store.
-            for path in archives:
-                if self._ingested_file(path, env.tags) is None:
-                    with Archive.open(path) as archive:
+            for item in archives:
+                if isinstance(item, PackageRecord):
+                    continue
+                if self._ingested_file(item, env.tags) is None:
+                    with Archive.open(item) as archive:
                         self._admit(archive, env.tags, env)
         created = _Created()
         try:
             gen = self._install(
-                env, archives, pending, created, requested=requested, action=action, request=request
+                env,
+                archives,
+                pending,
+                created,
+                requested=requested,
+                action=action,
+                request=request,
+                remove={canonicalize_name(n) for n in remove},
+                ingested=ingested,
             )
         except BaseException:
             # A later archive failing (a bad hash, a bomb found while its
@@ -903,19 +924,28 @@ class Store:
     def _install(
         self,
         env: EnvRecord,
-        archives: list[str | os.PathLike[str]],
+        archives: list[str | os.PathLike[str] | PackageRecord],
         pending: _Pending,
         created: _Created,
         *,
         requested: bool,
         action: str | None,
         request: str | None = None,
+        remove: set[str] | frozenset[str] = frozenset(),
+        ingested: dict[str, PackageRecord] | None = None,
     ) -> GenerationRecord:
         # Shared from ingest to flip: GC must not collect the new packages
         # before a generation reaches them.
         with self._gate.shared():
-            packages = [self.ingest(a, env=env, created=created) for a in archives]
+            packages = [self._stored(a, env, created, ingested) for a in archives]
             names = [canonicalize_name(p.name) for p in packages]
+            current = self.generation(env.path)
+            have = {canonicalize_name(i.name): i.package for i in current.packages}
+            if all(have.get(n) == p.id.hex() for n, p in zip(names, packages, strict=True)) and not (
+                remove & have.keys()
+            ):
+                return current  # nothing to do: no identical generation
+            dropped = remove | set(names)
             try:
                 plans = [
                     plan_install(
@@ -935,13 +965,53 @@ class Store:
                 return self._flip(
                     env.path,
                     what,
-                    lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
+                    lambda current: [i for i in current if canonicalize_name(i.name) not in dropped] + plans,
                     pending,
                     request=request,
                 )
             except BaseException:
                 pending.discard()
                 raise
+
+    def _stored(
+        self,
+        item: str | os.PathLike[str] | PackageRecord,
+        env: EnvRecord,
+        created: _Created,
+        ingested: dict[str, PackageRecord] | None,
+    ) -> PackageRecord:
+        """An archive ingested, or a stored package checked for the env's tags."""
+        if not isinstance(item, PackageRecord):
+            record = self.ingest(item, env=env, created=created)
+            if ingested is not None:
+                ingested[os.fspath(item)] = record
+            return record
+        if self.get_package(item.id) is None:
+            raise StoreError(
+                f"{item.filename} is no longer stored (collected meanwhile)", hint="run the install again"
+            )
+        if not set(env.tags).intersection(item.tags):
+            raise IncompatibleTags(
+                f"{item.filename} is tagged {', '.join(item.tags)}; the environment accepts none of them"
+            )
+        return item
+
+    # -- wheel files by hash (install by name) --------------------------------------
+
+    def wheel_package(self, sha256: str) -> PackageRecord | None:
+        """The stored package a wheel file with this sha256 became, if it is
+        still stored: such a file is not downloaded again."""
+        with self.env.begin() as txn:
+            value = txn.get(schema.wheel_key(sha256), db=self.db["wheels"])
+            return self.get_package(bytes(value), txn) if value is not None else None
+
+    def remember_wheels(self, packages: Mapping[str, bytes]) -> None:
+        """Record wheel file sha256 (hex) -> package id after an ingest."""
+        if not packages:
+            return
+        with self._write() as txn:
+            for sha256, package in packages.items():
+                txn.put(schema.wheel_key(sha256), package, db=self.db["wheels"])
 
     def uninstall(
         self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None

@@ -1,0 +1,219 @@
+"""Install by name (issue 15, docs/INSTALL-BY-NAME.md): uv resolves against
+a real package index served on 127.0.0.1 (tests/index_server.py), the
+daemon downloads and verifies, one generation; sync; the error cases; the
+dependency check of local wheels. Real daemon, real venvs, real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_venv
+from tests.daemon_process import Daemon
+from tests.index_server import PackageIndex, build_index_wheels, standard_index
+
+
+@pytest.fixture(scope="module")
+def index_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return build_index_wheels(tmp_path_factory.mktemp("index"))
+
+
+@pytest.fixture
+def index(index_wheels: list[Path]) -> Iterator[PackageIndex]:
+    with standard_index(index_wheels).serve() as served:
+        yield served
+
+
+@pytest.fixture
+def running(daemon: Daemon, tmp_path: Path) -> Daemon:
+    """The daemon started, its CLI environment set for uv: a private cache,
+    no uv or pip configuration, no inherited index."""
+    for key in list(daemon.env):
+        if key.startswith(("UV_", "PIP_INDEX", "PIP_EXTRA_INDEX", "PIP_FIND_LINKS")):
+            del daemon.env[key]
+    daemon.env.update(UV_CACHE_DIR=str(tmp_path / "uv-cache"), UV_NO_CONFIG="1", PIP_CONFIG_FILE=os.devnull)
+    daemon.start()
+    return daemon
+
+
+def installed(daemon: Daemon, venv: Path) -> dict[str, str]:
+    code, out, err = daemon.cli("list", "--env", venv, "--json")
+    assert code == 0, err
+    return {p["name"].replace("_", "-").lower(): p["version"] for p in json.loads(out)}
+
+
+def generations(daemon: Daemon, venv: Path) -> int:
+    code, out, err = daemon.cli("history", "--env", venv, "--json")
+    assert code == 0, err
+    return len(json.loads(out))
+
+
+def leftovers(daemon: Daemon) -> list[Path]:
+    downloads = daemon.home / "downloads"
+    return sorted(p for p in downloads.rglob("*") if p.is_file()) if downloads.exists() else []
+
+
+def test_install_by_name_with_dependencies(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    # The dependency, the extra, not the yanked 3.0, not the dependency whose marker is false.
+    have = installed(running, venv)
+    assert (have["nwidx-app"], have["nwidx-lib"], have["nwidx-fast"]) == ("1.0", "2.0", "1.0")
+    assert "nwidx-never" not in have
+    assert "3 downloaded" in out, out
+    done = subprocess.run(
+        [venv / "bin" / "python", "-c", "import nwidx_app, nwidx_lib, nwidx_fast; print(nwidx_lib.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2.0"
+    script = subprocess.run([venv / "bin" / "nwidx-app"], capture_output=True, text=True, check=False)
+    assert script.stdout.strip() == "nwidx-app 1.0", script.stderr
+    assert index.downloads("nwidx_lib-2.0-py3-none-any.whl") == 1
+    assert leftovers(running) == []
+
+    # The same again: nothing to do, no generation added.
+    before = generations(running, venv)
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    assert "nothing to do" in out
+    assert generations(running, venv) == before
+
+    # A second venv: every file's hash was ingested before, nothing is downloaded.
+    other = tmp_path / "other"
+    make_venv(other)
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", other, "--index-url", index.simple)
+    assert code == 0, err
+    assert "0 downloaded, 3 already stored" in out, out
+    assert index.downloads("nwidx_lib-2.0-py3-none-any.whl") == 1
+    assert index.downloads("nwidx_app-1.0-py3-none-any.whl") == 1
+
+
+def test_installed_versions_stay_unless_upgrade(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    code, _, err = running.cli("install", "nwidx-lib==1.0", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    code, out, err = running.cli(
+        "install", "nwidx-app", "--env", venv, "--index-url", index.simple, "--dry-run"
+    )
+    assert code == 0, err
+    assert "+nwidx-app 1.0" in out
+    assert "nwidx-lib" not in out  # satisfied by the installed 1.0: it stays
+    assert "nwidx-app" not in installed(running, venv)  # dry run
+    code, _, err = running.cli("install", "nwidx-app", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    versions = installed(running, venv)
+    assert versions["nwidx-lib"] == "1.0"
+    code, _, err = running.cli(
+        "install", "nwidx-app", "--upgrade", "--env", venv, "--index-url", index.simple
+    )
+    assert code == 0, err
+    versions = installed(running, venv)
+    assert versions["nwidx-lib"] == "2.0"
+
+
+def error_of(result: tuple[int, str, str]) -> tuple[int, str, str]:
+    """(exit code, error line, hint line); one of each, no traceback."""
+    code, _, err = result
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    errors = [line for line in lines if line.startswith("error: ")]
+    hints = [line for line in lines if line.startswith("hint: ")]
+    assert len(errors) == 1, err
+    assert len(hints) == 1, err
+    return code, errors[0], hints[0]
+
+
+def test_errors_change_nothing(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    code, _, err = running.cli("env", "register", venv)
+    assert code == 0, err
+    before = installed(running, venv)
+    gens = generations(running, venv)
+
+    def install(*argv: str) -> tuple[int, str, str]:
+        return error_of(running.cli("install", *argv, "--env", venv, "--index-url", index.simple))
+
+    code, line, _ = install("nwidx-lib>=5")
+    assert code == 4
+    assert "no set of versions" in line and "nwidx-lib" in line and "only nwidx-lib<=3.0 is available" in line
+
+    code, line, hint = install("nwidx-bad")
+    assert code == 1
+    assert "sha256" in line and "nwidx_bad-1.0" in line, line
+    assert "tampered" in hint
+
+    for fault, words in (("404", "404"), ("html", "HTML page"), ("truncate", "broke off")):
+        index.faults["nwidx_fast-1.0-py3-none-any.whl"] = fault
+        code, line, _ = install("nwidx-fast")
+        assert code == 1
+        assert words in line, (fault, line)
+        assert leftovers(running) == [], fault
+    index.faults.clear()
+
+    # uv cannot read an index nobody serves.
+    code, line, _ = error_of(
+        running.cli("install", "nwidx-fast", "--env", venv, "--index-url", "http://127.0.0.1:9/simple")
+    )
+    assert code == 1
+    assert "could not read the index" in line
+
+    assert installed(running, venv) == before
+    assert generations(running, venv) == gens
+    assert leftovers(running) == []
+    # Still installs once the index behaves.
+    code, _, err = running.cli("install", "nwidx-fast", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+
+
+def test_sync_is_exactly_the_lock(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    code, _, err = running.cli("install", "nwidx-app[fast]", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("nwidx-lib==1.0\nnwidx-old==1.0\n")
+    gens = generations(running, venv)
+    code, out, err = running.cli("sync", lock, "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    versions = installed(running, venv)
+    assert versions == {"nwidx-lib": "1.0", "nwidx-old": "1.0"}  # pip, app and fast removed
+    assert generations(running, venv) == gens + 1
+    code, out, err = running.cli("sync", lock, "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    assert "nothing to do" in out
+    loose = tmp_path / "loose.txt"
+    loose.write_text("nwidx-lib>=1\n")
+    code, line, _ = error_of(running.cli("sync", loose, "--env", venv, "--index-url", index.simple))
+    assert code == 1
+    assert "not pinned" in line
+
+
+def test_local_wheel_dependency_check(
+    running: Daemon, index: PackageIndex, index_wheels: list[Path], tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    app = next(w for w in index_wheels if w.name.startswith("nwidx_app-"))
+    code, line, hint = error_of(running.cli("install", app, "--env", venv, "--strict"))
+    assert code == 1
+    assert "requires nwidx-lib>=1.0, which is not installed" in line
+    assert not (venv / "bin" / "nwidx-app").exists()
+    code, out, err = running.cli("install", app, "--env", venv, "--no-deps")
+    assert code == 0, err
+    assert "warning: nwidx-app 1.0 requires nwidx-lib>=1.0, which is not installed" in err
+    # The same file again: nothing to do.
+    code, out, err = running.cli("install", app, "--env", venv)
+    assert code == 0, err
+    assert "nothing to do" in out
