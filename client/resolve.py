@@ -431,14 +431,20 @@ def resolve(
     constraint_files: Sequence[str],
     options: Options,
 ) -> tuple[Facts, Plan]:
-    facts = probe(venv)
     local = [p for p in (local_wheel(s) for s in specs) if p is not None]
     names = [s for s in specs if not s.endswith(".whl")]
     for spec in names:
         check_spec(spec)
     if not names and not requirement_files:
         # Local wheels only: installed as given, no resolution (as before).
+        # A path that is no venv is the daemon's to refuse (it says so as
+        # every store command does); there is then nothing to check against.
+        try:
+            facts = probe(venv)
+        except ResolveError:
+            facts = Facts("", {}, [], {})
         return facts, plan([], facts, local)
+    facts = probe(venv)
     with tempfile.TemporaryDirectory(prefix="nwcache-resolve-") as scratch:
         out = Path(scratch) / "pylock.toml"
         compile_lock([*names, *local], requirement_files, constraint_files, options, facts, out)
@@ -546,6 +552,8 @@ def wheel_requires(path: str) -> Installed:
 def main_check(plan_: Plan, facts: Facts) -> list[str]:
     """The dependency problems the plan's local wheels bring, and those of a
     --no-deps or sync result: requirements of what is installed, checked."""
+    if not facts.python:
+        return []  # not a venv: the daemon refuses the install
     new: dict[str, Installed] = {}
     for c in plan_.chosen:
         if c.path and c.path.endswith(".whl"):
