@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nwcache.client.build import build_sdists
 from nwcache.client.remote import EXIT_OK, call
 from nwcache.client.report import emit, fail
 from nwcache.client.resolve import (
@@ -88,17 +89,6 @@ def _dry_run(facts: Facts, plan: Plan, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _unbuilt(plan: Plan) -> None:
-    sdists = [c for c in plan.chosen if c.sdist]
-    if sdists:
-        first = sdists[0]
-        raise ResolveError(
-            "SdistOnly",
-            f"{first.name} {first.version} has no wheel for this environment, only a source distribution ({first.filename})",
-            "build a wheel yourself ('uv build --wheel' or 'pip wheel') and install the .whl, or pick a version with wheels",
-        )
-
-
 def install(args: argparse.Namespace) -> int:
     env = os.path.abspath(args.env)
     specs = [str(s) for s in args.archives]
@@ -112,7 +102,8 @@ def install(args: argparse.Namespace) -> int:
         )
     try:
         facts, plan = resolve(Path(env), specs, args.requirement, args.constraint, _options(args))
-        _unbuilt(plan)
+        if not args.dry_run:
+            build_sdists(plan, facts, _options(args))
         problems = main_check(plan, facts)
     except ResolveError as exc:
         return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
@@ -140,7 +131,8 @@ def sync(args: argparse.Namespace) -> int:
     env = os.path.abspath(args.env)
     try:
         facts, plan = sync_plan(Path(env), args.lock, _options(args))
-        _unbuilt(plan)
+        if not args.dry_run:
+            build_sdists(plan, facts, _options(args))
     except ResolveError as exc:
         return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
     if args.dry_run:

@@ -233,11 +233,33 @@ def build_index_wheels(out: Path) -> list[Path]:
     return built
 
 
+def build_index_sdists(out: Path) -> list[Path]:
+    """The sdists of tests/projects/index-sdist/ (an in-tree PEP 517 backend,
+    backend.py, that needs nothing from an index), as .tar.gz files in `out`."""
+    import tarfile
+
+    root = PROJECTS_DIR / "index-sdist"
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    for project in sorted(p for p in root.iterdir() if p.is_dir()):
+        target = out / f"{project.name}.tar.gz"
+        with tarfile.open(target, "w:gz") as archive:
+            for path in sorted(project.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    archive.add(path, f"{project.name}/{path.relative_to(project)}")
+            archive.add(root / "backend.py", f"{project.name}/backend.py")
+        made.append(target)
+    return made
+
+
 def standard_index(wheels: list[Path]) -> PackageIndex:
     """The index the tests use: nwidx-lib 3.0 yanked, nwidx-bad listed with
     a hash its file does not have."""
     index = PackageIndex()
     for wheel in wheels:
+        if not wheel.name.endswith(".whl"):
+            index.add(wheel)  # an sdist
+            continue
         name, version, _, _ = parse_wheel_filename(wheel.name)
         index.add(
             wheel,

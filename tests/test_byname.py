@@ -15,12 +15,14 @@ import pytest
 
 from tests.conftest import make_venv
 from tests.daemon_process import Daemon
-from tests.index_server import PackageIndex, build_index_wheels, standard_index
+from tests.index_server import PackageIndex, build_index_sdists, build_index_wheels, standard_index
 
 
 @pytest.fixture(scope="module")
 def index_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return build_index_wheels(tmp_path_factory.mktemp("index"))
+    """The index's files: wheels, and two sdists (one does not build)."""
+    root = tmp_path_factory.mktemp("index")
+    return build_index_wheels(root) + build_index_sdists(root / "sdists")
 
 
 @pytest.fixture
@@ -36,7 +38,12 @@ def running(daemon: Daemon, tmp_path: Path) -> Daemon:
     for key in list(daemon.env):
         if key.startswith(("UV_", "PIP_INDEX", "PIP_EXTRA_INDEX", "PIP_FIND_LINKS")):
             del daemon.env[key]
-    daemon.env.update(UV_CACHE_DIR=str(tmp_path / "uv-cache"), UV_NO_CONFIG="1", PIP_CONFIG_FILE=os.devnull)
+    daemon.env.update(
+        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+        UV_NO_CONFIG="1",
+        PIP_CONFIG_FILE=os.devnull,
+        XDG_CACHE_HOME=str(tmp_path / "cache"),  # where built sdists are kept
+    )
     daemon.start()
     return daemon
 
@@ -219,3 +226,28 @@ def test_local_wheel_dependency_check(
     code, out, err = running.cli("install", app, "--env", venv)
     assert code == 0, err
     assert "nothing to do" in out
+
+
+def test_sdists_are_built_once(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    code, _, err = running.cli("install", "nwidx-src", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    assert installed(running, venv)["nwidx-src"] == "1.0"
+    built = sorted((tmp_path / "cache" / "nwcache" / "built").rglob("*.whl"))
+    assert [w.name for w in built] == ["nwidx_src-1.0-py3-none-any.whl"]
+    stamp = built[0].stat().st_mtime_ns
+    other = tmp_path / "other"
+    make_venv(other)
+    code, _, err = running.cli("install", "nwidx-src", "--env", other, "--index-url", index.simple)
+    assert code == 0, err
+    assert built[0].stat().st_mtime_ns == stamp  # from the cache, not built again
+
+    code, line, hint = error_of(
+        running.cli("install", "nwidx-broken", "--env", other, "--index-url", index.simple)
+    )
+    assert code == 1
+    assert "did not build" in line
+    assert "gcc" in line
+    assert "nothing was changed" in hint
+    assert "nwidx-broken" not in installed(running, other)
