@@ -14,6 +14,7 @@ from nwcache.client.remote import EXIT_OK, call
 from nwcache.client.report import emit, fail
 from nwcache.client.resolve import (
     Facts,
+    public,
     Options,
     Plan,
     ResolveError,
@@ -120,7 +121,7 @@ def install(args: argparse.Namespace) -> int:
     elif not plan.chosen:
         code = _nothing(facts, plan, args.json)
     else:
-        action = "install " + " ".join(specs + [f"-r {r}" for r in args.requirement])
+        action = "install " + " ".join(public(s) for s in specs + [f"-r {r}" for r in args.requirement])
         code = _send(env, plan, action, args.json)
     if problems and code == EXIT_OK:
         warn(problems)

@@ -132,17 +132,18 @@ class Plan:
         for c in self.chosen:
             old = facts.installed.get(canonicalize_name(c.name))
             change = f"{c.name} {old.version} -> {c.version}" if old else f"+{c.name} {c.version}"
-            where = c.path or (_public(c.url) if c.url else "")
+            where = c.path or (public(c.url) if c.url else "")
             lines.append(f"{change}  ({where})")
         lines += [f"-{facts.installed[n].name} {facts.installed[n].version}" for n in self.remove]
         return lines
 
 
-def _public(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()  # type: ignore[operator]
-    return url
+def public(text: str) -> str:
+    """A URL (or a requirement holding one) without userinfo: what messages,
+    plans and the history may show."""
+    import re
+
+    return re.sub(r"//[^/@\s]*@", "//", text)
 
 
 def probe(venv: Path) -> Facts:
@@ -424,6 +425,27 @@ def plan(chosen: list[Chosen], facts: Facts, local: list[str], *, reinstall_loca
     return Plan(todo, kept, [])
 
 
+def with_credentials(chosen: list[Chosen], options: Options) -> None:
+    """uv writes file URLs without the userinfo of the index URL they came
+    from: the userinfo given with --index-url, --extra-index-url or
+    --find-links goes back onto the file URLs of the same scheme, host and
+    port (the daemon sends it as HTTP basic auth and shows URLs without it)."""
+    known: dict[tuple[str, str | None, int | None], str] = {}
+    for url in [options.index_url or "", *options.extra_index_urls, *options.find_links]:
+        parts = urlsplit(url)
+        if parts.username is not None and parts.hostname:
+            known.setdefault((parts.scheme, parts.hostname, parts.port), parts.netloc.rpartition("@")[0])
+    if not known:
+        return
+    for c in chosen:
+        if c.url is None:
+            continue
+        parts = urlsplit(c.url)
+        userinfo = known.get((parts.scheme, parts.hostname, parts.port))
+        if userinfo and parts.username is None:
+            c.url = parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
+
+
 def resolve(
     venv: Path,
     specs: Sequence[str],
@@ -449,6 +471,7 @@ def resolve(
         out = Path(scratch) / "pylock.toml"
         compile_lock([*names, *local], requirement_files, constraint_files, options, facts, out)
         chosen = read_lock(out, facts)
+    with_credentials(chosen, options)
     return facts, plan(chosen, facts, local)
 
 
@@ -473,6 +496,7 @@ def sync_plan(venv: Path, lock: Path, options: Options) -> tuple[Facts, Plan]:
             pinned = Options(**{**options.__dict__, "no_deps": True, "upgrade": True})
             compile_lock([], [str(lock)], [], pinned, facts, out)
             chosen = read_lock(out, facts)
+        with_credentials(chosen, options)
     result = plan(chosen, facts, [])
     locked = {canonicalize_name(c.name) for c in chosen}
     result.remove = sorted(n for n in facts.installed if n not in locked)

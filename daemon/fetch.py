@@ -42,6 +42,8 @@ from .schema import PackageRecord
 from .store import Store
 
 log = logging.getLogger("nwcache.daemon")
+# httpx logs every request at INFO: the daemon's log says what it downloaded itself.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 Progress = Callable[[str, int, int], Awaitable[None]]
 
 CONNECTIONS = 8  # downloads at once, and pooled connections kept
@@ -259,9 +261,11 @@ class Fetcher:
                     shutil.rmtree(running.path.parent, ignore_errors=True)
 
     def _auth(self, url: httpx.URL) -> httpx.BasicAuth | None:
-        """~/.netrc's login for the host of a URL without userinfo."""
+        """The URL's userinfo, else ~/.netrc's login for its host. The
+        request goes to the URL without userinfo, so that no log line (ours
+        or httpx's) carries a credential."""
         if url.userinfo:
-            return None  # httpx sends the URL's own
+            return httpx.BasicAuth(url.username, url.password)
         try:
             entry = netrc.netrc(os.path.expanduser("~/.netrc")).authenticators(url.host)
         except (OSError, netrc.NetrcParseError):
@@ -281,7 +285,9 @@ class Fetcher:
             try:
                 handle = await trio.to_thread.run_sync(partial_open, temp)
                 try:
-                    async with self.client().stream("GET", url, auth=self._auth(url)) as response:
+                    auth = self._auth(url)
+                    bare = url.copy_with(username=None, password=None) if url.userinfo else url
+                    async with self.client().stream("GET", bare, auth=auth) as response:
                         self._check_response(response, wanted, shown)
                         buffer = bytearray()
                         async for chunk in response.aiter_bytes():

@@ -251,3 +251,23 @@ def test_sdists_are_built_once(running: Daemon, index: PackageIndex, tmp_path: P
     assert "gcc" in line
     assert "nothing was changed" in hint
     assert "nwidx-broken" not in installed(running, other)
+
+
+def test_credentials_from_the_index_url_are_never_shown(
+    running: Daemon, index: PackageIndex, tmp_path: Path
+) -> None:
+    index.auth = ("alice", "s3cret-token")
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    with_userinfo = index.simple.replace("http://", "http://alice:s3cret-token@")
+    code, out, err = running.cli("install", "nwidx-fast", "--env", venv, "--index-url", with_userinfo)
+    assert code == 0, err
+    assert installed(running, venv)["nwidx-fast"] == "1.0"
+    # A failing download names the URL without them.
+    index.faults["nwidx_lib-2.0-py3-none-any.whl"] = "404"
+    code, line, _ = error_of(running.cli("install", "nwidx-lib", "--env", venv, "--index-url", with_userinfo))
+    assert code == 1
+    assert "404" in line
+    code, history, _ = running.cli("history", "--env", venv, "--json")
+    for text in (out, err, line, history, running.log.read_text()):
+        assert "s3cret" not in text
