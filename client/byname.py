@@ -14,11 +14,11 @@ from nwcache.client.remote import EXIT_OK, call
 from nwcache.client.report import emit, fail
 from nwcache.client.resolve import (
     Facts,
-    public,
     Options,
     Plan,
     ResolveError,
     main_check,
+    public,
     resolve,
     sync_plan,
     warn,
