@@ -10,7 +10,8 @@ library's ThreadingHTTPServer serves it on an ephemeral port.
 
 What a test can make go wrong, per file name (`faults`): "404", "html" (an
 HTML error page with status 200), "truncate" (the headers promise the whole
-file, half of it comes, the connection closes). A listed hash that does not
+file, half of it comes, the connection closes), "slow" (half, then the
+rest once `paused` is set or after 2 s). A listed hash that does not
 match the file (`bad_hashes`) and a yanked file (`yanked`) are set at build
 time. `requests` records every path asked for, so a test can tell that a
 wheel was not downloaded again; `auth` (user, password) makes every request
@@ -58,6 +59,7 @@ class PackageIndex:
     requests: list[str] = field(default_factory=list)
     auth: tuple[str, str] | None = None
     url: str = ""
+    paused: threading.Event = field(default_factory=threading.Event)  # set: "slow" files go on
 
     def add(self, path: Path, *, yanked: str | None = None, bad_hash: bool = False) -> IndexFile:
         data = path.read_bytes()
@@ -160,6 +162,16 @@ class PackageIndex:
                         self.send(404, b"<html><body>404 Not Found</body></html>", "text/html")
                     elif fault == "html":
                         self.send(200, b"<!DOCTYPE html><html><body>Please log in</body></html>", "text/html")
+                    elif fault == "slow":  # half, a pause, the rest: downloads of it overlap
+                        data = entry.path.read_bytes()
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/octet-stream")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        index.paused.wait(timeout=2.0)
+                        self.wfile.write(data[len(data) // 2 :])
                     elif fault == "truncate":
                         data = entry.path.read_bytes()
                         self.send_response(200)

@@ -271,3 +271,86 @@ def test_credentials_from_the_index_url_are_never_shown(
     code, history, _ = running.cli("history", "--env", venv, "--json")
     for text in (out, err, line, history, running.log.read_text()):
         assert "s3cret" not in text
+
+
+def pylock(path: Path, packages: list[tuple[str, str, str, str]]) -> Path:
+    """A PEP 751 lock of (name, version, url, sha256) wheels."""
+    lines = ['lock-version = "1.0"', 'created-by = "tests"', ""]
+    for name, version, url, sha256 in packages:
+        lines += [
+            "[[packages]]",
+            f'name = "{name}"',
+            f'version = "{version}"',
+            f'wheels = [{{ url = "{url}", hashes = {{ sha256 = "{sha256}" }} }}]',
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_sync_of_a_pylock(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    code, _, err = running.cli("env", "register", venv)
+    assert code == 0, err
+    before = installed(running, venv)
+    lib = index.file("nwidx_lib-1.0-py3-none-any.whl")
+    assert lib is not None
+    good = (tmp_path / "good").mkdir() or tmp_path / "good" / "pylock.toml"
+    pylock(good, [("nwidx-lib", "1.0", f"{index.url}/files/{lib.filename}", lib.sha256)])
+
+    # A wheel for other tags only: refused before anything is fetched.
+    other = (tmp_path / "other").mkdir() or tmp_path / "other" / "pylock.toml"
+    pylock(
+        other,
+        [("nwidx-lib", "1.0", f"{index.url}/files/nwidx_lib-1.0-cp27-cp27m-win32.whl", lib.sha256)],
+    )
+    code, line, _ = error_of(running.cli("sync", other, "--env", venv))
+    assert code == 1
+    assert "nothing this environment can install" in line
+    # A file on a host nobody serves: the daemon says so.
+    gone = (tmp_path / "gone").mkdir() or tmp_path / "gone" / "pylock.toml"
+    pylock(gone, [("nwidx-lib", "1.0", f"http://127.0.0.1:9/files/{lib.filename}", lib.sha256)])
+    code, line, hint = error_of(running.cli("sync", gone, "--env", venv))
+    assert code == 1
+    assert "cannot connect to 127.0.0.1" in line
+    assert "network" in hint
+    assert installed(running, venv) == before
+
+    code, _, err = running.cli("sync", good, "--env", venv)
+    assert code == 0, err
+    assert installed(running, venv) == {"nwidx-lib": "1.0"}
+
+
+def test_two_venvs_at_once_download_once(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    venvs = [tmp_path / "a", tmp_path / "b"]
+    for venv in venvs:
+        make_venv(venv)
+        code, _, err = running.cli("env", "register", venv)
+        assert code == 0, err
+    index.faults["nwidx_lib-2.0-py3-none-any.whl"] = "slow"
+    argv = [sys.executable, "-m", "nwcache", "install", "nwidx-app", "--index-url", index.simple, "--env"]
+    clients = [
+        subprocess.Popen(
+            [*argv, str(v)], env=running.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for v in venvs
+    ]
+    try:
+        outputs = [c.communicate(timeout=120) for c in clients]
+    finally:
+        index.paused.set()
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
+                c.communicate()
+    for client, (_, err) in zip(clients, outputs, strict=True):
+        assert client.returncode == 0, err
+    assert index.downloads("nwidx_lib-2.0-py3-none-any.whl") == 1
+    assert index.downloads("nwidx_app-1.0-py3-none-any.whl") == 1
+    for venv in venvs:
+        assert installed(running, venv)["nwidx-lib"] == "2.0"
+    assert leftovers(running) == []
