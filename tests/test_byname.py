@@ -296,11 +296,13 @@ def test_sync_of_a_pylock(running: Daemon, index: PackageIndex, tmp_path: Path) 
     before = installed(running, venv)
     lib = index.file("nwidx_lib-1.0-py3-none-any.whl")
     assert lib is not None
-    good = (tmp_path / "good").mkdir() or tmp_path / "good" / "pylock.toml"
+    (tmp_path / "good").mkdir()
+    good = tmp_path / "good" / "pylock.toml"
     pylock(good, [("nwidx-lib", "1.0", f"{index.url}/files/{lib.filename}", lib.sha256)])
 
     # A wheel for other tags only: refused before anything is fetched.
-    other = (tmp_path / "other").mkdir() or tmp_path / "other" / "pylock.toml"
+    (tmp_path / "other").mkdir()
+    other = tmp_path / "other" / "pylock.toml"
     pylock(
         other,
         [("nwidx-lib", "1.0", f"{index.url}/files/nwidx_lib-1.0-cp27-cp27m-win32.whl", lib.sha256)],
@@ -309,7 +311,8 @@ def test_sync_of_a_pylock(running: Daemon, index: PackageIndex, tmp_path: Path) 
     assert code == 1
     assert "nothing this environment can install" in line
     # A file on a host nobody serves: the daemon says so.
-    gone = (tmp_path / "gone").mkdir() or tmp_path / "gone" / "pylock.toml"
+    (tmp_path / "gone").mkdir()
+    gone = tmp_path / "gone" / "pylock.toml"
     pylock(gone, [("nwidx-lib", "1.0", f"http://127.0.0.1:9/files/{lib.filename}", lib.sha256)])
     code, line, hint = error_of(running.cli("sync", gone, "--env", venv))
     assert code == 1
