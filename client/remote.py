@@ -200,6 +200,7 @@ def call(op: str, args: dict[str, Any], as_json: bool, render: Callable[[Any], s
                         str(message.get("message")),
                         int(message.get("done") or 0),
                         int(message.get("total") or 0),
+                        message.get("files"),
                     )
                 continue
             if bar is not None:

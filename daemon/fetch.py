@@ -44,7 +44,8 @@ from .store import Store
 log = logging.getLogger("nwcache.daemon")
 # httpx logs every request at INFO: the daemon's log says what it downloaded itself.
 logging.getLogger("httpx").setLevel(logging.WARNING)
-Progress = Callable[[str, int, int], Awaitable[None]]
+# (message, done, total, files): files as [[name, bytes done, size], ...]
+Progress = Callable[[str, int, int, list[list[Any]]], Awaitable[None]]
 
 CONNECTIONS = 8  # downloads at once, and pooled connections kept
 CHUNK = 1 << 20  # bytes handed to the writing thread at a time
@@ -152,17 +153,29 @@ class _Meter:
     # (a line due while another is being sent is skipped, unless it is a
     # file's last).
     sending: trio.Lock = field(default_factory=trio.Lock)
+    # Each file's [bytes done, size or 0], for a bar per file on the client.
+    each: dict[str, list[int]] = field(default_factory=dict)
+
+    def expect(self, name: str, size: int | None, length: int | None) -> None:
+        """A file's size: listed, or else the Content-Length once it comes."""
+        if size is None and length is not None:
+            self.total += length
+        self.each[name] = [0, size if size is not None else (length or 0)]
 
     async def add(self, count: int, name: str, *, final: bool = False) -> None:
         self.done += count
+        entry = self.each.setdefault(name, [0, 0])
+        entry[0] += count
         if final:
             self.finished += 1
+            entry[1] = entry[1] or entry[0]
         now = time.monotonic()
         if final or (now - self.last > 0.1 and not self.sending.locked()):
             self.last = now
+            files = [[n, d, s] for n, (d, s) in self.each.items()]
             async with self.sending:
                 await self.progress(
-                    f"downloading {name} ({self.finished}/{self.files} files)", self.done, self.total
+                    f"downloading ({self.finished}/{self.files} files)", self.done, self.total, files
                 )
 
 
@@ -289,6 +302,10 @@ class Fetcher:
                     bare = url.copy_with(username=None, password=None) if url.userinfo else url
                     async with self.client().stream("GET", bare, auth=auth) as response:
                         self._check_response(response, wanted, shown)
+                        length = response.headers.get("content-length")
+                        meter.expect(
+                            wanted.filename, wanted.size, int(length) if length and length.isdigit() else None
+                        )
                         buffer = bytearray()
                         async for chunk in response.aiter_bytes():
                             if not received and not buffer and not chunk.startswith(b"PK"):

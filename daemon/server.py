@@ -227,11 +227,12 @@ class Handlers:
             result.update(unchanged=True, changes=[])  # the generation the venv was at: nothing to do
         return result
 
-    async def install_files(self, args: dict[str, Any], progress: Progress) -> Any:
+    async def install_files(self, args: dict[str, Any], progress: Any) -> Any:
         """Install by name (docs/INSTALL-BY-NAME.md): the files the client
         resolved, downloaded and verified here (or found stored by their
         sha256), local archives beside them, `remove` dropped (sync): one
-        generation, or none when nothing changes ({"unchanged": true})."""
+        generation, or none when nothing changes ({"unchanged": true}).
+        `progress` takes a fourth argument here, the files in flight."""
         from .fetch import Fetcher, Wanted
 
         if self.fetcher is None:
@@ -466,8 +467,11 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             )
             return
 
-        async def progress(message: str, done: int, total: int) -> None:
-            await send({"event": "progress", "message": message, "done": done, "total": total})
+        async def progress(message: str, done: int, total: int, files: list[list[Any]] | None = None) -> None:
+            event: dict[str, Any] = {"event": "progress", "message": message, "done": done, "total": total}
+            if files is not None:
+                event["files"] = files  # install by name: [[file, bytes done, size], ...]
+            await send(event)
 
         started = time.monotonic()
         args = dict(request.get("args") or {})
