@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,3 +358,24 @@ def test_two_venvs_at_once_download_once(running: Daemon, index: PackageIndex, t
     for venv in venvs:
         assert installed(running, venv)["nwidx-lib"] == "2.0"
     assert leftovers(running) == []
+
+
+@pytest.mark.skipif(not shutil.which("script"), reason="needs script(1) for a terminal")
+def test_progress_per_file_on_a_terminal(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    import sys
+
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    command = f"{sys.executable} -m nwcache install nwidx-app --index-url {index.simple} --env {venv}"
+    done = subprocess.run(
+        ["script", "-q", "-e", "-c", command, "/dev/null"],
+        env={**running.env, "TERM": "xterm", "COLUMNS": "120"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+    assert "downloading (" in done.stdout  # the overall bar
+    assert "nwidx_lib-2.0-py3-none-any.whl" in done.stdout  # a bar of its own
+    assert "2 downloaded" in done.stdout
