@@ -11,7 +11,9 @@ UV_NO_CONFIG=1, pip: PIP_CONFIG_FILE=/dev/null), PYTHONDONTWRITEBYTECODE=1.
 
 - `install pandas scikit-learn` into a new venv, resolution included:
   cold (empty store, empty uv and pip caches) and warm (everything stored
-  and cached), the tools interleaved in each run, medians of --runs;
+  and cached), online and with --offline (nwcache and uv), nwcache also
+  with its install-time bytecode off, the tools interleaved in each run,
+  medians of --runs;
 - `sync` of a lock of about 50 packages (uv pip compile of LOCK_REQUIREMENTS
   for this interpreter) into --venvs fresh venvs one after the other, warm
   (one sync into a venv of its own first), against `uv pip sync`.
@@ -112,9 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 *REQUESTED,
             ]
 
-        tools = {"nwcache": nwcache, "uv": uv_cmd, "pip": pip_cmd}
+        tools = {"nwcache": nwcache, "uv": uv_cmd, "pip": pip_cmd, "nwcache, bytecode off": nwcache}
         cold: dict[str, list[float]] = {t: [] for t in tools}
         warm: dict[str, list[float]] = {t: [] for t in tools}
+        offline: dict[str, list[float]] = {t: [] for t in ("nwcache", "uv")}
         for run in range(args.runs):
             for tool, command in tools.items():
                 # Cold: nothing stored, nothing cached (the daemon restarts on an empty home).
@@ -123,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     daemon = None
                 for path in (home, uv_cache, pip_cache, Path(env["XDG_CACHE_HOME"])):
                     reset(path)
-                daemon = base.Daemon(env)
+                daemon_env = {**env, "NWCACHE_BYTECODE": "off" if "bytecode off" in tool else "0"}
+                daemon = base.Daemon(daemon_env)
                 daemon.start()
                 target = venv(tool)
                 cold[tool].append(base.timed(command(target), env))
@@ -131,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target = venv(tool)
                 warm[tool].append(base.timed(command(target), env))
                 print(f"run {run + 1}: warm {tool} {warm[tool][-1]:.2f} s", file=sys.stderr)
+                if tool in offline:  # resolved from the tools' caches, no request to the index
+                    target = venv(tool)
+                    offline[tool].append(base.timed([*command(target), "--offline"], env))
+                    print(f"run {run + 1}: offline {tool} {offline[tool][-1]:.2f} s", file=sys.stderr)
         versions = subprocess.run(
             [uv, "pip", "list", "--python", str(target / "bin" / "python"), "--format", "freeze"],
             env=env,
@@ -199,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def row(label: str, figures: dict[str, list[float]]) -> str:
         uv_time = med(figures["uv"])
-        cells = [f"{med(figures[t]):.2f} s" for t in figures]
+        cells = [f"{med(figures[t]):.2f} s" for t in figures] + ["-"] * (4 - len(figures))
         return f"| {label} | " + " | ".join(cells) + f" | {med(figures['nwcache']) / uv_time:.2f}x |"
 
     lines = [
@@ -217,12 +225,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "## `install pandas scikit-learn` into a new venv",
         "",
-        "| case | nwcache | uv pip install | pip install | nwcache / uv |",
-        "| --- | --- | --- | --- | --- |",
+        "| case | nwcache | uv pip install | pip install | nwcache, NWCACHE_BYTECODE=off | nwcache / uv |",
+        "| --- | --- | --- | --- | --- | --- |",
         row("cold: empty store and caches", cold),
         row("warm: everything stored and cached", warm),
+        row("warm and `--offline` (resolved from uv's cache)", offline),
         "",
-        "Targets (issue 15): warm at most 0.5x of uv, cold at most 1.0x.",
+        "Resolution is uv's in both tools: online, uv sends a revalidation request for every project "
+        "page and wheel metadata it uses (the index here sends no Cache-Control), which is most of a warm "
+        "`uv pip install`; `--offline` takes that away from both.",
+        "",
+        "Targets (issue 15): warm at most 0.5x of uv, cold at most 1.0x. nwcache's daemon compiles every "
+        "new source once per interpreter into its store at install time by default (docs/BYTECODE.md; "
+        "uv and pip compile nothing here, PYTHONDONTWRITEBYTECODE=1); the last column is the same install "
+        "with that off, for where the cold time goes.",
         "",
         f"## `sync` of a {packages}-package lock into {args.venvs} fresh venvs, one after the other (warm)",
         "",
