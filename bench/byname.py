@@ -51,6 +51,8 @@ LOCK_REQUIREMENTS = [
     "click",
     "pytest",
     "pyyaml",
+    "flask",
+    "boto3",
 ]
 
 
