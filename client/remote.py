@@ -277,12 +277,17 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
         "install",
         {"env": os.path.abspath(env), "archives": absolute},
         as_json,
-        lambda gen: (
-            f"nothing to do: generation {gen['number']} already holds it"
-            if gen.get("unchanged")
-            else f"generation {gen['number']}: {gen['action']}"
-        ),
+        _render_install,
     )
+
+
+def _render_install(gen: dict[str, Any]) -> str:
+    """The result line; the dependency check's findings as warnings on stderr."""
+    for warning in gen.get("warnings") or []:
+        sys.stderr.write(f"warning: {warning}\n")
+    if gen.get("unchanged"):
+        return f"nothing to do: generation {gen['number']} already holds it"
+    return f"generation {gen['number']}: {gen['action']}"
 
 
 # -- the console script -------------------------------------------------------------

@@ -323,7 +323,7 @@ def compile_lock(
         spec.write_text("".join(r + "\n" for r in requirements))
         inputs.append(str(spec))
     inputs += requirement_files
-    if not options.upgrade:
+    if not options.upgrade and facts.installed:  # (uv refuses a lock without packages)
         out.write_text(_pins(facts))
     argv = [uv_bin(), "pip", "compile", "--quiet", "--color", "never", "--no-progress", *inputs]
     for constraints in constraint_files:

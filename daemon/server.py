@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 import trio
+from packaging.utils import canonicalize_name
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
@@ -225,7 +226,17 @@ class Handlers:
         result = change_json(gen)
         if args.get("request_id") is not None and gen.request != args.get("request_id"):
             result.update(unchanged=True, changes=[])  # the generation the venv was at: nothing to do
+        else:
+            result["warnings"] = await self._run(partial(self._depcheck, args["env"], gen))
         return result
+
+    def _depcheck(self, path: str, gen: GenerationRecord) -> list[str]:
+        """Missing or conflicting requirements the install brought (daemon/depcheck.py)."""
+        from . import depcheck
+
+        changed = {canonicalize_name(name) for name, _old, new in gen.changes or [] if new is not None}
+        env = self.service.store.get_env(path)
+        return depcheck.problems(self.service.store, env, gen, changed)
 
     async def install_files(self, args: dict[str, Any], progress: Any) -> Any:
         """Install by name (docs/INSTALL-BY-NAME.md): the files the client

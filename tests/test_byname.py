@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,9 +97,9 @@ def test_install_by_name_with_dependencies(running: Daemon, index: PackageIndex,
     assert "nothing to do" in out
     assert generations(running, venv) == before
 
-    # A second venv: every file's hash was ingested before, nothing is downloaded.
+    # A second venv, empty (no pip): every file's hash was ingested before, nothing is downloaded.
     other = tmp_path / "other"
-    make_venv(other)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", other], check=True)
     code, out, err = running.cli("install", "nwidx-app[fast]", "--env", other, "--index-url", index.simple)
     assert code == 0, err
     assert "0 downloaded, 3 already stored" in out, out
@@ -227,6 +228,16 @@ def test_local_wheel_dependency_check(
     code, out, err = running.cli("install", app, "--env", venv)
     assert code == 0, err
     assert "nothing to do" in out
+    # The plain line (read without argparse): the daemon checks after the install.
+    plain = tmp_path / "plain"
+    make_venv(plain)
+    code, out, err = running.cli("install", app, "--env", plain)
+    assert code == 0, err
+    assert "warning: nwidx-app 1.0 requires nwidx-lib>=1.0, which is not installed" in err
+    lib = next(w for w in index_wheels if w.name.startswith("nwidx_lib-1.0-"))
+    code, out, err = running.cli("install", lib, "--env", plain)
+    assert code == 0, err
+    assert "warning" not in err  # now satisfied
 
 
 def test_sdists_are_built_once(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
