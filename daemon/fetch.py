@@ -11,8 +11,9 @@ fetches them here because it owns the store:
 - downloads run in parallel over pooled connections (httpx on trio, through
   anyio), each streamed into `$NWCACHE_HOME/downloads/tmp/` while hashed,
   refused the moment it outgrows its declared size, and renamed into place
-  only when its sha256 matched; anything else is deleted, and tmp/ is
-  emptied at start-up, so no partial or unverified file survives;
+  only when its sha256 matched; anything else is deleted, and downloads/
+  is emptied when the daemon starts (server.Handlers), so no partial or
+  unverified file survives;
 - credentials come from the URL's userinfo or, for a URL without, from
   ~/.netrc; no message names them (URLs are shown without userinfo).
 

@@ -4,6 +4,8 @@
       index/          LMDB environment (data.mdb, lock.mdb): the databases below
       blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
       tmp/            bodies being written; anything here at start-up is debris
+      downloads/      wheels of an install by name while its request runs (daemon/fetch.py);
+                      tmp/ in it: downloads not yet verified; emptied at start-up
       owner.lock      flock held by the one process that has the store open
       reserve         allocated blocks as large as index/data.mdb (at least 8 MiB), given
                       back before a commit that frees space on a full disk (daemon/reserve.py)

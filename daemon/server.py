@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -145,6 +146,8 @@ class Handlers:
         self.running: set[str] = set()
         self.finished: dict[str, dict[str, Any]] = {}
         self.fetcher: Fetcher | None = None  # made by the first install by name
+        # Downloads live only during a request: what a killed daemon left goes now.
+        shutil.rmtree(service.store.home / "downloads", ignore_errors=True)
 
     def record(self, request_id: str, outcome: dict[str, Any]) -> None:
         self.finished[request_id] = outcome
