@@ -50,15 +50,19 @@ def render(result: dict[str, Any]) -> str:
     return f"generation {result['number']}: {_changes(result.get('changes'))}{fetched}"
 
 
-def _send(env: str, plan: Plan, action: str, as_json: bool) -> int:
+def _send(env: str, plan: Plan, action: str, as_json: bool, offline: bool) -> int:
     downloads = [c.download() for c in plan.chosen if c.url is not None]
     archives = [c.path for c in plan.chosen if c.path is not None]
-    return call(
-        "install.files",
-        {"env": env, "downloads": downloads, "archives": archives, "remove": plan.remove, "action": action},
-        as_json,
-        render,
-    )
+    request: dict[str, Any] = {
+        "env": env,
+        "downloads": downloads,
+        "archives": archives,
+        "remove": plan.remove,
+        "action": action,
+    }
+    if offline:
+        request["offline"] = True  # the daemon installs what it stores, downloads nothing
+    return call("install.files", request, as_json, render)
 
 
 def _nothing(facts: Facts, plan: Plan, as_json: bool) -> int:
@@ -122,7 +126,7 @@ def install(args: argparse.Namespace) -> int:
         code = _nothing(facts, plan, args.json)
     else:
         action = "install " + " ".join(public(s) for s in specs + [f"-r {r}" for r in args.requirement])
-        code = _send(env, plan, action, args.json)
+        code = _send(env, plan, action, args.json, args.offline)
     if problems and code == EXIT_OK:
         warn(problems)
     return code
@@ -140,4 +144,4 @@ def sync(args: argparse.Namespace) -> int:
         return _dry_run(facts, plan, args.json)
     if not plan.chosen and not plan.remove:
         return _nothing(facts, plan, args.json)
-    return _send(env, plan, f"sync {args.lock.name}", args.json)
+    return _send(env, plan, f"sync {args.lock.name}", args.json, args.offline)

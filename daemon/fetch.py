@@ -209,9 +209,12 @@ class Fetcher:
             await self._client.aclose()
             self._client = None
 
-    async def fetch(self, wanted: list[Wanted], progress: Progress) -> dict[str, Path | PackageRecord]:
+    async def fetch(
+        self, wanted: list[Wanted], progress: Progress, *, offline: bool = False
+    ) -> dict[str, Path | PackageRecord]:
         """Each file by its sha256: the stored package it became before, or
-        the verified file downloaded now. Call release() once it is ingested."""
+        the verified file downloaded now (`offline`: refused instead). Call
+        release() once it is ingested."""
         known = await trio.to_thread.run_sync(
             lambda: {w.sha256: self.store.wheel_package(w.sha256) for w in wanted}
         )
@@ -219,13 +222,29 @@ class Fetcher:
         todo = [w for w in wanted if w.sha256 not in found]
         if not todo:
             return found
+        if offline:
+            raise FetchError(
+                f"{todo[0].filename} is not in the store, and --offline forbids downloading it"
+                + (f" (nor {len(todo) - 1} more)" if len(todo) > 1 else ""),
+                hint="run the install without --offline; nothing was changed",
+            )
         meter = _Meter(progress, sum(w.size or 0 for w in todo), len(todo))
+        # Each file is claimed here, before any task runs: release() then
+        # gives back exactly what this request holds, even when a failure
+        # cancels a task before it started.
         claimed: list[Wanted] = []
+        mine: list[bool] = []
+        for w in todo:
+            running = self._running.get(w.sha256)
+            mine.append(running is None)
+            if running is None:
+                running = self._running[w.sha256] = _Download()
+            running.users += 1
+            claimed.append(w)
         try:
             async with trio.open_nursery() as nursery:
-                for w in todo:
-                    claimed.append(w)
-                    nursery.start_soon(self._one, w, meter, found)
+                for w, download in zip(todo, mine, strict=True):
+                    nursery.start_soon(self._one, w, meter, found, download)
         except BaseExceptionGroup as group:
             self.release(claimed)
             first = _first_error(group)
@@ -237,10 +256,13 @@ class Fetcher:
             raise
         return found
 
-    async def _one(self, wanted: Wanted, meter: _Meter, found: dict[str, Path | PackageRecord]) -> None:
-        running = self._running.get(wanted.sha256)
-        if running is not None:
-            running.users += 1
+    async def _one(
+        self, wanted: Wanted, meter: _Meter, found: dict[str, Path | PackageRecord], download: bool
+    ) -> None:
+        """Download the file (`download`: this request claimed it first), or
+        wait for the request that does."""
+        running = self._running[wanted.sha256]
+        if not download:
             await running.done.wait()
             if running.error is not None:
                 raise type(running.error)(str(running.error), hint=running.error.hint)
@@ -248,7 +270,6 @@ class Fetcher:
             found[wanted.sha256] = running.path
             await meter.add(wanted.size or 0, wanted.filename, final=True)
             return
-        running = self._running[wanted.sha256] = _Download(users=1)
         try:
             running.path = await self._download(wanted, meter)
             found[wanted.sha256] = running.path

@@ -253,7 +253,7 @@ class Handlers:
             self.fetcher = Fetcher(self.service.store, self.service.store.home / "downloads")
         wanted = [Wanted.from_json(item) for item in args.get("downloads") or []]
         archives: list[str | os.PathLike[str] | PackageRecord] = [str(a) for a in args.get("archives") or []]
-        fetched = await self.fetcher.fetch(wanted, progress)
+        fetched = await self.fetcher.fetch(wanted, progress, offline=bool(args.get("offline")))
         try:
             items = archives + [fetched[w.sha256] for w in wanted]
             ingested: dict[str, PackageRecord] = {}

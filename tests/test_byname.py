@@ -390,3 +390,62 @@ def test_progress_per_file_on_a_terminal(running: Daemon, index: PackageIndex, t
     assert "downloading (" in done.stdout  # the overall bar
     assert "nwidx_lib-2.0-py3-none-any.whl" in done.stdout  # a bar of its own
     assert "2 downloaded" in done.stdout
+
+
+def test_a_daemon_killed_mid_download_leaves_no_partial_file(
+    running: Daemon, index: PackageIndex, tmp_path: Path
+) -> None:
+    import time
+
+    from tests.test_life import kill_and_wait_unmounted
+
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    index.faults["nwidx_lib-2.0-py3-none-any.whl"] = "slow"
+    argv = [
+        sys.executable,
+        "-m",
+        "nwcache",
+        "install",
+        "nwidx-lib",
+        "--index-url",
+        index.simple,
+        "--env",
+        str(venv),
+    ]
+    client = subprocess.Popen(
+        argv, env=running.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        partial = running.home / "downloads" / "tmp"
+        deadline = time.monotonic() + 60
+        while not (partial.is_dir() and any(partial.iterdir())):
+            assert client.poll() is None, client.communicate()
+            assert time.monotonic() < deadline, "no download started"
+            time.sleep(0.02)  # polling for the half-written file, bounded by the deadline
+        kill_and_wait_unmounted(running)
+    finally:
+        index.paused.set()
+        client.communicate(timeout=120)
+    running.process = None
+    running.start()
+    assert leftovers(running) == []
+    assert not (running.home / "downloads").exists()
+    index.faults.clear()
+    code, _, err = running.cli("install", "nwidx-lib", "--index-url", index.simple, "--env", venv)
+    assert code == 0, err
+    assert installed(running, venv)["nwidx-lib"] == "2.0"
+
+
+def test_local_wheels_and_names_resolve_together(
+    running: Daemon, index: PackageIndex, index_wheels: list[Path], tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    app = next(w for w in index_wheels if w.name.startswith("nwidx_app-"))
+    code, _, err = running.cli("install", app, "nwidx-fast", "--env", venv, "--index-url", index.simple)
+    assert code == 0, err
+    have = installed(running, venv)
+    # The local wheel's dependency came from the index.
+    assert (have["nwidx-app"], have["nwidx-lib"], have["nwidx-fast"]) == ("1.0", "2.0", "1.0")
+    assert "warning" not in err
