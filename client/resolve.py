@@ -688,6 +688,8 @@ def main_check(plan_: Plan, facts: Facts) -> list[str]:
         if c.path and c.path.endswith(".whl"):
             dist = wheel_requires(c.path)
             new[canonicalize_name(dist.name)] = dist
+        else:  # resolved by uv: its version counts, its own requirements uv saw to
+            new[canonicalize_name(c.name)] = Installed(c.name, c.version, [])
     return dependency_problems(facts, new, plan_.remove)
 
 
