@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nwcache.client.build import build_sdists
-from nwcache.client.remote import EXIT_OK, call
+from nwcache.client.remote import EXIT_NO_DAEMON, EXIT_OK, call
 from nwcache.client.report import emit, fail
 from nwcache.client.resolve import (
     Facts,
@@ -94,6 +94,22 @@ def _dry_run(facts: Facts, plan: Plan, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _no_daemon(args: argparse.Namespace) -> int | None:
+    """Exit 3 before resolving when no daemon answers (resolving can take
+    seconds, and its result could not be installed)."""
+    from nwcache.client.protocol import answers, default_socket
+
+    if args.dry_run or answers(default_socket()):
+        return None
+    return fail(
+        "NoDaemon",
+        f"no nwcache daemon at {default_socket()}",
+        "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
+        EXIT_NO_DAEMON,
+        args.json,
+    )
+
+
 def install(args: argparse.Namespace) -> int:
     env = os.path.abspath(args.env)
     specs = [str(s) for s in args.archives]
@@ -105,6 +121,10 @@ def install(args: argparse.Namespace) -> int:
             EXIT_USAGE,
             args.json,
         )
+    if args.requirement or any(not s.endswith(".whl") for s in specs):
+        refused = _no_daemon(args)  # (wheel files only: the files are checked first, as before)
+        if refused is not None:
+            return refused
     try:
         facts, plan = resolve(Path(env), specs, args.requirement, args.constraint, _options(args))
         if not args.dry_run:
@@ -134,6 +154,9 @@ def install(args: argparse.Namespace) -> int:
 
 def sync(args: argparse.Namespace) -> int:
     env = os.path.abspath(args.env)
+    refused = _no_daemon(args)
+    if refused is not None:
+        return refused
     try:
         facts, plan = sync_plan(Path(env), args.lock, _options(args))
         if not args.dry_run:

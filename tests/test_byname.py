@@ -156,6 +156,12 @@ def test_errors_change_nothing(running: Daemon, index: PackageIndex, tmp_path: P
 
     code, line, _ = install("nwidx-lib>=5")
     assert code == 4
+    code, out, _ = running.cli(
+        "install", "nwidx-lib>=5", "--env", venv, "--index-url", index.simple, "--json"
+    )
+    assert code == 4
+    assert json.loads(out)["error"]["kind"] == "NoSolution"
+    assert json.loads(out)["error"]["exit"] == 4
     assert "no set of versions" in line
     assert "only nwidx-lib<=3.0 is available" in line
 
@@ -196,8 +202,19 @@ def test_sync_is_exactly_the_lock(running: Daemon, index: PackageIndex, tmp_path
     lock = tmp_path / "requirements.txt"
     lock.write_text("nwidx-lib==1.0\nnwidx-old==1.0\n")
     gens = generations(running, venv)
-    code, out, err = running.cli("sync", lock, "--env", venv, "--index-url", index.simple)
+    code, out, err = running.cli(
+        "sync", lock, "--env", venv, "--index-url", index.simple, "--dry-run", "--json"
+    )
     assert code == 0, err
+    plan = json.loads(out)
+    assert [p["name"] for p in plan["install"]] == ["nwidx-lib", "nwidx-old"]
+    assert set(plan["remove"]) >= {"nwidx-app", "nwidx-fast", "pip"}
+    assert generations(running, venv) == gens  # a dry run
+    code, out, err = running.cli("sync", lock, "--env", venv, "--index-url", index.simple, "--json")
+    assert code == 0, err
+    changes = {c["name"]: (c["old"], c["new"]) for c in json.loads(out)["changes"]}
+    assert changes["nwidx-lib"] == ("2.0", "1.0")
+    assert changes["nwidx-app"] == ("1.0", None)
     versions = installed(running, venv)
     assert versions == {"nwidx-lib": "1.0", "nwidx-old": "1.0"}  # pip, app and fast removed
     assert generations(running, venv) == gens + 1
@@ -449,3 +466,22 @@ def test_local_wheels_and_names_resolve_together(
     # The local wheel's dependency came from the index.
     assert (have["nwidx-app"], have["nwidx-lib"], have["nwidx-fast"]) == ("1.0", "2.0", "1.0")
     assert "warning" not in err
+
+
+def test_no_daemon_is_said_before_resolving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nwcache.client.cli import main
+
+    monkeypatch.setenv("NWCACHE_SOCKET", str(tmp_path / "none.sock"))
+    # An index nobody serves: had it resolved first, the error would be uv's.
+    for argv in (
+        ["install", "nwidx-app", "--index-url", "http://127.0.0.1:9/simple", "--env", str(tmp_path)],
+        ["sync", str(tmp_path / "pylock.toml"), "--env", str(tmp_path)],
+    ):
+        assert main(argv) == 3
+        err = capsys.readouterr().err.splitlines()
+        assert err == [
+            f"error: no nwcache daemon at {tmp_path / 'none.sock'}",
+            "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
+        ]
