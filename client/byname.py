@@ -121,6 +121,13 @@ def install(args: argparse.Namespace) -> int:
             EXIT_USAGE,
             args.json,
         )
+    odd = [s for s in specs if not s.endswith(".whl") and os.path.exists(s)]
+    if odd:
+        # A directory or a file that is no wheel (an sdist): refused as a
+        # plain install refuses it, with the same messages.
+        from nwcache.client.remote import install as plain_install
+
+        return plain_install(specs, str(args.env), args.json)
     if args.requirement or any(not s.endswith(".whl") for s in specs):
         refused = _no_daemon(args)  # (wheel files only: the files are checked first, as before)
         if refused is not None:
