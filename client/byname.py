@@ -121,10 +121,11 @@ def install(args: argparse.Namespace) -> int:
             EXIT_USAGE,
             args.json,
         )
-    odd = [s for s in specs if not s.endswith(".whl") and os.path.exists(s)]
-    if odd:
-        # A directory or a file that is no wheel (an sdist): refused as a
-        # plain install refuses it, with the same messages.
+    local_only = not args.requirement and all(s.endswith(".whl") or os.path.exists(s) for s in specs)
+    if local_only and not args.strict and not args.dry_run:
+        # Files only: the plain install (the daemon checks the files, refuses
+        # a directory or an sdist with its messages, and checks the
+        # requirements after installing); --strict and --dry-run check here.
         from nwcache.client.remote import install as plain_install
 
         return plain_install(specs, str(args.env), args.json)

@@ -670,8 +670,8 @@ def wheel_requires(path: str) -> Installed:
                 None,
             )
             text = archive.read(member).decode("utf-8", "replace") if member else ""
-    except (OSError, zipfile.BadZipFile):
-        text = ""  # the daemon reports what is wrong with the archive
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError):
+        text = ""  # a broken or hostile archive: the daemon refuses it with the reason
     headers = HeaderParser().parsestr(text)
     return Installed(
         str(headers.get("Name") or name), str(version), list(headers.get_all("Requires-Dist") or [])

@@ -185,8 +185,8 @@ class Fetcher:
         self.store = store
         self.root = root
         self.tmp = root / "tmp"
-        shutil.rmtree(self.tmp, ignore_errors=True)  # a daemon killed mid-download left these
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        # Made by the first download (an install of local files leaves
+        # NWCACHE_HOME as it was); the daemon empties downloads/ at start.
         self.limiter = trio.CapacityLimiter(connections)
         self.connections = connections
         self._client: httpx.AsyncClient | None = None
@@ -414,6 +414,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
 
 
 def partial_open(path: Path) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
     return open(path, "xb")  # closed by the caller, on the worker thread
 
 
