@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-bytecode bench-viewmodes bench-corpus clean
+.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-bytecode bench-viewmodes bench-corpus clean
 
 all: test
 
@@ -81,6 +81,9 @@ bench-view: setup
 
 bench-install: setup
 	$(BIN)/python -m bench.install $(BENCH_ARGS)
+
+bench-byname: setup
+	$(BIN)/python -m bench.byname $(BENCH_ARGS)
 
 bench-bytecode: setup
 	$(BIN)/python -m bench.bytecode $(BENCH_ARGS)

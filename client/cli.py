@@ -5,6 +5,7 @@ Exit codes (also in README.md):
     1  the archive or the operation failed (nothing was written)
     2  usage error (unknown command, bad flag or value)
     3  no daemon answers (start it: 'nwcache daemon' or 'nwcache service install')
+    4  no set of versions satisfies the requirements (install, sync)
   130  interrupted
 
 Heavy modules are imported by the commands that need them, so that start-up
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from nwcache.client.remote import EXIT_FAILED, EXIT_OK, call, install
+from nwcache.client.remote import EXIT_FAILED, EXIT_OK, call
 from nwcache.client.report import emit, fail, interrupted, os_error
 
 # Not `from typing import TYPE_CHECKING`: the client imports no typing at all
@@ -233,15 +234,52 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     unregister.add_argument("venv", type=Path, metavar="VENV", help=_VENV_HELP)
 
     install = commands.add_parser(
-        "install", parents=[as_json, env_opt], help="install archives (1.x or 2.0) into an environment"
+        "install",
+        parents=[as_json, env_opt],
+        help="install distributions by name (resolved with uv) or wheel files into an environment",
+        description="Install requirements (resolved by uv for the venv's own interpreter, downloaded and "
+        "verified by the daemon) and wheel files, as one generation (docs/INSTALL-BY-NAME.md).",
     )
     install.add_argument(
         "archives",
-        nargs="+",
-        type=Path,
-        metavar="ARCHIVE",
-        help="wheel files (.whl, classic 1.x or 2.0), at most one version of each distribution",
+        nargs="*",
+        metavar="SPEC",
+        help="requirements (NAME, NAME==1.0, NAME[extra]>=2) and wheel files (.whl, classic 1.x or 2.0)",
     )
+    install.add_argument(
+        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
+    )
+    install.add_argument(
+        "-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file"
+    )
+    _add_index_options(install)
+    install.add_argument(
+        "--no-deps", action="store_true", help="install the named distributions without their dependencies"
+    )
+    install.add_argument(
+        "--upgrade", "-U", action="store_true", help="newest versions, not the installed ones"
+    )
+    install.add_argument("--pre", action="store_true", help="allow pre-releases")
+    install.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    install.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse an install that leaves requirements missing or conflicting",
+    )
+    sync = commands.add_parser(
+        "sync",
+        parents=[as_json, env_opt],
+        help="make an environment exactly a lock (pylock.toml or pinned requirements)",
+        description="Install exactly the locked distributions and remove every other one, as one generation.",
+    )
+    sync.add_argument(
+        "lock",
+        type=Path,
+        metavar="LOCK",
+        help="pylock.toml (PEP 751) or a requirements file pinning every line",
+    )
+    _add_index_options(sync)
+    sync.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     uninstall = commands.add_parser("uninstall", parents=[as_json, env_opt], help="remove distributions")
     uninstall.add_argument(
         "names", nargs="+", metavar="NAME", help="distribution names, as 'nwcache list --env VENV' shows them"
@@ -281,6 +319,17 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="ACTION",
         help="install, uninstall or status",
     )
+
+
+def _add_index_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index-url", "-i", metavar="URL", help="the package index (default: uv's, PyPI)")
+    parser.add_argument(
+        "--extra-index-url", action="append", default=[], metavar="URL", help="another index to look in"
+    )
+    parser.add_argument(
+        "--find-links", "-f", action="append", default=[], metavar="DIR|URL", help="more files"
+    )
+    parser.add_argument("--offline", action="store_true", help="resolve from uv's cache only, no network")
 
 
 def _hint(error: ArchiveError) -> str:
@@ -546,7 +595,15 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    return install([str(a) for a in args.archives], str(args.env), args.json)
+    from nwcache.client import byname
+
+    return byname.install(args)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from nwcache.client import byname
+
+    return byname.sync(args)
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -636,6 +693,7 @@ COMMANDS = {
     "daemon": cmd_daemon,
     "env": cmd_env,
     "install": cmd_install,
+    "sync": cmd_sync,
     "uninstall": cmd_uninstall,
     "list": cmd_list,
     "history": cmd_history,

@@ -67,6 +67,7 @@ OPS = (
     "env.show",
     "env.unregister",
     "install",
+    "install.files",
     "uninstall",
     "list",
     "history",

@@ -45,7 +45,9 @@ class ConnectionLost(ProtocolError):
 
 # Requests that change something: each carries an id, the daemon records the
 # outcome under it, and a client that loses the answer asks for it ("outcome").
-CHANGING = frozenset({"install", "uninstall", "rollback", "env.register", "env.unregister", "gc"})
+CHANGING = frozenset(
+    {"install", "install.files", "uninstall", "rollback", "env.register", "env.unregister", "gc"}
+)
 
 
 def socket_path() -> str:
@@ -205,6 +207,7 @@ def call(
                         str(message.get("message")),
                         int(message.get("done") or 0),
                         int(message.get("total") or 0),
+                        message.get("files"),
                     )
                 continue
             if bar is not None:
@@ -287,8 +290,13 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
 
 
 def render_install(gen: dict[str, Any]) -> str:
-    """The generation, and a failure to compile bytecode that the daemon
-    reports (bytecode compiles in the background: it is the last attempt's)."""
+    """The result line; the dependency check's findings as warnings on
+    stderr; a failure to compile bytecode that the daemon reports (bytecode
+    compiles in the background: it is the last attempt's)."""
+    for warning in gen.get("warnings") or []:
+        sys.stderr.write(f"warning: {warning}\n")
+    if gen.get("unchanged"):
+        return f"nothing to do: generation {gen['number']} already holds it"
     text = f"generation {gen['number']}: {gen['action']}"
     error = (gen.get("bytecode") or {}).get("error")
     if error:
@@ -301,8 +309,9 @@ def render_install(gen: dict[str, Any]) -> str:
 
 def plain_install(argv: list[str]) -> tuple[list[str], str, bool] | None:
     """(archives, venv, --json) when argv is exactly `install ARCHIVE...
-    --env VENV [--json]` in any order, each flag once, no archive or venv
-    starting with '-'; None for anything else (argparse's to read)."""
+    --env VENV [--json]` in any order, each flag once, every archive a .whl
+    path not starting with '-'; None for anything else (argparse's to read,
+    requirements by name included)."""
     if not argv or argv[0] != "install":
         return None
     archives: list[str] = []
@@ -318,8 +327,8 @@ def plain_install(argv: list[str]) -> tuple[list[str], str, bool] | None:
                 return None
         elif word.startswith("--env=") and env is None and len(word) > len("--env="):
             env = word[len("--env=") :]
-        elif word.startswith("-") or not word:
-            return None
+        elif word.startswith("-") or not word or not word.endswith(".whl"):
+            return None  # a flag, or a requirement by name: the full parser's
         else:
             archives.append(word)
     if env is None or not archives:

@@ -24,7 +24,7 @@ from nwcache.archive import Archive
 from . import schema
 from .bytecode_index import mark_pending
 from .crashpoints import crash_point
-from .errors import NoSuchGeneration, UnknownPackage
+from .errors import IncompatibleTags, NoSuchGeneration, StoreError, UnknownPackage
 from .index import Index
 from .ingest import WORKERS, Created, Ingester, Progress, check_names
 from .layout import plan_install
@@ -56,17 +56,24 @@ class Generations:
     def install(
         self,
         path: str | os.PathLike[str],
-        archives: list[str | os.PathLike[str]],
+        archives: list[str | os.PathLike[str] | PackageRecord],
         *,
         requested: bool = True,
         action: str | None = None,
         request: str | None = None,
         progress: Progress | None = None,
+        remove: Iterable[str] = (),
+        ingested: dict[str, PackageRecord] | None = None,
     ) -> GenerationRecord:
         """Install archives into an environment as one new generation. A
         distribution of the same name already there is replaced (upgrade).
         `request` (the client's request id) is recorded in the generation;
-        `progress` follows the work as it is done."""
+        `progress` follows the work as it is done. An item may be a stored
+        package instead of a file (install by name); `remove` names
+        distributions the same generation drops (sync); `ingested` collects
+        each archive path's package. When the result would be the current
+        generation again (the same packages, nothing removed), no generation
+        is added and the current one is returned."""
         env = self.index.get_env(path)
         staged = Staged(self.index.bodies)
         check_names(archives)
@@ -75,9 +82,12 @@ class Generations:
             # Every archive's metadata refusals before the first is stored: a
             # hostile second archive must not leave the first in the store.
             # Each is opened once, and stays open until it is ingested.
-            sources: list[tuple[str | os.PathLike[str], PackageRecord | Archive]] = []
+            sources: list[tuple[str | os.PathLike[str] | None, PackageRecord | Archive]] = []
             owners = self.ingester.owners(env)
             for archive_path in archives:
+                if isinstance(archive_path, PackageRecord):
+                    sources.append((None, self._still_stored(archive_path, env)))
+                    continue
                 known = self.ingester.ingested_file(archive_path, env.tags)
                 if known is None:
                     archive = opened.enter_context(Archive.open(archive_path))
@@ -97,6 +107,8 @@ class Generations:
                     action=action,
                     request=request,
                     progress=progress,
+                    remove=frozenset(canonicalize_name(n) for n in remove),
+                    ingested=ingested,
                 )
             except BaseException:
                 # A later archive failing (a bad hash, a bomb found while its
@@ -110,7 +122,7 @@ class Generations:
     def _install(
         self,
         env: EnvRecord,
-        sources: list[tuple[str | os.PathLike[str], PackageRecord | Archive]],
+        sources: list[tuple[str | os.PathLike[str] | None, PackageRecord | Archive]],
         staged: Staged,
         created: Created,
         *,
@@ -118,6 +130,8 @@ class Generations:
         action: str | None,
         request: str | None = None,
         progress: Progress | None = None,
+        remove: frozenset[str] = frozenset(),
+        ingested: dict[str, PackageRecord] | None = None,
     ) -> GenerationRecord:
         index = self.index
         # Shared from ingest to flip: GC must not collect the new packages
@@ -140,6 +154,19 @@ class Generations:
                         item if isinstance(item, PackageRecord) else item() for _path, item in finishes
                     ]
                 names = [canonicalize_name(p.name) for p in packages]
+                if ingested is not None:
+                    for (path, source), pkg in zip(sources, packages, strict=True):
+                        if isinstance(source, Archive) and path is not None:
+                            ingested[os.fspath(path)] = pkg
+                current = index.generation(env.path)
+                have = {canonicalize_name(i.name): i.package for i in current.packages}
+                if all(have.get(n) == p.id.hex() for n, p in zip(names, packages, strict=True)) and not (
+                    remove & have.keys()
+                ):
+                    # The same packages, so stored already: nothing staged is new.
+                    staged.discard()
+                    return current  # nothing to do: no identical generation
+                dropped = remove | set(names)
 
                 def read_blob(blob: str) -> bytes:
                     content = staged.read(blob)
@@ -162,7 +189,7 @@ class Generations:
                 if any(isinstance(source, Archive) for _path, source in sources):
                     self.ingester.commit(staged, packages, created)
                     for (path, source), pkg in zip(sources, packages, strict=True):
-                        if isinstance(source, Archive):
+                        if isinstance(source, Archive) and path is not None:
                             self.ingester.remember_file(path, pkg)
                     staged = Staged(index.bodies)
                 else:
@@ -173,13 +200,25 @@ class Generations:
                 return self.flip(
                     env.path,
                     what,
-                    lambda current: [i for i in current if canonicalize_name(i.name) not in names] + plans,
+                    lambda current: [i for i in current if canonicalize_name(i.name) not in dropped] + plans,
                     staged,
                     request=request,
                 )
             except BaseException:
                 staged.discard()
                 raise
+
+    def _still_stored(self, item: PackageRecord, env: EnvRecord) -> PackageRecord:
+        """A stored package to install by name, checked for the env's tags."""
+        if self.index.get_package(item.id) is None:
+            raise StoreError(
+                f"{item.filename} is no longer stored (collected meanwhile)", hint="run the install again"
+            )
+        if not set(env.tags).intersection(item.tags):
+            raise IncompatibleTags(
+                f"{item.filename} is tagged {', '.join(item.tags)}; the environment accepts none of them"
+            )
+        return item
 
     def uninstall(
         self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -213,6 +213,23 @@ class Index:
             cached = (raw, EnvRecord.decode(raw))
             self._env_records[key] = cached
         return dataclasses.replace(cached[1])
+
+    # -- wheel files by hash (install by name) --------------------------------------
+
+    def wheel_package(self, sha256: str) -> PackageRecord | None:
+        """The stored package a wheel file with this sha256 became, if it is
+        still stored: such a file is not downloaded again."""
+        with self.env.begin() as txn:
+            value = txn.get(schema.wheel_key(sha256), db=self.db["wheels"])
+            return self.get_package(bytes(value), txn) if value is not None else None
+
+    def remember_wheels(self, packages: Mapping[str, bytes]) -> None:
+        """Record wheel file sha256 (hex) -> package id after an ingest."""
+        if not packages:
+            return
+        with self.write() as txn:
+            for sha256, package in packages.items():
+                txn.put(schema.wheel_key(sha256), package, db=self.db["wheels"])
 
     def get_env(self, path: str | os.PathLike[str]) -> EnvRecord:
         with self.env.begin() as txn:

@@ -69,11 +69,15 @@ def _hex(data: FileData) -> str:
     return data.sha256.hex()
 
 
-def check_names(archives: Iterable[str | os.PathLike[str]]) -> None:
+def check_names(archives: Iterable[str | os.PathLike[str] | PackageRecord]) -> None:
     """What the file names alone refuse, before anything is stored or
-    registered: an sdist or other non-wheel, two versions of one distribution."""
+    registered: an sdist or other non-wheel, two versions of one distribution.
+    A stored package (install by name, a wheel file ingested before) counts
+    under its file name."""
     seen: dict[str, str] = {}
     for archive in archives:
+        if isinstance(archive, PackageRecord):
+            archive = archive.filename
         name = Path(archive).name
         if not name.endswith(".whl"):
             sdist = name.endswith((".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip"))

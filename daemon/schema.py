@@ -4,6 +4,8 @@
       index/          LMDB environment (data.mdb, lock.mdb): the databases below
       blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
       tmp/            bodies being written; anything here at start-up is debris
+      downloads/      wheels of an install by name while its request runs (daemon/fetch.py);
+                      tmp/ in it: downloads not yet verified; emptied at start-up
       owner.lock      flock held by the one process that has the store open
       reserve         allocated blocks as large as index/data.mdb (at least 8 MiB), given
                       back before a commit that frees space on a full disk (daemon/reserve.py)
@@ -23,6 +25,11 @@ Databases (all keys are bytes; integers big-endian so that keys sort numerically
                                               environment's bytecode is not complete since generation
                                               n (written with the flip; deleted once compiled), and
                                               why the last attempt failed (docs/BYTECODE.md)
+    wheels       wheel file sha256 (32)    -> package id (32)
+                                              (since issue 15) the package a downloaded wheel
+                                              file became: a file whose hash is here is never
+                                              downloaded again while the package is stored; an
+                                              entry whose package GC dropped is stale, not wrong
 
 A package id is the raw content digest (docs/FORMAT.md section 7) of the
 distribution as installed from its archive, so the classic and 2.0 forms of
@@ -66,7 +73,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 SCHEMA_VERSION = b"1"
-DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode", "compiling")
+DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode", "compiling", "wheels")
 # Bodies up to this size live in LMDB itself: below half a page they need no
 # overflow page, and a file per tiny blob costs an inode and a 4 KiB block.
 # Measured (docs/BENCH-STORE.md, numpy+pandas+pyarrow+scipy+requests): at 2000,
@@ -128,6 +135,14 @@ def decode_compiling(value: bytes | memoryview) -> tuple[int, str | None]:
 
 def env_id(real_path: str) -> bytes:
     return hashlib.sha256(real_path.encode()).digest()[:16]
+
+
+def wheel_key(sha256_hex: str) -> bytes:
+    """The `wheels` key of a wheel file, by the sha256 (hex) of its bytes."""
+    key = bytes.fromhex(sha256_hex)
+    if len(key) != 32:
+        raise ValueError(f"{sha256_hex!r} is not a sha256")
+    return key
 
 
 def generation_key(env: bytes, number: int) -> bytes:

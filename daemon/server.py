@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -22,10 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import trio
+from packaging.utils import canonicalize_name
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
@@ -36,10 +38,12 @@ from .errors import StoreError
 from .ingest import Progress as InstallProgress
 from .reserve import free_bytes
 from .runner import run_service
-from .schema import Change, EnvRecord, GenerationRecord, changes_between
+from .schema import Change, EnvRecord, GenerationRecord, PackageRecord, changes_between
 from .service import Service, env_dir_name
 
 MB = 1_000_000
+if TYPE_CHECKING:
+    from .fetch import Fetcher
 
 log = logging.getLogger("nwcache.daemon")
 Progress = Callable[[str, int, int], Awaitable[None]]
@@ -146,6 +150,9 @@ class Handlers:
         # connection broke asks with "outcome").
         self.running: set[str] = set()
         self.finished: dict[str, dict[str, Any]] = {}
+        self.fetcher: Fetcher | None = None  # made by the first install by name
+        # Downloads live only during a request: what a killed daemon left goes now.
+        shutil.rmtree(service.store.home / "downloads", ignore_errors=True)
 
     def record(self, request_id: str, outcome: dict[str, Any]) -> None:
         self.finished[request_id] = outcome
@@ -250,7 +257,62 @@ class Handlers:
             raise failure
         total = -(-work.total // MB)
         await progress("installed", total, total)
-        return {**change_json(gen), "bytecode": await self.service.bytecode_of(args["env"])}
+        result = {**change_json(gen), "bytecode": await self.service.bytecode_of(args["env"])}
+        if args.get("request_id") is not None and gen.request != args.get("request_id"):
+            result.update(unchanged=True, changes=[])  # the generation the venv was at: nothing to do
+        else:
+            result["warnings"] = await self._run(partial(self._depcheck, args["env"], gen))
+        return result
+
+    def _depcheck(self, path: str, gen: GenerationRecord) -> list[str]:
+        """Missing or conflicting requirements the install brought (daemon/depcheck.py)."""
+        from . import depcheck
+
+        changed = {canonicalize_name(name) for name, _old, new in gen.changes or [] if new is not None}
+        env = self.service.store.get_env(path)
+        return depcheck.problems(self.service.store, env, gen, changed)
+
+    async def install_files(self, args: dict[str, Any], progress: Any) -> Any:
+        """Install by name (docs/INSTALL-BY-NAME.md): the files the client
+        resolved, downloaded and verified here (or found stored by their
+        sha256), local archives beside them, `remove` dropped (sync): one
+        generation, or none when nothing changes ({"unchanged": true}).
+        `progress` takes a fourth argument here, the files in flight."""
+        from .fetch import Fetcher, Wanted
+
+        if self.fetcher is None:
+            self.fetcher = Fetcher(self.service.store, self.service.store.home / "downloads")
+        wanted = [Wanted.from_json(item) for item in args.get("downloads") or []]
+        archives: list[str | os.PathLike[str] | PackageRecord] = [str(a) for a in args.get("archives") or []]
+        fetched = await self.fetcher.fetch(wanted, progress, offline=bool(args.get("offline")))
+        try:
+            items = archives + [fetched[w.sha256] for w in wanted]
+            ingested: dict[str, PackageRecord] = {}
+            await progress(f"installing {len(items)} distributions", 0, 0)
+            gen = await self.service.install(
+                args["env"],
+                items,
+                request=args.get("request_id"),
+                remove=[str(n) for n in args.get("remove") or []],
+                ingested=ingested,
+                action=str(args["action"]) if args.get("action") else None,
+            )
+            made = {}
+            for w in wanted:
+                item = fetched[w.sha256]
+                if not isinstance(item, PackageRecord) and str(item) in ingested:
+                    made[w.sha256] = ingested[str(item)].id
+            await self._run(partial(self.service.store.remember_wheels, made))
+        finally:
+            self.fetcher.release(wanted)
+        unchanged = args.get("request_id") is not None and gen.request != args.get("request_id")
+        result = change_json(gen)
+        if unchanged:
+            result["changes"] = []
+        result["unchanged"] = unchanged
+        result["downloaded"] = sum(1 for w in wanted if not isinstance(fetched[w.sha256], PackageRecord))
+        result["stored_before"] = len(wanted) - result["downloaded"]
+        return result
 
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))
@@ -453,8 +515,11 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
             )
             return
 
-        async def progress(message: str, done: int, total: int) -> None:
-            await send({"event": "progress", "message": message, "done": done, "total": total})
+        async def progress(message: str, done: int, total: int, files: list[list[Any]] | None = None) -> None:
+            event: dict[str, Any] = {"event": "progress", "message": message, "done": done, "total": total}
+            if files is not None:
+                event["files"] = files  # install by name: [[file, bytes done, size], ...]
+            await send(event)
 
         started = time.monotonic()
         args = dict(request.get("args") or {})

@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,7 +27,7 @@ from .errors import NotAVenv, StoreError
 from .ingest import Progress
 from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
-from .schema import EnvRecord, FileRef, GenerationRecord
+from .schema import EnvRecord, FileRef, GenerationRecord, PackageRecord
 from .store import GCReport, Store, check_names
 from .tree import Dir, TreeBuilder
 from .venvs import sha256_file, venv_path, venv_root
@@ -717,19 +717,36 @@ class Service:
     async def install(
         self,
         path: str | os.PathLike[str],
-        archives: list[str | os.PathLike[str]],
+        archives: Sequence[str | os.PathLike[str] | PackageRecord],
         *,
         request: str | None = None,
         progress: Progress | None = None,
+        remove: list[str] | None = None,
+        ingested: dict[str, PackageRecord] | None = None,
+        action: str | None = None,
     ) -> GenerationRecord:
+        """Store.install for the venv, registered first if new; `remove`,
+        `ingested` and `action` as there. A result that is the generation
+        the venv was at (nothing to do) leaves the view and venv alone."""
         check_names(archives)  # before the venv is registered
         env = await self.register(path)
         async with self._lock(env.path):
             await self._fold(env)
             before = await self._run(partial(self.store.generation, env.path))
             gen = await self._run(
-                partial(self.store.install, env.path, archives, request=request, progress=progress)
+                partial(
+                    self.store.install,
+                    env.path,
+                    list(archives),
+                    request=request,
+                    progress=progress,
+                    remove=remove or (),
+                    ingested=ingested,
+                    action=action,
+                )
             )
+            if gen.number == before.number:
+                return gen
             if progress is not None:
                 progress.stage = "serving"
             await self._refresh(env)

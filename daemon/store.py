@@ -66,6 +66,8 @@ class Store:
         self.get_package = index.get_package
         self.packages = index.packages
         self.get_env = index.get_env
+        self.wheel_package = index.wheel_package
+        self.remember_wheels = index.remember_wheels
         self.envs = index.envs
         self.generation = index.generation
         self.history = index.history

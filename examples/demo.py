@@ -11,8 +11,9 @@
    classic wheel into another with `nwcache install` (which registers them),
    imports the package in both through the view (site-packages is now a
    symlink into it) from the pyc the daemon compiled once at install, shows
-   that the shared library is one inode in both,
-   prints `nwcache stats`, stops the daemon with SIGTERM (exit 0, view
+   that the shared library is one inode in both, installs by name from a
+   package index it serves on 127.0.0.1 (uv resolves, the daemon downloads,
+   a second venv downloads nothing), prints `nwcache stats`, stops the daemon with SIGTERM (exit 0, view
    unmounted) and runs fsck on the store.
 """
 
@@ -91,6 +92,40 @@ def wait_for_socket(path: Path, daemon: subprocess.Popen[str], timeout: float = 
 def members(path: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as zf:
         return {name: zf.read(name) for name in zf.namelist()}
+
+
+def install_by_name(work: Path) -> None:
+    """Install by name from a package index the demo serves on 127.0.0.1
+    (tests/index_server.py: wheels built from tests/projects/index/): uv
+    resolves for the venv's interpreter, the daemon downloads and verifies;
+    a second venv downloads nothing."""
+    from tests.index_server import build_index_wheels, standard_index
+
+    step("install by name from a local package index (uv resolves, the daemon downloads and verifies)")
+    for key in [k for k in os.environ if k.startswith("UV_")]:
+        del os.environ[key]
+    os.environ.update(UV_NO_CONFIG="1", UV_CACHE_DIR=str(work / "uv-cache"), PIP_CONFIG_FILE=os.devnull)
+    wheels = build_index_wheels(work / "index")
+    with standard_index(wheels).serve() as index:
+        print(f"index: {index.simple} ({len(wheels)} wheels; nwidx-lib 3.0 yanked)")
+        for name in ("venv2", "venv3"):
+            venv = work / name
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            line = ["install", "nwidx-app[fast]", "--env", str(venv), "--index-url", index.simple]
+            print(f"$ nwcache install nwidx-app[fast] --env {name} --index-url {index.simple}")
+            assert nwcache(line) == 0
+        ran = subprocess.run(
+            [str(work / "venv3" / "bin" / "nwidx-app")], capture_output=True, text=True, check=True
+        )
+        print(f"$ venv3/bin/nwidx-app\n{ran.stdout.strip()}")
+        print(
+            f"nwidx_lib-2.0 fetched from the index: {index.downloads('nwidx_lib-2.0-py3-none-any.whl')} time(s)"
+        )
+        print("$ nwcache install nwidx-app[fast] --env venv3 (again)")
+        assert (
+            nwcache(["install", "nwidx-app[fast]", "--env", str(work / "venv3"), "--index-url", index.simple])
+            == 0
+        )
 
 
 def main() -> int:
@@ -187,6 +222,7 @@ def main() -> int:
             inodes = {os.stat(lib).st_ino for lib in libs}
             assert len(inodes) == 1, inodes
             print(f"libnwfoo.so.1.2.3 in both venvs: inode {inodes.pop()} (one page cache)")
+            install_by_name(work)
             print("$ nwcache stats")
             assert nwcache(["stats"]) == 0
         finally:

@@ -60,7 +60,7 @@ def test_other_lines_go_to_argparse(argv: list[str]) -> None:
     ("argv", "message"),
     [
         (["install", "a.whl"], "the following arguments are required: --env"),
-        (["install", "--env", "v"], "the following arguments are required: ARCHIVE"),
+        (["install", "--env", "v"], "nothing to install"),
         (["install", "a.whl", "--env", "v", "--bind"], "unrecognized arguments: --bind"),
         (["install", "a.whl", "--env"], "argument --env: expected one argument"),
     ],
@@ -71,7 +71,7 @@ def test_malformed_install_lines_get_argparse_errors(
     assert remote.main(argv) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert f"error: {message}" in err
-    assert "hint: run 'nwcache" in err
+    assert "hint: " in err
 
 
 def test_both_paths_end_in_the_same_install(

@@ -1,0 +1,178 @@
+"""`nwcache install SPEC...|-r FILE` and `nwcache sync LOCK`: resolve
+(client/resolve.py), check, print the plan or send it (op install.files).
+docs/INSTALL-BY-NAME.md describes the whole path."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from nwcache.client.build import build_sdists
+from nwcache.client.remote import EXIT_NO_DAEMON, EXIT_OK, call
+from nwcache.client.report import emit, fail
+from nwcache.client.resolve import (
+    Facts,
+    Options,
+    Plan,
+    ResolveError,
+    main_check,
+    public,
+    resolve,
+    sync_plan,
+    warn,
+)
+
+EXIT_USAGE = 2
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
+        index_url=args.index_url,
+        extra_index_urls=list(args.extra_index_url),
+        find_links=list(args.find_links),
+        no_deps=bool(getattr(args, "no_deps", False)),
+        upgrade=bool(getattr(args, "upgrade", False)),
+        pre=bool(getattr(args, "pre", False)),
+        offline=bool(args.offline),
+    )
+
+
+def render(result: dict[str, Any]) -> str:
+    if result.get("unchanged"):
+        return f"nothing to do: generation {result['number']} already holds it"
+    from nwcache.client.cli import _changes
+
+    fetched = ""
+    if "downloaded" in result:
+        fetched = f" ({result['downloaded']} downloaded, {result['stored_before']} already stored)"
+    return f"generation {result['number']}: {_changes(result.get('changes'))}{fetched}"
+
+
+def _send(env: str, plan: Plan, action: str, as_json: bool, offline: bool) -> int:
+    downloads = [c.download() for c in plan.chosen if c.url is not None]
+    archives = [c.path for c in plan.chosen if c.path is not None]
+    request: dict[str, Any] = {
+        "env": env,
+        "downloads": downloads,
+        "archives": archives,
+        "remove": plan.remove,
+        "action": action,
+    }
+    if offline:
+        request["offline"] = True  # the daemon installs what it stores, downloads nothing
+    return call("install.files", request, as_json, render)
+
+
+def _nothing(facts: Facts, plan: Plan, as_json: bool) -> int:
+    if as_json:
+        emit({"unchanged": True, "changes": [], "kept": [f"{c.name}=={c.version}" for c in plan.kept]})
+    else:
+        kept = ", ".join(f"{c.name} {c.version}" for c in plan.kept)
+        print(f"nothing to do: already installed ({kept})" if kept else "nothing to do")
+    return EXIT_OK
+
+
+def _dry_run(facts: Facts, plan: Plan, as_json: bool) -> int:
+    if as_json:
+        emit(
+            {
+                "install": [
+                    {"name": c.name, "version": c.version, "url": c.url, "path": c.path, "sha256": c.sha256}
+                    for c in plan.chosen
+                ],
+                "remove": plan.remove,
+                "kept": [f"{c.name}=={c.version}" for c in plan.kept],
+            }
+        )
+        return EXIT_OK
+    lines = plan.describe(facts)
+    print("would change:" if lines else "nothing to do")
+    for line in lines:
+        print(f"  {line}")
+    return EXIT_OK
+
+
+def _no_daemon(args: argparse.Namespace) -> int | None:
+    """Exit 3 before resolving when no daemon answers (resolving can take
+    seconds, and its result could not be installed)."""
+    from nwcache.client.protocol import answers, default_socket
+
+    if args.dry_run or answers(default_socket()):
+        return None
+    return fail(
+        "NoDaemon",
+        f"no nwcache daemon at {default_socket()}",
+        "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
+        EXIT_NO_DAEMON,
+        args.json,
+    )
+
+
+def install(args: argparse.Namespace) -> int:
+    env = os.path.abspath(args.env)
+    specs = [str(s) for s in args.archives]
+    if not specs and not args.requirement:
+        return fail(
+            "UsageError",
+            "nothing to install",
+            "name requirements, wheel files or -r FILE",
+            EXIT_USAGE,
+            args.json,
+        )
+    local_only = not args.requirement and all(s.endswith(".whl") or os.path.exists(s) for s in specs)
+    if local_only and not args.strict and not args.dry_run:
+        # Files only: the plain install (the daemon checks the files, refuses
+        # a directory or an sdist with its messages, and checks the
+        # requirements after installing); --strict and --dry-run check here.
+        from nwcache.client.remote import install as plain_install
+
+        return plain_install(specs, str(args.env), args.json)
+    if args.requirement or any(not s.endswith(".whl") for s in specs):
+        refused = _no_daemon(args)  # (wheel files only: the files are checked first, as before)
+        if refused is not None:
+            return refused
+    try:
+        facts, plan = resolve(Path(env), specs, args.requirement, args.constraint, _options(args))
+        if not args.dry_run:
+            build_sdists(plan, facts, _options(args))
+        problems = main_check(plan, facts)
+    except ResolveError as exc:
+        return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
+    if problems and args.strict:
+        return fail(
+            "DependencyConflict",
+            f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            "install what is missing in the same command, or drop --strict to install anyway; nothing was changed",
+            1,
+            args.json,
+        )
+    if args.dry_run:
+        code = _dry_run(facts, plan, args.json)
+    elif not plan.chosen:
+        code = _nothing(facts, plan, args.json)
+    else:
+        action = "install " + " ".join(public(s) for s in specs + [f"-r {r}" for r in args.requirement])
+        code = _send(env, plan, action, args.json, args.offline)
+    if problems and code == EXIT_OK:
+        warn(problems)
+    return code
+
+
+def sync(args: argparse.Namespace) -> int:
+    env = os.path.abspath(args.env)
+    refused = _no_daemon(args)
+    if refused is not None:
+        return refused
+    try:
+        facts, plan = sync_plan(Path(env), args.lock, _options(args))
+        if not args.dry_run:
+            build_sdists(plan, facts, _options(args))
+    except ResolveError as exc:
+        return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
+    if args.dry_run:
+        return _dry_run(facts, plan, args.json)
+    if not plan.chosen and not plan.remove:
+        return _nothing(facts, plan, args.json)
+    return _send(env, plan, f"sync {args.lock.name}", args.json, args.offline)
