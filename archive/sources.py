@@ -267,7 +267,11 @@ class _Limited(io.RawIOBase):
         return n
 
     def drain(self) -> None:
-        buffer = bytearray(CHUNK)
+        """Read (and CRC) whatever the decoder left unread: usually nothing,
+        so no 1 MiB buffer is made for it."""
+        if self.pos >= self.end:
+            return
+        buffer = bytearray(min(CHUNK, self.end - self.pos))
         while self.readinto(memoryview(buffer)):
             pass
 
