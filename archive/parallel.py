@@ -76,3 +76,10 @@ class InFlight:
             done, done_size = self.jobs.popleft()
             done.result()
             self.bytes -= done_size
+
+    def wait_all(self) -> None:
+        """Wait for every job, oldest first; the first failure raises."""
+        while self.jobs:
+            done, done_size = self.jobs.popleft()
+            done.result()
+            self.bytes -= done_size

@@ -136,17 +136,28 @@ class FileData:
             yield chunk
         checker.finish()
 
+    def take(self) -> bytes:
+        """The whole content, read now in stream order and NOT yet verified:
+        pass it to `verify` (on any thread) before trusting it, and set
+        `pending` to the future that does, so that the archive's final check
+        waits for it and fails the whole iteration if it failed."""
+        return b"".join(self._take())
+
+    def verify(self, content: bytes) -> None:
+        """Check `content` (from `take`) against RECORD; sets `sha256`."""
+        checker = _Checker(self)
+        checker.update(content)
+        checker.finish()
+
     def read_then(self, executor: Executor, then: Callable[[bytes], None]) -> Future[None]:
         """Read the whole file now, in stream order, and on `executor` verify
         it and hand the bytes to `then`. For small files: hashing leaves the
         reading thread. The archive waits for the future before its final
         check, so a failure still fails the whole iteration."""
-        content = b"".join(self._take())
+        content = self.take()
 
         def job() -> None:
-            checker = _Checker(self)
-            checker.update(content)
-            checker.finish()
+            self.verify(content)
             then(content)
 
         self.pending = executor.submit(job)
@@ -245,8 +256,8 @@ class _Limited(io.RawIOBase):
         if want <= 0:
             return 0
         try:
-            self.fh.seek(self.pos)
-            n = int(self.fh.readinto(view[:want]))  # type: ignore[attr-defined]
+            # One pread: no seek, and the file's own buffer is bypassed.
+            n = os.preadv(self.fh.fileno(), [view[:want]], self.pos)
         except OSError as exc:
             raise self.fail(exc) from None
         if n == 0:  # the file shrank after it was opened
@@ -256,7 +267,11 @@ class _Limited(io.RawIOBase):
         return n
 
     def drain(self) -> None:
-        buffer = bytearray(CHUNK)
+        """Read (and CRC) whatever the decoder left unread: usually nothing,
+        so no 1 MiB buffer is made for it."""
+        if self.pos >= self.end:
+            return
+        buffer = bytearray(min(CHUNK, self.end - self.pos))
         while self.readinto(memoryview(buffer)):
             pass
 
@@ -544,11 +559,16 @@ class Archive:
 
     # -- streaming every file, verified --------------------------------------
 
-    def iter_files(self, chunk: int = CHUNK) -> Iterator[FileData]:
+    def iter_files(
+        self, chunk: int = CHUNK, *, drain: Callable[[], None] | None = None
+    ) -> Iterator[FileData]:
         """Every installed file, each verified as it is read. The caller must
         read each stored file's chunks in full before advancing. Content links
         come after the payload; .dist-info last, with WHEEL in its classic form
-        (the one RECORD describes). Exhausting the iterator verifies the whole."""
+        (the one RECORD describes). Exhausting the iterator verifies the whole.
+        A consumer that holds files back (taken, not yet verified) passes
+        `drain`, called once the last file is out and before the final check:
+        by its return every such file's `pending` is set."""
         produced: list[FileData] = []
         if self.format == 2:
             yield from self._iter_payload(produced, chunk)
@@ -557,6 +577,8 @@ class Archive:
                 data = self.open_file(info, chunk)
                 produced.append(data)
                 yield data
+        if drain is not None:
+            drain()
         for data in produced:
             if data.pending is not None:
                 data.pending.result()

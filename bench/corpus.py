@@ -47,6 +47,7 @@ from bench.common import (
     MB,
     MIB,
     ROOT,
+    TOPDIR_NOTE,
     Failure,
     PipContext,
     archive_source,
@@ -55,6 +56,7 @@ from bench.common import (
     fetch_wheels,
     load_average,
     machine_lines,
+    mark_topdir,
     mb,
     pip_context,
     pip_environment,
@@ -220,6 +222,7 @@ def measure_wheel(
                 )
             stage = "unpack+verify"
             rounds = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch))
+            mark_topdir(rounds)  # each round's tree starts in a fresh block group (TOPDIR_NOTE)
             try:
                 unpacked = measure_step(
                     StepRequest(
@@ -382,6 +385,7 @@ class RunInfo:
     scratch: Path
     settings: Settings
     pip: PipContext | None
+    topdir: bool  # the rounds' directories are marked chattr +T
 
 
 def complete_runs(runs: Sequence[WheelRun], variants: Sequence[Variant]) -> list[WheelRun]:
@@ -538,6 +542,9 @@ def method_lines(info: RunInfo) -> list[str]:
         " member the same way (CRC-32 and size per member, since Python 3.11's zipfile cannot decode zstd"
         " members) and then checked against RECORD alike; 2.0 is `Archive.open` + `unpack(..., links=copy)`, which"
         " checks every file's size and hash against RECORD and the zstd checksums.",
+        f"- {TOPDIR_NOTE}"
+        if info.topdir
+        else "- The scratch file system has no `chattr +T` flag: the rounds unpack beside each other.",
         "- Memory: peak resident memory (VmHWM from /proc/self/status) of the child process during the step"
         " alone: it is reset through /proc/self/clear_refs once the interpreter and its imports are loaded, so"
         " each figure includes their resident pages (the `at rest` figure below) plus what the step added. The"
@@ -861,6 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_highest = os.getloadavg()[0]
     args.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nwcache-corpus-", dir=args.scratch) as tmp:
+        topdir = mark_topdir(Path(tmp))
         for i, (name, version, path) in enumerate(sources, 1):
             label = f"{name} {version}".strip()
             t0 = time.perf_counter()
@@ -896,6 +904,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch=args.scratch.resolve(),
         settings=settings,
         pip=pip,
+        topdir=topdir,
     )
     results: Path = args.results
     results.mkdir(parents=True, exist_ok=True)

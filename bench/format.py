@@ -42,6 +42,7 @@ from packaging.utils import canonicalize_name
 from bench.common import (
     DEFAULT_CACHE,
     ROOT,
+    TOPDIR_NOTE,
     Failure,
     PipContext,
     archive_source,
@@ -50,6 +51,7 @@ from bench.common import (
     fetch_wheels,
     load_average,
     machine_lines,
+    mark_topdir,
     mb,
     pct,
     pip_context,
@@ -254,6 +256,7 @@ def time_extractions(
     difference: str | None = None
     for round_ in range(repeat):
         base = Path(tempfile.mkdtemp(prefix="round-", dir=scratch))
+        mark_topdir(base)  # the trees made in it start in fresh block groups (TOPDIR_NOTE)
         try:
             zip_dest, verified_dest, v2_dest = base / "zip", base / "zip-verified", base / "v2"
             os.sync()
@@ -357,6 +360,7 @@ class RunInfo:
     scratch: Path
     repeat: int
     pip: PipContext
+    topdir: bool  # the rounds' directories are marked chattr +T
 
 
 def render(
@@ -406,6 +410,11 @@ def render(
     lines += pip_environment_section(info.pip)
     add("## Method")
     add("")
+    add(
+        f"- {TOPDIR_NOTE}"
+        if info.topdir
+        else "- The scratch file system has no `chattr +T` flag: the rounds unpack beside each other."
+    )
     add(
         f"- 1.0: the wheel as published. 2.0: `convert(wheel, out, to=2)` at the default level {DEFAULT_LEVEL}"
         f" and window log {DEFAULT_WINDOW_LOG}, content links on, .dist-info members deflated; the pack time"
@@ -683,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nwcache-bench-", dir=args.scratch) as tmp:
         scratch = Path(tmp)
+        topdir = mark_topdir(scratch)
         for i, (name, version, path) in enumerate(sources, 1):
             t0 = time.perf_counter()
             try:
@@ -719,6 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch=args.scratch.resolve(),
         repeat=args.repeat,
         pip=pip_context(env),
+        topdir=topdir,
     )
     report = render(results, failures, settings, info)
     out: Path = args.out
