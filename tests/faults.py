@@ -261,7 +261,7 @@ class Faults:
             names = {p["name"] for p in self.daemon.call("list", env=str(env.path))}
             assert names in (set(), PACKAGES), f"{env.path} holds {names}: not a whole generation"
             present = names == PACKAGES
-            assert site_of(env.path).is_symlink(), f"{env.path}'s site-packages is no longer the view"
+            assert Path(env.path).is_symlink(), f"{env.path} is no longer served by the view"
             got = snapshot(env.path)
             if got != env.states[present]:
                 diff = sorted(set(got.items()) ^ set(env.states[present].items()))

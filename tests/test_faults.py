@@ -268,4 +268,4 @@ def test_clients_that_go_away_mid_install(
         [venv / "bin" / "python", "-c", "import sys"], env=clean_env(), capture_output=True, check=False
     )
     assert ran.returncode == 0
-    assert site_of(venv).is_symlink()
+    assert venv.is_symlink()
