@@ -11,7 +11,7 @@ Every tool installs local wheel files with dependencies off, into venvs made
 beforehand; uv's cache and nwcache's store are on the same file system.
 
 - cold: the data-science set (numpy, pandas, pyarrow, scipy, scikit-learn
-  and their dependencies) and the small set (31 pure-Python wheels of the
+  and their dependencies) and the small set (32 pure-Python wheels of the
   requests and jupyter families) into a new venv with an empty store / an
   empty uv cache: nwcache (a new daemon and store per run, its start not
   timed), uv (default: no bytecode), uv `--compile-bytecode`, pip (default:
@@ -116,6 +116,7 @@ SMALL = (
     ("pure-eval", "0.2.3"),
     ("comm", "0.2.2"),
     ("six", "1.17.0"),
+    ("typing-extensions", "4.12.2"),
 )
 WARM_33 = (
     *DATA_SCIENCE,
@@ -559,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *cold_rows,
         "",
         "pip compiles bytecode (its default); uv by default does not. nwcache's daemon compiles after the install "
-        "returned, at nice 10, one compile per source and interpreter shared by every later venv; the benchmark "
+        "returned, at nice 19 with one worker process per core but one, one compile per source and interpreter shared by every later venv; the benchmark "
         "waits for it to finish before the next tool runs.",
         "",
         "## First import right after the cold install",

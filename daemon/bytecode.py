@@ -193,8 +193,8 @@ class WorkerRun:
 
 
 # Workers compile in the background, behind the requests of every process
-# on the machine (imports included): nice 10.
-NICE = 10
+# on the machine (imports included): the lowest priority, nice 19.
+NICE = 19
 
 
 def _lower_priority() -> None:

@@ -23,7 +23,7 @@ import trio
 
 from . import bytecode, linking, rootlayer
 from .crashpoints import crash_point
-from .errors import NotAVenv, StoreError
+from .errors import NotAVenv, StoreError, UnknownEnv
 from .ingest import Progress
 from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
@@ -101,10 +101,11 @@ class Service:
             if bytecode_levels is None
             else bytecode_levels
         )
-        # One compiler process per core; one compile per interpreter at a
-        # time, so that environments installing the same package at once
-        # compile it once.
-        self.compilers = trio.CapacityLimiter(os.cpu_count() or 1)
+        # One compiler process per core but one, which is left to the
+        # processes importing while the background compile runs (measured in
+        # docs/BENCH-INSTALL.md); one compile per interpreter at a time, so
+        # that environments installing the same package at once compile it once.
+        self.compilers = trio.CapacityLimiter(max(1, (os.cpu_count() or 1) - 1))
         self._compile_locks: dict[str, trio.Lock] = {}
         self.bytecode_counts = BytecodeCounts()
         view.bytecode_levels = self.bytecode_levels
@@ -190,6 +191,10 @@ class Service:
             self._compiling = path
             try:
                 await self._compile_env(path)
+            except Exception as exc:  # a cache: the daemon serves on, and says what went wrong
+                log.exception("compiling bytecode for %s failed", path)
+                self.bytecode_counts.errors += 1
+                self.bytecode_counts.last_error = f"{path}: {exc}"
             finally:
                 self._compiling = None
                 self._left.pop(path, None)
@@ -247,9 +252,9 @@ class Service:
         otherwise (resumed at the next start or change)."""
         try:
             env = await self._background(partial(self.store.get_env, path))
-        except StoreError:
+            tree = await self._background(partial(self.store.tree, env.path))
+        except UnknownEnv:
             return  # unregistered meanwhile
-        tree = await self._background(partial(self.store.tree, env.path))
         known = await self._background(
             partial(
                 self.store.bytecode_known,

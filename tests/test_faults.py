@@ -25,7 +25,7 @@ from nwcache.client.protocol import PROTOCOL, encode
 from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.mount import clear_stale_mount
 from tests.conftest import clean_env
-from tests.faults import FaultDaemon, Faults, build_wheel, descriptors, new_venv, site_of, snapshot, summarise
+from tests.faults import FaultDaemon, Faults, build_wheel, descriptors, new_venv, snapshot, summarise
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 SETTLE_TIMEOUT = 120.0
