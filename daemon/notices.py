@@ -42,11 +42,19 @@ def notice_text(venv: str) -> str:
 def stub_text(venv: str, name: str) -> str:
     """What each of the venv's commands (bin/python, bin/pip, its scripts)
     is while the daemon is down: in symlink mode the whole venv lives in the
-    view, so without it `venv/bin/python` would simply not exist."""
+    view, so without it `venv/bin/python` would simply not exist.
+
+    Run, the first line alone does the work (`env -S` hands sh the command):
+    the shell never reads the file, which, at the moment the daemon comes
+    back, the view would already serve as the real interpreter. Sourced
+    (`. bin/activate`), the lines after it say the same."""
+    message = "is served by the nwcache daemon, which is not running"
+    hint = "hint: start it with: nwcache daemon (or: systemctl --user start nwcache)"  # no quotes: env -S
     return (
-        f"#!/bin/sh\n{STUB_MARK}\n"
-        f"echo 'error: {name} of {venv} is served by the nwcache daemon, which is not running' >&2\n"
-        "echo \"hint: start it with 'nwcache daemon' (or 'systemctl --user start nwcache')\" >&2\n"
+        f'#!/usr/bin/env -S sh -c \'echo "error: $0 {message}" >&2; echo "{hint}" >&2; exit 3\'\n'
+        f"{STUB_MARK}\n"
+        f"echo 'error: {venv}/{name} {message}' >&2\n"
+        f'echo "{hint}" >&2\n'
         "return 3 2>/dev/null || exit 3\n"
     )
 
@@ -62,7 +70,7 @@ def _is_notice(name: str, dir_fd: int) -> bool:
     except OSError:
         return False  # a symlink, or unreadable
     with os.fdopen(fd, "rb") as fh:
-        return STUB_MARK.encode() in fh.read(200)
+        return STUB_MARK.encode() in fh.read(1024)
 
 
 def _only_notices(folder: str, dir_fd: int | None = None) -> bool:
@@ -145,7 +153,7 @@ class DownNotices:
                 except OSError:
                     continue
                 with os.fdopen(body, "rb") as fh:
-                    stub = STUB_MARK.encode() in fh.read(200)
+                    stub = STUB_MARK.encode() in fh.read(1024)
                 if stub:
                     os.unlink(name, dir_fd=fd)
         finally:

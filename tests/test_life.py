@@ -429,7 +429,7 @@ def test_a_stopped_daemon_is_obvious(daemon: Daemon, tmp_path: Path) -> None:
     assert code == 0, err
     # The venv's whole directory lives in the view; beneath it, the daemon
     # left a stub for each command that says what is wrong.
-    notice = f"error: bin/python of {venv} is served by the nwcache daemon, which is not running"
+    notice = f"error: {venv}/bin/python is served by the nwcache daemon, which is not running"
 
     def first_line() -> str:
         done = subprocess.run(
@@ -519,7 +519,7 @@ def test_the_daemon_killed_and_restarted_while_a_venv_imports(daemon: Daemon, tm
         stop.touch()
         loop.wait(60)
         loop.stdout.close()
-    down = f"error: bin/python of {venv} is served by the nwcache daemon, which is not running"
+    down = f"error: {venv}/bin/python is served by the nwcache daemon, which is not running"
     for line in lines:
         # While the daemon is down: the stub's line. In the moment it dies,
         # before the view is unmounted, the interpreter or the module cannot
