@@ -31,6 +31,7 @@ from pathlib import Path
 
 from nwcache.client.cli import main as nwcache
 from nwcache.client.protocol import answers
+from nwcache.client.remote import request
 from nwcache.daemon.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,19 @@ def build(project: Path, out: Path) -> Path:
         env=clean_env(),
     )
     return max(out.glob("*.whl"), key=lambda p: p.stat().st_mtime)
+
+
+def wait_for_bytecode(timeout: float = 120.0) -> None:
+    """Poll `nwcache stats` until no environment has bytecode still to
+    compile (the daemon compiles it in the background after an install)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        *_, last = request(os.environ["NWCACHE_SOCKET"], "stats", {})
+        if not last["result"].get("bytecode_pending"):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bytecode was still being compiled after {timeout} s: {last['result']}")
+        time.sleep(0.1)
 
 
 def wait_for_socket(path: Path, daemon: subprocess.Popen[str], timeout: float = 60.0) -> None:
@@ -196,6 +210,8 @@ def main() -> int:
                 print(f"$ nwcache install {archive.name} --env {venv.name}")
                 assert nwcache(["install", str(archive), "--env", str(venv)]) == 0
                 print(f"  {venv.name} -> {os.readlink(venv)}  (the view serves the whole venv)")
+                wait_for_bytecode()
+                print("  bytecode compiled in the background (nwcache stats shows what is pending)")
                 imported = subprocess.run(
                     [
                         str(venv / "bin" / "python"),
@@ -208,7 +224,7 @@ def main() -> int:
                     check=True,
                 )
                 print(f"  import nwdemo_sharedlib: {imported.stdout.strip()}")
-                # Python -v names the pyc it loads: the one the daemon compiled at install.
+                # Python -v names the pyc it loads: the one the daemon compiled after the install.
                 cached = [
                     line
                     for line in imported.stderr.splitlines()
