@@ -19,7 +19,7 @@ from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
-from nwcache.client.resolve import Chosen, Facts, Options, Plan, ResolveError, uv_bin
+from nwcache.client.resolve import Chosen, Facts, Options, Plan, ResolveError, index_args, uv_bin
 
 BUILD_TIMEOUT = 1800
 
@@ -81,14 +81,7 @@ def build(chosen: Chosen, facts: Facts, options: Options) -> Path:
         out = Path(scratch) / "out"
         argv = [uv_bin(), "build", "--wheel", "--color", "never", "--no-progress"]
         argv += ["--python", facts.python, "--out-dir", str(out), str(sdist)]
-        if options.index_url:
-            argv += ["--index-url", options.index_url]
-        for url in options.extra_index_urls:
-            argv += ["--extra-index-url", url]
-        for link in options.find_links:
-            argv += ["--find-links", link]
-        if options.offline:
-            argv.append("--offline")
+        argv += index_args(options)
         if sys.stderr.isatty():
             print(f"building {chosen.name} {chosen.version} from its source distribution", file=sys.stderr)
         try:

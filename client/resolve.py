@@ -308,6 +308,20 @@ def _pins(facts: Facts) -> str:
     return "\n".join(lines)
 
 
+def index_args(options: Options) -> list[str]:
+    """uv's arguments for where packages come from (resolving and building)."""
+    argv: list[str] = []
+    if options.index_url:
+        argv += ["--index-url", options.index_url]
+    for url in options.extra_index_urls:
+        argv += ["--extra-index-url", url]
+    for link in options.find_links:
+        argv += ["--find-links", link]
+    if options.offline:
+        argv.append("--offline")
+    return argv
+
+
 def compile_lock(
     requirements: Sequence[str],
     requirement_files: Sequence[str],
@@ -329,20 +343,13 @@ def compile_lock(
     for constraints in constraint_files:
         argv += ["-c", constraints]
     argv += ["--python", facts.python, "--output-file", str(out), "--format", "pylock.toml", "--no-header"]
-    if options.index_url:
-        argv += ["--index-url", options.index_url]
-    for url in options.extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for link in options.find_links:
-        argv += ["--find-links", link]
+    argv += index_args(options)
     if options.no_deps:
         argv.append("--no-deps")
     if options.upgrade:
         argv.append("--upgrade")
     if options.pre:
         argv += ["--prerelease", "allow"]
-    if options.offline:
-        argv.append("--offline")
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=UV_TIMEOUT, check=False)
     except OSError as exc:

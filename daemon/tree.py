@@ -48,6 +48,20 @@ class Dir:
                 yield path, child
 
 
+def _nested(files: Mapping[str, FileRef]) -> dict[str, object]:
+    """Paths -> refs as nested dicts of names (directories) and refs."""
+    nested: dict[str, object] = {}
+    for path, ref in files.items():
+        node = nested
+        *folders, name = path.split("/")
+        for part in folders:
+            child = node.setdefault(part, {})
+            assert isinstance(child, dict)
+            node = child
+        node[name] = ref
+    return nested
+
+
 class TreeBuilder:
     """Builds and interns trees; one per view. Nodes live as long as some
     environment's tree refers to them."""
@@ -97,32 +111,14 @@ class TreeBuilder:
         build() makes of root's files updated by `files`, rebuilding only the
         directories on their way. Every path must be a file of `root` already
         (ValueError otherwise)."""
-        nested: dict[str, object] = {}
-        for path, ref in files.items():
-            node = nested
-            *folders, name = path.split("/")
-            for part in folders:
-                child = node.setdefault(part, {})
-                assert isinstance(child, dict)
-                node = child
-            node[name] = ref
-        return self._replace(root, nested)
+        return self._replace(root, _nested(files))
 
     def add_files(self, root: Dir, files: Mapping[str, FileRef]) -> Dir:
         """`root` with `files` added (directories made on the way) or, where
         a file is there already, replaced: the same tree build() makes of
         root's files updated by `files`, rebuilding only the directories on
         their way (the background compiler's new pycs)."""
-        nested: dict[str, object] = {}
-        for path, ref in files.items():
-            node = nested
-            *folders, name = path.split("/")
-            for part in folders:
-                child = node.setdefault(part, {})
-                assert isinstance(child, dict)
-                node = child
-            node[name] = ref
-        return self._replace(root, nested, add=True)
+        return self._replace(root, _nested(files), add=True)
 
     def _replace(self, node: Dir, nested: dict[str, object], *, add: bool = False) -> Dir:
         entries = dict(node.entries)
