@@ -734,32 +734,53 @@ class Service:
         `ingested` and `action` as there. A result that is the generation
         the venv was at (nothing to do) leaves the view and venv alone."""
         check_names(archives)  # before the venv is registered
+        try:
+            await self._run(partial(self.store.get_env, path))
+            registered_here = False
+        except StoreError:
+            registered_here = True
         env = await self.register(path)
-        async with self._lock(env.path):
-            await self._fold(env)
-            before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(
-                partial(
-                    self.store.install,
-                    env.path,
-                    list(archives),
-                    request=request,
-                    progress=progress,
-                    remove=remove or (),
-                    ingested=ingested,
-                    action=action,
+        stored = False
+        try:
+            async with self._lock(env.path):
+                await self._fold(env)
+                before = await self._run(partial(self.store.generation, env.path))
+                gen = await self._run(
+                    partial(
+                        self.store.install,
+                        env.path,
+                        list(archives),
+                        request=request,
+                        progress=progress,
+                        remove=remove or (),
+                        ingested=ingested,
+                        action=action,
+                    )
                 )
-            )
-            if gen.number == before.number:
+                stored = True
+                if gen.number == before.number:
+                    return gen
+                if progress is not None:
+                    progress.stage = "serving"
+                await self._refresh(env)
+                crash_point("outside-pending")
+                await self._run(partial(self._write_outside, env, before, gen))
+                await self._write_notice(env)
+                self._queue_compile(env)
                 return gen
-            if progress is not None:
-                progress.stage = "serving"
-            await self._refresh(env)
-            crash_point("outside-pending")
-            await self._run(partial(self._write_outside, env, before, gen))
-            await self._write_notice(env)
-            self._queue_compile(env)
-            return gen
+        except BaseException:
+            if registered_here and not stored:
+                # A refused install into a venv it registered leaves the venv
+                # as it found it: a plain venv again, not registered.
+                with trio.CancelScope(shield=True):
+                    await self._unregister_after_failure(env)
+            raise
+
+    async def _unregister_after_failure(self, env: EnvRecord) -> None:
+        try:
+            await self.unregister(env.path)
+        except Exception:  # the install's own error is the one to report
+            log.exception("could not take back the registration of %s after a failed install", env.path)
 
     async def uninstall(
         self, path: str | os.PathLike[str], names: list[str], *, request: str | None = None

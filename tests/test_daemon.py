@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from nwcache.client.cli import main as nwcache
 from nwcache.daemon.linking import is_mount_point
 from tests.conftest import clean_env, make_venv
 from tests.daemon_process import READY_TIMEOUT, Daemon
+from tests.mounted import site_of
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -374,3 +376,43 @@ def test_fsck_exits_1_on_damage(daemon: Daemon, tmp_path: Path, built_wheels: di
     code, out, _ = daemon.cli("fsck", "--json")
     assert code == 1
     assert json.loads(out)["problems"]
+
+
+def test_a_refused_install_into_a_new_venv_changes_nothing(daemon: Daemon, tmp_path: Path) -> None:
+    """`nwcache install BAD.whl --env NEWVENV`: the archive is refused (a
+    file's bytes do not match RECORD), and the venv it registered on the way
+    is a plain, unregistered venv again, holding what it held."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site_of(venv) / "mine.py").write_text("MINE = 1\n")
+    before = sorted(
+        (str(p.relative_to(venv)), p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+        for p in venv.rglob("*")
+    )
+    bad = tmp_path / "bad-1.0-py3-none-any.whl"
+    record = (
+        "bad/__init__.py,sha256="
+        + "A" * 43
+        + ",2\nbad-1.0.dist-info/METADATA,,\nbad-1.0.dist-info/RECORD,,\n"
+    )
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("bad/__init__.py", "x\n")
+        zf.writestr("bad-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: bad\nVersion: 1.0\n")
+        zf.writestr(
+            "bad-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        zf.writestr("bad-1.0.dist-info/RECORD", record)
+    daemon.start()
+    code, _, err = daemon.cli("install", bad, "--env", venv)
+    assert code == 1, err
+    assert err.startswith("error:"), err
+    assert not venv.is_symlink()
+    code, out, err = daemon.cli("env", "list", "--json")
+    assert code == 0, err
+    assert json.loads(out) == []
+    after = sorted(
+        (str(p.relative_to(venv)), p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+        for p in venv.rglob("*")
+    )
+    assert after == before
+    assert subprocess.run([venv / "bin" / "python", "-c", "import mine"], check=False).returncode == 0
