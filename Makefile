@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-bytecode bench-viewmodes bench-corpus clean
+.PHONY: all setup system-deps test test-fast lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-bytecode bench-viewmodes bench-corpus clean
 
 all: test
 
@@ -64,6 +64,18 @@ typecheck: setup
 # The test command (README): lint, type check, then the whole suite.
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The inner loop (about 30 s here): ruff, then the tests that start no daemon
+# process: the archive library, the store, the view's handlers, a mounted
+# view's POSIX behaviour, the command line. `make test` stays the whole suite.
+FAST_TESTS := tests/test_roundtrip.py tests/test_hostile.py tests/test_fuzz_findings.py tests/test_fuzz.py \
+	tests/test_store.py tests/test_view_ops.py tests/test_unpack.py tests/test_zip_interop.py \
+	tests/test_tree_source.py tests/test_remote.py tests/test_tarfmt.py tests/test_vectors.py \
+	tests/test_cli.py tests/test_view_posix.py
+
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 
 # The product end to end on wheels the project builds itself (README).
 demo: setup
