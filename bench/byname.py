@@ -238,9 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shows each tool without those requests.",
         "",
         "Targets (issue 15): warm at most 0.5x of uv, cold at most 1.0x. nwcache's daemon compiles every "
-        "new source once per interpreter into its store at install time by default (docs/BYTECODE.md; "
-        "uv and pip compile nothing here, PYTHONDONTWRITEBYTECODE=1); the last column is the same install "
-        "with that off, for where the cold time goes. "
+        "new source once per interpreter into its store, in the background after the install returns "
+        "(docs/BYTECODE.md; uv and pip compile nothing here, PYTHONDONTWRITEBYTECODE=1); the last column "
+        "is the same install with it off. "
         + f"Warm: {med(warm['nwcache']) / med(warm['uv']):.2f}x "
         + ("(met)" if med(warm["nwcache"]) <= 0.5 * med(warm["uv"]) else "(not met)")
         + f"; cold: {med(cold['nwcache']) / med(cold['uv']):.2f}x "
