@@ -121,12 +121,20 @@ class PackageIndex:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # the tests read `requests`
 
-            def send(self, status: int, body: bytes, content_type: str) -> None:
+            def send(self, status: int, body: bytes, content_type: str, *, half: bool = False) -> bytes:
+                """Answer with `body` (with `half`, its first half only, flushed,
+                the whole length announced); returns what was not sent."""
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                cut = len(body) // 2 if half else len(body)
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                return body[cut:]
+
+            def send_half(self, body: bytes) -> bytes:
+                return self.send(200, body, "application/octet-stream", half=True)
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -163,23 +171,11 @@ class PackageIndex:
                     elif fault == "html":
                         self.send(200, b"<!DOCTYPE html><html><body>Please log in</body></html>", "text/html")
                     elif fault == "slow":  # half, a pause, the rest: downloads of it overlap
-                        data = entry.path.read_bytes()
-                        self.send_response(200)
-                        self.send_header("Content-Type", "application/octet-stream")
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data[: len(data) // 2])
-                        self.wfile.flush()
+                        rest = self.send_half(entry.path.read_bytes())
                         index.paused.wait(timeout=2.0)
-                        self.wfile.write(data[len(data) // 2 :])
+                        self.wfile.write(rest)
                     elif fault == "truncate":
-                        data = entry.path.read_bytes()
-                        self.send_response(200)
-                        self.send_header("Content-Type", "application/octet-stream")
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data[: len(data) // 2])
-                        self.wfile.flush()
+                        self.send_half(entry.path.read_bytes())
                         self.close_connection = True
                     else:
                         self.send(200, entry.path.read_bytes(), "application/octet-stream")

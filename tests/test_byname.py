@@ -67,6 +67,14 @@ def leftovers(daemon: Daemon) -> list[Path]:
     return sorted(p for p in downloads.rglob("*") if p.is_file()) if downloads.exists() else []
 
 
+def registered(running: Daemon, venv: Path) -> Path:
+    """A new venv, registered through the CLI."""
+    make_venv(venv)
+    code, _, err = running.cli("env", "register", venv)
+    assert code == 0, err
+    return venv
+
+
 def test_install_by_name_with_dependencies(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     make_venv(venv)
@@ -144,10 +152,7 @@ def error_of(result: tuple[int, str, str]) -> tuple[int, str, str]:
 
 
 def test_errors_change_nothing(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    make_venv(venv)
-    code, _, err = running.cli("env", "register", venv)
-    assert code == 0, err
+    venv = registered(running, tmp_path / "venv")
     before = installed(running, venv)
     gens = generations(running, venv)
 
@@ -318,10 +323,7 @@ def pylock(path: Path, packages: list[tuple[str, str, str, str]]) -> Path:
 
 
 def test_sync_of_a_pylock(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    make_venv(venv)
-    code, _, err = running.cli("env", "register", venv)
-    assert code == 0, err
+    venv = registered(running, tmp_path / "venv")
     before = installed(running, venv)
     lib = index.file("nwidx_lib-1.0-py3-none-any.whl")
     assert lib is not None
@@ -360,9 +362,7 @@ def test_two_venvs_at_once_download_once(running: Daemon, index: PackageIndex, t
 
     venvs = [tmp_path / "a", tmp_path / "b"]
     for venv in venvs:
-        make_venv(venv)
-        code, _, err = running.cli("env", "register", venv)
-        assert code == 0, err
+        registered(running, venv)
     index.faults["nwidx_lib-2.0-py3-none-any.whl"] = "slow"
     argv = [sys.executable, "-m", "nwcache", "install", "nwidx-app", "--index-url", index.simple, "--env"]
     clients = [
