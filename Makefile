@@ -52,7 +52,19 @@ $(VENV)/.pyfuse3-patched: $(VENV)/.synced $(PYFUSE3_PATCH) patches/pyfuse3/fetch
 	$(BIN)/python -c "import pyfuse3; assert 'cache_readdir' in dir(pyfuse3.FileInfo), 'pyfuse3 is not patched'"
 	touch $@
 
-setup: system-deps $(VENV)/.synced $(VENV)/.pyfuse3-patched
+# The editable install is a tree of links to the modules (pyproject.toml,
+# [tool.uv]): made again when a module is added or removed. The list is
+# rewritten only when it changes, so its time says when that happened.
+PACKAGE_FILES := $(shell mkdir -p build && find src archive daemon client systemd -type f \
+	\( -name '*.py' -o -name py.typed -o -name nwcache.service \) | LC_ALL=C sort > build/package-files.new && \
+	if cmp -s build/package-files.new build/package-files; then rm build/package-files.new; \
+	else mv build/package-files.new build/package-files; fi)
+
+$(VENV)/.editable: build/package-files $(VENV)/.pyfuse3-patched
+	$(UV) pip install -q --python $(BIN)/python --no-deps --reinstall-package nwcache -e .
+	touch $@
+
+setup: system-deps $(VENV)/.synced $(VENV)/.pyfuse3-patched $(VENV)/.editable
 
 lint: setup
 	$(BIN)/ruff check .

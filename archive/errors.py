@@ -7,27 +7,14 @@ so that tests, test vectors and other implementations can match on them.
 
 from __future__ import annotations
 
-import re
 from os import PathLike
 
-# C0 and C1 controls, and the Unicode line and paragraph separators, which
-# str.splitlines (and so whoever reads our stderr by lines) breaks on too.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from nwcache.errors import NwcacheError, printable
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """Control characters escaped: a hostile member name must not reach a
-    terminal as an escape sequence or a forged second line."""
-    return _CONTROL.sub(lambda m: _escape(m.group()), text)
-
-
-class ArchiveError(Exception):
-    """Base class: the archive, or an operation on it, failed."""
+class ArchiveError(NwcacheError):
+    """Base class: the archive, or an operation on it, failed. Its hint
+    follows from its class and rule."""
 
     def __init__(
         self,
@@ -42,12 +29,26 @@ class ArchiveError(Exception):
         self.rule = rule
         self.archive = str(archive) if archive is not None else None
         self.member = member
+        self.hint = self._hint()  # from its class and rule
 
     def __str__(self) -> str:
         where = [part for part in (self.archive, self.member) if part]
         prefix = ": ".join(where)
         text = f"{prefix}: {self.message} [{self.rule}]" if prefix else f"{self.message} [{self.rule}]"
         return printable(text)
+
+    def _hint(self) -> str:
+        if self.rule == "window-log-limit":
+            return "if you trust this archive, raise the limit with --max-window-log"
+        if self.rule == "io":
+            return "check the path and its permissions"
+        if self.rule == "destination-io":
+            return "check the destination's permissions, free space and file name limits; nothing was written"
+        if isinstance(self, DestinationError):
+            return "choose an empty or new destination"
+        if isinstance(self, UnsupportedArchive):
+            return "this archive needs a newer or differently configured reader"
+        return "the archive is malformed or was tampered with; nothing was written"
 
 
 class InvalidArchive(ArchiveError):

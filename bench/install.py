@@ -64,7 +64,7 @@ from bench.common import (
     pip_version,
 )
 from nwcache.client import remote
-from nwcache.client.protocol import answers
+from nwcache.protocol import answers
 
 DEFAULT_OUT = ROOT / "docs" / "BENCH-INSTALL.md"
 UV = ROOT / ".tools" / "bin" / "uv"

@@ -57,7 +57,9 @@ def _fetch(chosen: Chosen, dest: Path) -> Path:
                     out.write(chunk)
     except httpx.HTTPError as exc:
         raise ResolveError(
-            "Interrupted", f"the download of {chosen.filename} failed: {type(exc).__name__}", "run it again"
+            "DownloadInterrupted",
+            f"the download of {chosen.filename} failed: {type(exc).__name__}",
+            "run it again",
         ) from None
     if digest.hexdigest() != chosen.sha256:
         raise ResolveError(

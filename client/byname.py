@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nwcache.client.build import build_sdists
-from nwcache.client.remote import EXIT_NO_DAEMON, EXIT_OK, call
-from nwcache.client.report import emit, fail
+from nwcache.client.remote import call
 from nwcache.client.resolve import (
     Facts,
     Options,
@@ -23,8 +22,8 @@ from nwcache.client.resolve import (
     sync_plan,
     warn,
 )
-
-EXIT_USAGE = 2
+from nwcache.protocol import EXIT_OK
+from nwcache.report import emit, fail
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -97,7 +96,7 @@ def _dry_run(facts: Facts, plan: Plan, as_json: bool) -> int:
 def _no_daemon(args: argparse.Namespace) -> int | None:
     """Exit 3 before resolving when no daemon answers (resolving can take
     seconds, and its result could not be installed)."""
-    from nwcache.client.protocol import answers, default_socket
+    from nwcache.protocol import answers, default_socket
 
     if args.dry_run or answers(default_socket()):
         return None
@@ -105,7 +104,6 @@ def _no_daemon(args: argparse.Namespace) -> int | None:
         "NoDaemon",
         f"no nwcache daemon at {default_socket()}",
         "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
-        EXIT_NO_DAEMON,
         args.json,
     )
 
@@ -118,7 +116,6 @@ def install(args: argparse.Namespace) -> int:
             "UsageError",
             "nothing to install",
             "name requirements, wheel files or -r FILE",
-            EXIT_USAGE,
             args.json,
         )
     local_only = not args.requirement and all(s.endswith(".whl") or os.path.exists(s) for s in specs)
@@ -139,13 +136,12 @@ def install(args: argparse.Namespace) -> int:
             build_sdists(plan, facts, _options(args))
         problems = main_check(plan, facts)
     except ResolveError as exc:
-        return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
+        return fail(exc.kind, str(exc), exc.hint, args.json)
     if problems and args.strict:
         return fail(
             "DependencyConflict",
             f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             "install what is missing in the same command, or drop --strict to install anyway; nothing was changed",
-            1,
             args.json,
         )
     if args.dry_run:
@@ -170,7 +166,7 @@ def sync(args: argparse.Namespace) -> int:
         if not args.dry_run:
             build_sdists(plan, facts, _options(args))
     except ResolveError as exc:
-        return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
+        return fail(exc.kind, str(exc), exc.hint, args.json)
     if args.dry_run:
         return _dry_run(facts, plan, args.json)
     if not plan.chosen and not plan.remove:

@@ -19,8 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from nwcache.client.remote import EXIT_FAILED, EXIT_OK, call
-from nwcache.client.report import emit, fail, interrupted, os_error
+from nwcache.client.remote import call
+from nwcache.protocol import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from nwcache.report import emit, fail, interrupted, os_error
+from nwcache.report import error as report_error
 
 # Not `from typing import TYPE_CHECKING`: the client imports no typing at all
 # (start-up time; mypy treats any TYPE_CHECKING alike).
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
     from nwcache.archive import Archive, ArchiveError
-
-EXIT_USAGE = 2
 
 
 def _columns() -> int:
@@ -75,7 +75,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        fail("UsageError", message, f"run '{self.prog} --help' for the options", EXIT_USAGE, _Parser.as_json)
+        fail("UsageError", message, f"run '{self.prog} --help' for the options", _Parser.as_json)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -332,27 +332,11 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline", action="store_true", help="resolve from uv's cache only, no network")
 
 
-def _hint(error: ArchiveError) -> str:
-    from nwcache.archive import DestinationError, UnsupportedArchive
-
-    if error.rule == "window-log-limit":
-        return "if you trust this archive, raise the limit with --max-window-log"
-    if error.rule == "io":
-        return "check the path and its permissions"
-    if error.rule == "destination-io":
-        return "check the destination's permissions, free space and file name limits; nothing was written"
-    if isinstance(error, DestinationError):
-        return "choose an empty or new destination"
-    if isinstance(error, UnsupportedArchive):
-        return "this archive needs a newer or differently configured reader"
-    return "the archive is malformed or was tampered with; nothing was written"
-
-
 def _fail(error: ArchiveError | OSError, as_json: bool = False) -> int:
     from nwcache.archive import ArchiveError
 
     if isinstance(error, ArchiveError):
-        return fail(type(error).__name__, str(error), _hint(error), EXIT_FAILED, as_json)
+        return report_error(error, as_json)
     return os_error(error, as_json)
 
 
@@ -457,7 +441,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
             "UsageError",
             "--level and --window-log apply to --to 2 only",
             "drop them, or convert with --to 2",
-            EXIT_USAGE,
             args.json,
         )
     converted: list[dict[str, object]] = []
@@ -478,7 +461,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             _fail(exc)  # its lines on stderr; the JSON document comes at the end
             kind = type(exc).__name__ if isinstance(exc, ArchiveError) else "OSError"
             hint = (
-                _hint(exc)
+                exc.hint
                 if isinstance(exc, ArchiveError)
                 else "check the path, its permissions and the free space"
             )
@@ -511,10 +494,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from nwcache.client.protocol import default_home, default_socket
-    from nwcache.daemon.server import main as daemon_main
-
-    return daemon_main(default_home(), default_socket())
+    # The console script (nwcache.__main__) runs `nwcache daemon` before this
+    # parser sees it: the client never imports the daemon. Only a command line
+    # with something before `daemon` ends here.
+    return fail("UsageError", "'daemon' takes no options before it", "run 'nwcache daemon'", bool(args.json))
 
 
 def _remote(

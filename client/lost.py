@@ -13,15 +13,13 @@ import os
 import sys
 
 from nwcache.client.remote import (
-    EXIT_FAILED,
-    EXIT_NO_DAEMON,
     DaemonUnavailable,
     ProtocolError,
     print_result,
     request,
-    socket_path,
 )
-from nwcache.client.report import fail
+from nwcache.protocol import socket_path
+from nwcache.report import fail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,7 +65,6 @@ def recover(
                 "OutcomeUnknown",
                 f"the daemon stopped during '{op}' and cannot say what became of it ({answer.get('message')})",
                 f"{check} shows whether it took effect" if env else "run it again",
-                EXIT_FAILED,
                 as_json,
             )
         if answer is not None and answer.get("event") == "result":
@@ -85,7 +82,6 @@ def recover(
                     str(error.get("kind") or "Error"),
                     str(error.get("message")),
                     str(error.get("hint") or ""),
-                    int(error.get("exit", EXIT_FAILED)),
                     as_json,
                 )
             if state == "unknown" and op == "gc":
@@ -93,7 +89,6 @@ def recover(
                     "OutcomeUnknown",
                     "the daemon stopped during gc, before it could answer",
                     "gc is safe to run again: 'nwcache gc' (what it dropped, if it got that far, stays dropped)",
-                    EXIT_FAILED,
                     as_json,
                 )
             if state == "unknown":
@@ -102,17 +97,15 @@ def recover(
                     "NotDone",
                     f"the daemon stopped before '{op}' took effect: no generation records it{where}",
                     "run the command again",
-                    EXIT_FAILED,
                     as_json,
                 )
             deadline = time.monotonic() + waited  # "running": the daemon is alive and still at it
         if time.monotonic() > deadline:
             return fail(
-                "OutcomeUnknown",
+                "DaemonGone",
                 f"the daemon stopped during '{op}' and did not come back within {waited:g} s",
                 f"once it runs again ('nwcache daemon', or systemd restarts it), {check} shows whether "
                 f"it took effect: a generation with request {request_id!r}",
-                EXIT_NO_DAEMON,
                 as_json,
             )
         time.sleep(0.2)  # polling for the daemon's return, bounded by the deadline

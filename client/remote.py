@@ -9,7 +9,7 @@ the same install() and call().
 
 Imports are the point of this module: os and sys (loaded by Python's start
 anyway), _socket and _json. No argparse, pathlib, typing, json, socket.
-The protocol is described in nwcache.client.protocol.
+The protocol is described in nwcache.protocol (shared with the daemon).
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ from __future__ import annotations
 import os
 import sys
 
+from nwcache.protocol import CHANGING, EXIT_FAILED, EXIT_OK, MAX_LINE, PROTOCOL, socket_path
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
-
-PROTOCOL = 1
-MAX_LINE = 16 << 20
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_NO_DAEMON = 3
-EXIT_INTERRUPTED = 130
 
 
 class DaemonUnavailable(Exception):
@@ -41,21 +36,6 @@ class ProtocolError(Exception):
 class ConnectionLost(ProtocolError):
     """The connection broke after the request was sent and before the answer:
     the daemon stopped (or was killed) while it worked on the request."""
-
-
-# Requests that change something: each carries an id, the daemon records the
-# outcome under it, and a client that loses the answer asks for it ("outcome").
-CHANGING = frozenset(
-    {"install", "install.files", "uninstall", "rollback", "env.register", "env.unregister", "gc"}
-)
-
-
-def socket_path() -> str:
-    """NWCACHE_SOCKET, default $XDG_RUNTIME_DIR/nwcache/daemon.sock."""
-    if "NWCACHE_SOCKET" in os.environ:
-        return os.environ["NWCACHE_SOCKET"]
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nwcache-{os.getuid()}"
-    return os.path.join(runtime, "nwcache", "daemon.sock")
 
 
 # -- JSON without the json package (it imports re) --------------------------------
@@ -163,15 +143,15 @@ def request(
         sock.close()
 
 
-def _fail(kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
-    from nwcache.client.report import fail
+def _fail(kind: str, message: str, hint: str, as_json: bool) -> int:
+    from nwcache.report import fail
 
-    return fail(kind, message, hint, code, as_json)
+    return fail(kind, message, hint, as_json)
 
 
 def print_result(result: Any, as_json: bool, render: Callable[[Any], str]) -> int:
     if as_json:
-        from nwcache.client.report import emit
+        from nwcache.report import emit
 
         emit(result)
     else:
@@ -218,7 +198,6 @@ def call(
                     str(message.get("kind") or "Error"),
                     str(message.get("message")),
                     str(message.get("hint") or ""),
-                    int(message.get("exit", EXIT_FAILED)),
                     as_json,
                 )
             if event == "result":
@@ -233,7 +212,6 @@ def call(
                 "ConnectionLost",
                 str(exc),
                 f"'{op}' changes nothing: run it again once the daemon is back ('nwcache daemon' or systemd)",
-                EXIT_FAILED,
                 as_json,
             )
         from nwcache.client.lost import recover
@@ -244,7 +222,6 @@ def call(
             "NoDaemon",
             str(exc),
             "start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
-            EXIT_NO_DAEMON,
             as_json,
         )
     except ProtocolError as exc:
@@ -252,7 +229,6 @@ def call(
             "ProtocolError",
             str(exc),
             "check the daemon's log ('nwcache service status', or the terminal running 'nwcache daemon')",
-            EXIT_FAILED,
             as_json,
         )
     finally:
@@ -270,7 +246,6 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
                 "NotAFile",
                 f"{path}: is a directory, not an archive",
                 f"pass the wheels in it: nwcache install {given.rstrip('/')}/*.whl --env {env}",
-                EXIT_FAILED,
                 as_json,
             )
         if not os.path.isfile(path):
@@ -278,7 +253,6 @@ def install(archives: list[str], env: str, as_json: bool) -> int:
                 "NotAFile",
                 f"{path}: no such file",
                 "pass paths of .whl archives (classic or 2.0)",
-                EXIT_FAILED,
                 as_json,
             )
     return call(
@@ -346,10 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return install(*plain)
     except KeyboardInterrupt:
-        from nwcache.client.report import interrupted
+        from nwcache.report import interrupted
 
         return interrupted(plain[2])
     except OSError as exc:
-        from nwcache.client.report import os_error
+        from nwcache.report import os_error
 
         return os_error(exc, plain[2])

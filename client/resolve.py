@@ -36,8 +36,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, parse_tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-EXIT_FAILED = 1
-EXIT_NO_SOLUTION = 4
+from nwcache.errors import NwcacheError
+
 UV_TIMEOUT = 600
 
 # Runs in the venv's own interpreter (CPython 3.9+), with nwcache's packaging
@@ -65,12 +65,11 @@ print(json.dumps({
 """
 
 
-class ResolveError(Exception):
-    def __init__(self, kind: str, message: str, hint: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.hint = hint
-        self.code = code
+class ResolveError(NwcacheError):
+    """Resolving or building failed; its kind says how (NoSolution exits 4)."""
+
+    def __init__(self, kind: str, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint, kind=kind)
 
 
 @dataclass
@@ -382,7 +381,6 @@ def uv_error(stderr: str) -> ResolveError:
             "NoSolution",
             f"no set of versions satisfies the requirements: {explanation or text}",
             "loosen or change the requirements (or add --pre for pre-releases); nothing was changed",
-            EXIT_NO_SOLUTION,
         )
     if any(
         word in lowered

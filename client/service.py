@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 UNIT_NAME = "nwcache.service"
-TEMPLATE = Path(__file__).resolve().parent.parent / "systemd" / UNIT_NAME
 
 
 def unit_path() -> Path:
@@ -36,12 +35,11 @@ def render_unit(template: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _template() -> str:
-    if TEMPLATE.is_file():
-        return TEMPLATE.read_text()
+def template() -> str:
+    """The unit template, systemd/nwcache.service (installed as nwcache.systemd)."""
     from importlib.resources import files
 
-    return (files("nwcache") / "nwcache.service").read_text()
+    return (files("nwcache.systemd") / UNIT_NAME).read_text()
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -72,7 +70,7 @@ def _why(done: subprocess.CompletedProcess[str]) -> str:
 
 def main(action: str, as_json: bool = False) -> int:
     """`nwcache service ACTION`; errors as `error:` + `hint:` (and JSON with --json)."""
-    from nwcache.client.report import emit, fail
+    from nwcache.report import emit, fail
 
     def done(result: dict[str, object], text: str, code: int = 0) -> int:
         if as_json:
@@ -86,7 +84,6 @@ def main(action: str, as_json: bool = False) -> int:
             "NoSystemd",
             "systemctl is not available on this machine",
             NO_MANAGER_HINT.format(user=_user()),
-            1,
             as_json,
         )
     path = unit_path()
@@ -98,12 +95,11 @@ def main(action: str, as_json: bool = False) -> int:
                 "NoSystemd",
                 f"no systemd user manager runs for {_user()} here (systemctl --user: {_why(probe)})",
                 NO_MANAGER_HINT.format(user=_user()),
-                1,
                 as_json,
             )
         existed = path.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_unit(_template()))
+        path.write_text(render_unit(template()))
         for step in (("daemon-reload",), ("enable", "--now", UNIT_NAME)):
             ran = _systemctl(*step)
             if ran.returncode != 0:
@@ -116,7 +112,6 @@ def main(action: str, as_json: bool = False) -> int:
                     f"systemctl --user {' '.join(step)}: {_why(ran)}",
                     f"'systemctl --user status {UNIT_NAME}' and 'journalctl --user -u {UNIT_NAME}' say why; "
                     + ("the unit was removed again" if not existed else f"the unit is at {path}"),
-                    1,
                     as_json,
                 )
         return done(

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from nwcache.errors import NwcacheError
 
-class StoreError(Exception):
-    """Base class; `hint` says what to do about it."""
 
-    hint = "see docs/ARCHITECTURE.md"
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        if hint is not None:
-            self.hint = hint
+class StoreError(NwcacheError):
+    """Base class of the store's and the daemon's errors; `hint` says what to do about it."""
 
 
 class NotAVenv(StoreError):

@@ -80,7 +80,7 @@ class HashMismatch(FetchError):
     )
 
 
-class Interrupted(FetchError):
+class DownloadInterrupted(FetchError):
     hint = "the connection broke during the download; nothing was kept: run the install again"
 
 
@@ -277,7 +277,7 @@ class Fetcher:
             running.error = exc
             raise
         except BaseException:
-            running.error = Interrupted(f"the download of {wanted.filename} was cancelled")
+            running.error = DownloadInterrupted(f"the download of {wanted.filename} was cancelled")
             raise
         finally:
             running.done.set()
@@ -365,11 +365,11 @@ class Fetcher:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise IndexUnreachable(f"cannot connect to {url.host} for {shown}: {_reason(exc)}") from None
             except httpx.TimeoutException as exc:
-                raise Interrupted(
+                raise DownloadInterrupted(
                     f"the download of {wanted.filename} from {shown} timed out after {received:,} bytes ({_reason(exc)})"
                 ) from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.NetworkError) as exc:
-                raise Interrupted(
+                raise DownloadInterrupted(
                     f"the download of {wanted.filename} from {shown} broke off after {received:,} bytes ({_reason(exc)})"
                 ) from None
             except httpx.HTTPError as exc:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import struct
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -31,7 +30,16 @@ from packaging.utils import canonicalize_name
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
-from nwcache.client.protocol import MAX_LINE, OPS, PROTOCOL, answers, encode
+from nwcache.protocol import (
+    MAX_LINE,
+    OPS,
+    PROTOCOL,
+    answers,
+    default_home,
+    default_socket,
+    encode,
+    error_event,
+)
 
 from . import bytecode
 from .errors import StoreError
@@ -386,16 +394,14 @@ def error_message(exc: BaseException, home: Path | None = None, op: str = "") ->
             "kind": "NoSpace",
             "message": f"the disk holding NWCACHE_HOME ({home}) is full",
             "hint": hint,
-            "exit": 1,
         }
     if isinstance(exc, StoreError):
-        return {"kind": type(exc).__name__, "message": str(exc), "hint": exc.hint, "exit": 1}
+        return {"kind": exc.kind, "message": str(exc), "hint": exc.hint}
     if isinstance(exc, ArchiveError):
         return {
-            "kind": type(exc).__name__,
+            "kind": exc.kind,
             "message": str(exc),
             "hint": "the archive is malformed, tampered with or not for this environment; nothing was changed",
-            "exit": 1,
         }
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
@@ -403,13 +409,11 @@ def error_message(exc: BaseException, home: Path | None = None, op: str = "") ->
             "kind": "OSError",
             "message": f"{where}{exc.strerror or exc}",
             "hint": "check the path, its permissions and the free space",
-            "exit": 1,
         }
     return {
         "kind": "InternalError",
         "message": f"{type(exc).__name__}: {exc}",
         "hint": "see the daemon's log",
-        "exit": 1,
     }
 
 
@@ -469,50 +473,30 @@ async def handle_client(handlers: Handlers, stream: trio.SocketStream) -> None:
                 line = await _read_line(stream)
             request = json.loads(line)
         except (ValueError, trio.TooSlowError):
-            await send(
-                {
-                    "event": "error",
-                    "kind": "BadRequest",
-                    "message": "unreadable request",
-                    "hint": "",
-                    "exit": 2,
-                }
-            )
+            await send(error_event("BadRequest", "unreadable request", ""))
             return
         if uid != os.getuid():
             await send(
-                {
-                    "event": "error",
-                    "kind": "PermissionDenied",
-                    "message": f"uid {uid} may not use the daemon of uid {os.getuid()}",
-                    "hint": "run your own daemon (nwcache daemon) with your own NWCACHE_HOME",
-                    "exit": 1,
-                }
+                error_event(
+                    "PermissionDenied",
+                    f"uid {uid} may not use the daemon of uid {os.getuid()}",
+                    "run your own daemon (nwcache daemon) with your own NWCACHE_HOME",
+                )
             )
             return
         if request.get("protocol") != PROTOCOL:
             await send(
-                {
-                    "event": "error",
-                    "kind": "ProtocolMismatch",
-                    "message": f"the daemon speaks protocol {PROTOCOL}, the client {request.get('protocol')}",
-                    "hint": "restart the daemon after upgrading nwcache",
-                    "exit": 1,
-                }
+                error_event(
+                    "ProtocolMismatch",
+                    f"the daemon speaks protocol {PROTOCOL}, the client {request.get('protocol')}",
+                    "restart the daemon after upgrading nwcache",
+                )
             )
             return
         op = str(request.get("op", ""))
         method = getattr(handlers, op.replace(".", "_"), None) if op in OPS else None
         if method is None:
-            await send(
-                {
-                    "event": "error",
-                    "kind": "BadRequest",
-                    "message": f"unknown operation {op!r}",
-                    "hint": "",
-                    "exit": 2,
-                }
-            )
+            await send(error_event("BadRequest", f"unknown operation {op!r}", ""))
             return
 
         async def progress(message: str, done: int, total: int, files: list[list[Any]] | None = None) -> None:
@@ -599,29 +583,35 @@ def _first(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) 
     return None
 
 
-def main(home: Path, socket_path: Path) -> int:
-    """Run in the foreground until SIGTERM or SIGINT; the CLI's `daemon`.
-    A refusal to start is one `error:` line and one `hint:` line, exit 1."""
+def main(argv: list[str] | None = None) -> int:
+    """`nwcache daemon`: run in the foreground until SIGTERM or SIGINT (the
+    console script hands it `daemon`'s command line). A refusal to start is
+    one `error:` line and one `hint:` line, exit 1."""
+    from nwcache.report import error, fail
+
+    words = list(argv or [])
+    if words in (["--help"], ["-h"]):
+        print(
+            "usage: nwcache daemon\n\nRun the daemon in the foreground (NWCACHE_HOME, NWCACHE_SOCKET; "
+            "SIGTERM or SIGINT stops it)."
+        )
+        return 0
+    if words:
+        return fail("UsageError", f"unexpected arguments: {' '.join(words)}", "run 'nwcache daemon' alone")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         bytecode.parse_levels(os.environ.get("NWCACHE_BYTECODE"))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("hint: unset NWCACHE_BYTECODE to compile at level 0 (docs/BYTECODE.md)", file=sys.stderr)
-        return 1
+        return fail("BadSetting", str(exc), "unset NWCACHE_BYTECODE to compile at level 0 (docs/BYTECODE.md)")
     try:
-        trio.run(run_daemon, home, socket_path)
+        trio.run(run_daemon, default_home(), default_socket())
     except BaseException as exc:
         found: BaseException | None = exc
         if isinstance(exc, BaseExceptionGroup):
             found = _first(exc, StoreError) or _first(exc, OSError)
         if isinstance(found, StoreError):
-            print(f"error: {found}", file=sys.stderr)
-            print(f"hint: {found.hint}", file=sys.stderr)
-            return 1
+            return error(found)
         if isinstance(found, OSError):
-            print(f"error: {found}", file=sys.stderr)
-            print("hint: check NWCACHE_HOME and NWCACHE_SOCKET and their permissions", file=sys.stderr)
-            return 1
+            return fail("OSError", str(found), "check NWCACHE_HOME and NWCACHE_SOCKET and their permissions")
         raise
     return 0

@@ -30,9 +30,9 @@ import zipfile
 from pathlib import Path
 
 from nwcache.client.cli import main as nwcache
-from nwcache.client.protocol import answers
 from nwcache.client.remote import request
 from nwcache.daemon.store import Store
+from nwcache.protocol import answers
 
 ROOT = Path(__file__).resolve().parent.parent
 

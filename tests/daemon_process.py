@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from nwcache.client.protocol import answers
 from nwcache.daemon.mount import clear_stale_mount
+from nwcache.protocol import answers
 from tests.conftest import clean_env
 
 READY_TIMEOUT = 60.0

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nwcache.client.protocol import PROTOCOL, encode
+from nwcache.protocol import PROTOCOL, encode
 from tests.conftest import PROJECTS, PROJECTS_DIR, clean_env, pip_wheel_command
 from tests.daemon_process import Daemon
 

@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nwcache.client.protocol import answers
 from nwcache.daemon.view import HANDLES, KERNEL_CACHED
+from nwcache.protocol import answers
 
 CAUSES = ("other users", "chown", "special files", "hard links", "follows a refusal", "other")
 

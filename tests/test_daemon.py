@@ -203,10 +203,10 @@ def test_many_clients_at_once_and_env_commands(
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
 def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
-    from nwcache.client.service import TEMPLATE, render_unit
+    from nwcache.client.service import render_unit, template
 
     unit = tmp_path / "nwcache.service"
-    unit.write_text(render_unit(TEMPLATE.read_text()))
+    unit.write_text(render_unit(template()))
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     done = subprocess.run(

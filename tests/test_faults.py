@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from nwcache.client.protocol import PROTOCOL, encode
 from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.mount import clear_stale_mount
+from nwcache.protocol import PROTOCOL, encode
 from tests.conftest import clean_env
 from tests.faults import FaultDaemon, Faults, build_wheel, descriptors, new_venv, snapshot, summarise
 

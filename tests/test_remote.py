@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nwcache.client import cli, remote
+from nwcache import protocol
+from nwcache.client import remote
 from tests.conftest import clean_env
 
 
@@ -68,7 +69,7 @@ def test_other_lines_go_to_argparse(argv: list[str]) -> None:
 def test_malformed_install_lines_get_argparse_errors(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert remote.main(argv) == cli.EXIT_USAGE
+    assert remote.main(argv) == protocol.EXIT_USAGE
     err = capsys.readouterr().err
     assert f"error: {message}" in err
     assert "hint: " in err
@@ -85,7 +86,7 @@ def test_both_paths_end_in_the_same_install(
         ["install", str(missing), "--env", str(tmp_path)],  # the fast path
         ["install", str(missing), "--env", str(tmp_path), "--j"],  # argparse (abbreviated --json)
     ):
-        assert remote.main(line) == remote.EXIT_FAILED
+        assert remote.main(line) == protocol.EXIT_FAILED
         assert capsys.readouterr().err.splitlines() == [
             f"error: {missing}: no such file",
             "hint: pass paths of .whl archives (classic or 2.0)",
@@ -94,7 +95,7 @@ def test_both_paths_end_in_the_same_install(
         ["install", str(wheel), "--env", str(tmp_path)],
         ["install", str(wheel), "--env", str(tmp_path), "--j"],
     ):
-        assert remote.main(line) == remote.EXIT_NO_DAEMON
+        assert remote.main(line) == protocol.EXIT_NO_DAEMON
         err = capsys.readouterr().err.splitlines()
         assert err[0] == f"error: no nwcache daemon at {tmp_path / 'none.sock'} (No such file or directory)"
         assert err[1].startswith("hint: start it with 'nwcache daemon'")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from nwcache.client.protocol import answers
 from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.mount import clear_stale_mount
+from nwcache.protocol import answers
 from tests.conftest import clean_env
 from tests.daemon_process import run_cli
 
@@ -310,12 +310,3 @@ def test_service_under_a_real_user_manager(manager: UserManager, built_wheels: d
     code, out, _ = manager.nwcache("service", "status")
     assert code == 3
     assert "not installed" in out
-
-
-def test_unit_ships_inside_the_package() -> None:
-    """An installed wheel has no systemd/ folder beside it: the unit is package data too."""
-    from importlib.resources import files
-
-    from nwcache.client.service import TEMPLATE
-
-    assert (files("nwcache") / UNIT).read_text() == TEMPLATE.read_text()

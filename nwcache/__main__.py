@@ -1,5 +1,0 @@
-import sys
-
-from nwcache.client.remote import main
-
-sys.exit(main())
