@@ -47,7 +47,7 @@ from .ingest import Progress as InstallProgress
 from .reserve import free_bytes
 from .runner import run_service
 from .schema import Change, EnvRecord, GenerationRecord, PackageRecord, changes_between
-from .service import Service, env_dir_name
+from .service import Service
 
 MB = 1_000_000
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ def prepare_socket(path: Path) -> None:
 
 
 def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
+    places = service.places(env)
     return {
         "path": env.path,
         "python": env.python,
@@ -106,10 +107,10 @@ def env_json(service: Service, env: EnvRecord) -> dict[str, Any]:
         "generation": env.current,
         # What links to the view: the venv itself (symlink mode) or its
         # site-packages (bind mode).
-        "view": str(service.venv_target(env) if env.link == "symlink" else service.target(env)),
-        "linked": env.path if env.link == "symlink" else str(service.site(env)),
+        "view": str(places.view_dir if env.link == "symlink" else places.view_site),
+        "linked": env.path if env.link == "symlink" else str(places.site),
         "tags": env.tags[:3],
-        "name": env_dir_name(env),
+        "name": places.name,
     }
 
 

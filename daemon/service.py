@@ -23,6 +23,7 @@ import trio
 
 from . import bytecode, linking, rootlayer
 from .crashpoints import crash_point
+from .environment import Environment, Places, view_name
 from .errors import NotAVenv, StoreError, UnknownEnv
 from .ingest import Progress
 from .notices import DownNotices
@@ -74,10 +75,6 @@ def _temp_of(target: Path) -> Path:
     return target.with_name(f".{target.name}.nwcache-new")
 
 
-def env_dir_name(env: EnvRecord) -> str:
-    return f"{os.path.basename(env.path)}-{env.id.hex()[:12]}"  # not pathlib: several calls per request
-
-
 class Service:
     def __init__(
         self,
@@ -93,9 +90,8 @@ class Service:
         self.builder = TreeBuilder()
         self.limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self._locks: dict[str, trio.Lock] = {}
-        self.overlays: dict[str, Overlay] = {}
-        # Symlink mode: the layer holding each venv's root beside site-packages.
-        self.tops: dict[str, Overlay] = {}
+        # The environments served, by venv path (daemon/environment.py).
+        self.envs: dict[str, Environment] = {}
         self.bytecode_levels = (
             bytecode.parse_levels(os.environ.get("NWCACHE_BYTECODE"))
             if bytecode_levels is None
@@ -127,22 +123,9 @@ class Service:
     def _lock(self, path: str) -> trio.Lock:
         return self._locks.setdefault(venv_path(path), trio.Lock())
 
-    def overlay_root(self, env: EnvRecord) -> Path:
-        return self.store.home / "overlay" / env.id.hex()
-
-    def top_root(self, env: EnvRecord) -> Path:
-        """The layer of the venv's root beside site-packages (daemon/rootlayer.py)."""
-        return self.store.home / "roots" / env.id.hex()
-
-    def site(self, env: EnvRecord) -> Path:
-        return Path(env.path) / env.site_packages
-
-    def target(self, env: EnvRecord) -> Path:
-        return self.mountpoint / env_dir_name(env) / env.site_packages
-
-    def venv_target(self, env: EnvRecord) -> Path:
-        """What a venv registered in symlink mode links to: its directory in the view."""
-        return self.mountpoint / env_dir_name(env)
+    def places(self, env: EnvRecord) -> Places:
+        """Where the environment's layers, venv and view directory are."""
+        return Places(self.store.home, self.mountpoint, env)
 
     async def _site(self, env: EnvRecord) -> dict[str, FileRef]:
         """The environment's current site-packages with the shared bytecode
@@ -297,9 +280,10 @@ class Service:
         serves (only the directories on their way are rebuilt) if the
         environment is still at the generation `tree` is of, else its whole
         current tree again. Under the environment's lock."""
-        name = env_dir_name(env)
-        if env.path not in self.overlays or name not in self.view.envs:
+        served = self.envs.get(env.path)
+        if served is None or served.name not in self.view.envs:
             return  # unregistered meanwhile
+        name = served.name
         now = await self._background(partial(self.store.get_env, env.path))
         if now.current != env.current:
             await self._refresh(now)
@@ -450,15 +434,15 @@ class Service:
             root = await self._run(partial(self.builder.build, tree))
             if built is not None:
                 built.setdefault(key, (root, generated))
-        overlay = await self._run(partial(Overlay, self.overlay_root(env)))
-        self.overlays[env.path] = overlay
+        places = self.places(env)
+        overlay = await self._run(partial(Overlay, places.layer))
         top = None
         if env.link == "symlink":
-            top = await self._run(partial(Overlay, self.top_root(env)))
-            self.tops[env.path] = top
-            self.store.aliases[str(self.venv_target(env))] = env.path
+            top = await self._run(partial(Overlay, places.root_layer))
+            self.store.aliases[str(places.view_dir)] = env.path
+        self.envs[env.path] = Environment(places, self._lock(env.path), overlay, top)
         await self.view.add_env(
-            env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages, top=top
+            places.name, root, overlay, venv=places.venv, site_packages=env.site_packages, top=top
         )
         await self._write_notice(env)
 
@@ -467,20 +451,20 @@ class Service:
         written again whenever its commands may have changed."""
         if self.notices is None:
             return
-        top = self.tops.get(env.path)
+        top = self.envs[env.path].root_layer
         scripts = sorted(
             path.rpartition("/")[2]
             for path, entry in (top.entries.items() if top is not None else ())
             if path.rpartition("/")[0] == env.scripts and not isinstance(entry, Whiteout | OverlayDir)
         )
         await self._run(
-            partial(self.notices.write, env_dir_name(env), env.site_packages, env.path, env.scripts, scripts)
+            partial(self.notices.write, view_name(env), env.site_packages, env.path, env.scripts, scripts)
         )
 
     async def _refresh(self, env: EnvRecord) -> int:
         tree = await self._site(env)
         root = await self._run(partial(self.builder.build, tree))
-        return await self.view.replace_tree(env_dir_name(env), root)
+        return await self.view.replace_tree(view_name(env), root)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -491,11 +475,11 @@ class Service:
         is what the venv uses, so the registration is dropped."""
         built: dict[tuple[object, ...], tuple[Dir, dict[str, FileRef]]] = {}
         for env in await self._run(self.store.envs):
-            site = self.site(env)
+            site = self.places(env).site
             venv = Path(env.path)
             if env.link == "symlink":
                 await self._run(partial(linking.clean_leftovers, venv))
-                if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
+                if await self._run(partial(linking.state, venv, self.places(env).view_dir)) == "linked":
                     await self._load(env, built=built)
                     await self._run(partial(self._settle_outside, env))
                     continue
@@ -503,26 +487,26 @@ class Service:
                 # site-packages links here), or being (un)registered when a
                 # daemon died; the venv uses its own site-packages then.
                 await self._run(partial(linking.clean_leftovers, site))
-                if await self._run(partial(linking.state, site, self.target(env))) == "linked":
+                if await self._run(partial(linking.state, site, self.places(env).view_site)) == "linked":
                     log.warning("%s: serving its whole directory from the view now", env.path)
                     await self._run(
-                        partial(rootlayer.fill_layer, self.top_root(env), venv, env.site_packages)
+                        partial(rootlayer.fill_layer, self.places(env).root_layer, venv, env.site_packages)
                     )
                     await self._load(env, built=built)
-                    await self._run(partial(linking.link, venv, self.venv_target(env)))
+                    await self._run(partial(linking.link, venv, self.places(env).view_dir))
                     await self._run(partial(self._settle_outside, env))
                     continue
                 await self._drop(env)
                 continue
             await self._run(partial(linking.clean_leftovers, site))
-            state = await self._run(partial(linking.state, site, self.target(env)))
+            state = await self._run(partial(linking.state, site, self.places(env).view_site))
             if state == "directory" and any(site.iterdir()):
                 await self._drop(env)
                 continue
             await self._load(env, built=built)
             await self._run(partial(self._settle_outside, env))
             if env.link == "bind" and state in ("directory", "bound"):
-                await self._run(partial(linking.bind_over, site, self.target(env)))
+                await self._run(partial(linking.bind_over, site, self.places(env).view_site))
         # Bytecode a daemon did not finish (killed, or a compile failed):
         # compiled in the background, served from the start as it comes.
         pending = await self._run(self.store.compile_pending)
@@ -534,27 +518,25 @@ class Service:
             else:
                 await self._run(partial(self.store.compile_settled, env.id, pending[env.id][0], None))
         if self.notices is not None:
-            served = {env_dir_name(env) for env in await self._run(self.store.envs)}
+            served = {view_name(env) for env in await self._run(self.store.envs)}
             await self._run(partial(self.notices.prune, served))
 
     async def _drop(self, env: EnvRecord) -> None:
         log.warning("%s has a real site-packages again; dropping its registration", env.path)
         await self._run(partial(self.store.unregister, env.path))
-        await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
-        await self._run(partial(shutil.rmtree, self.top_root(env), True))
+        await self._run(partial(shutil.rmtree, self.places(env).layer, True))
+        await self._run(partial(shutil.rmtree, self.places(env).root_layer, True))
 
     async def stop(self) -> None:
         """Before unmounting: bind mounts over venvs go first."""
         for env in await self._run(self.store.envs):
-            if env.link == "bind" and env.path in self.overlays:
-                site = self.site(env)
+            if env.link == "bind" and env.path in self.envs:
+                site = self.places(env).site
                 if await self._run(partial(linking.is_mount_point, site)):
                     await self._run(partial(linking.unbind, site))
-        for overlay in [*self.overlays.values(), *self.tops.values()]:
-            overlay.sync()
-            overlay.close()
-        self.overlays.clear()
-        self.tops.clear()
+        for served in self.envs.values():
+            served.close()
+        self.envs.clear()
 
     # -- environments -----------------------------------------------------------------
 
@@ -565,29 +547,33 @@ class Service:
             raise StoreError("bind mounts need root", hint="run the daemon as root or use symlink mode")
         root = await self._run(partial(self._registered_or_root, path))
         async with self._lock(root):
-            env = await self._run(partial(self.store.register, root, link=link))
-            crash_point("registered")
-            site = self.site(env)
-            venv = Path(env.path)
-            state = await self._run(partial(linking.state, site, self.target(env)))
-            if state == "foreign-link":
-                raise NotAVenv(f"{site} is a symlink nwcache did not make", hint="make it a directory first")
-            if env.link == "bind":
-                if env.path not in self.overlays:
-                    await self._load(env)
-                    self._queue_compile(env)
-                if state != "bound":
-                    await self._run(partial(linking.bind_over, site, self.target(env)))
-                return env
-            if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
-                return env
-            if env.path not in self.overlays:
-                await self._run(partial(rootlayer.fill_layer, self.top_root(env), venv, env.site_packages))
-                crash_point("root-filled")
+            return await self._register(root, link)
+
+    async def _register(self, root: str, link: str) -> EnvRecord:
+        """Register (or find registered) and serve the venv at `root`, under its lock."""
+        env = await self._run(partial(self.store.register, root, link=link))
+        crash_point("registered")
+        places = self.places(env)
+        site, venv = places.site, places.venv
+        state = await self._run(partial(linking.state, site, places.view_site))
+        if state == "foreign-link":
+            raise NotAVenv(f"{site} is a symlink nwcache did not make", hint="make it a directory first")
+        if env.link == "bind":
+            if env.path not in self.envs:
                 await self._load(env)
                 self._queue_compile(env)
-            await self._run(partial(linking.link, venv, self.venv_target(env)))
+            if state != "bound":
+                await self._run(partial(linking.bind_over, site, places.view_site))
             return env
+        if await self._run(partial(linking.state, venv, places.view_dir)) == "linked":
+            return env
+        if env.path not in self.envs:
+            await self._run(partial(rootlayer.fill_layer, places.root_layer, venv, env.site_packages))
+            crash_point("root-filled")
+            await self._load(env)
+            self._queue_compile(env)
+        await self._run(partial(linking.link, venv, places.view_dir))
+        return env
 
     def _registered_or_root(self, path: str | os.PathLike[str]) -> str:
         """A registered venv's path (it may be a link into the view), or the
@@ -600,31 +586,38 @@ class Service:
     async def unregister(self, path: str | os.PathLike[str]) -> None:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
-            name = env_dir_name(env)
-            plan = self.view.snapshot(name)
-            overlay = self.overlays[env.path]
-            top = self.tops.get(env.path)
-            site = self.site(env)
-            venv = Path(env.path)
-            if top is not None:
-                if await self._run(partial(linking.state, venv, self.venv_target(env))) == "linked":
-                    fill = partial(self._fill_venv, self.view.snapshot_top(name), top, plan, overlay, env)
-                    await self._run(partial(linking.restore, venv, fill))
-            elif await self._run(partial(linking.state, site, self.target(env))) in ("linked", "bound"):
-                await self._run(partial(linking.restore, site, partial(self._fill, plan, overlay)))
-            crash_point("restored")
-            await self._run(partial(self.store.unregister, env.path))
-            await self.view.remove_env(name)
-            self.store.aliases.pop(str(self.venv_target(env)), None)
-            if self.notices is not None:
-                await self._run(partial(self.notices.remove, name))
-            overlay.close()
-            del self.overlays[env.path]
-            if top is not None:
-                top.close()
-                del self.tops[env.path]
-            await self._run(partial(shutil.rmtree, self.overlay_root(env), True))
-            await self._run(partial(shutil.rmtree, self.top_root(env), True))
+            await self._unregister(env)
+
+    async def _unregister(self, env: EnvRecord) -> None:
+        """The venv a real directory again, holding what it holds; under its lock."""
+        served = self.envs[env.path]
+        name = served.name
+        plan = self.view.snapshot(name)
+        overlay = served.layer
+        top = served.root_layer
+        places = self.places(env)
+        site, venv = places.site, places.venv
+        if top is not None:
+            if await self._run(partial(linking.state, venv, places.view_dir)) == "linked":
+                fill = partial(self._fill_venv, self.view.snapshot_top(name), top, plan, overlay, env)
+                await self._run(partial(linking.restore, venv, fill))
+        elif await self._run(partial(linking.state, site, places.view_site)) in (
+            "linked",
+            "bound",
+        ):
+            await self._run(partial(linking.restore, site, partial(self._fill, plan, overlay)))
+        crash_point("restored")
+        await self._run(partial(self.store.unregister, env.path))
+        await self.view.remove_env(name)
+        self.store.aliases.pop(str(places.view_dir), None)
+        if self.notices is not None:
+            await self._run(partial(self.notices.remove, name))
+        for layer in (overlay, top):  # not written out: they go next
+            if layer is not None:
+                layer.close()
+        del self.envs[env.path]
+        await self._run(partial(shutil.rmtree, places.layer, True))
+        await self._run(partial(shutil.rmtree, places.root_layer, True))
 
     def _fill_venv(
         self,
@@ -673,13 +666,14 @@ class Service:
         bytecode) into a generation of its own, so that the next store
         operation starts from what the venv really holds and its history
         shows the change. None when the layer holds no file change."""
-        overlay = self.overlays[env.path]
+        served = self.envs[env.path]
+        overlay = served.layer
         if not any(
             isinstance(entry, UpperFile | Whiteout | StoreFile) and not bytecode.is_bytecode(path)
             for path, entry in overlay.entries.items()
         ):
             return None  # only directories, symlinks or Python's own pycs: nothing a generation holds
-        name = env_dir_name(env)
+        name = served.name
         merged = self.view.layer_files(name)
 
         def describe() -> tuple[dict[str, FileRef | tuple[Path, bool]], dict[str, tuple[int, int, int]]]:
@@ -706,7 +700,7 @@ class Service:
             return files, seen
 
         files, seen = await self._run(describe)
-        top = self.tops.get(env.path)
+        top = served.root_layer
         outside: dict[str, tuple[Path, bool]] = {}
         if top is not None:  # symlink mode: scripts pip wrote are in the root's layer
             for rel, entry in top.entries.items():
@@ -715,6 +709,28 @@ class Service:
         gen = await self._run(partial(self.store.fold, env.path, files, outside=outside))
         await self._refresh(env)
         await self.view.settle_layer(name, seen)
+        await self._write_notice(env)
+        self._queue_compile(env)
+        return gen
+
+    async def _change(
+        self, env: EnvRecord, change: Callable[[], GenerationRecord], progress: Progress | None = None
+    ) -> GenerationRecord:
+        """The one sequence of every change to an environment, under its
+        lock: fold what was written inside the venv, the store's change (a
+        worker thread), and unless it left the generation as it was (nothing
+        to do), the view serving the new one, the files outside
+        site-packages, the down notices and its bytecode queued."""
+        await self._fold(env)
+        before = await self._run(partial(self.store.generation, env.path))
+        gen = await self._run(change)
+        if gen.number == before.number:
+            return gen
+        if progress is not None:
+            progress.stage = "serving"
+        await self._refresh(env)
+        crash_point("outside-pending")
+        await self._run(partial(self._write_outside, env, before, gen))
         await self._write_notice(env)
         self._queue_compile(env)
         return gen
@@ -730,55 +746,42 @@ class Service:
         ingested: dict[str, PackageRecord] | None = None,
         action: str | None = None,
     ) -> GenerationRecord:
-        """Store.install for the venv, registered first if new; `remove`,
-        `ingested` and `action` as there. A result that is the generation
-        the venv was at (nothing to do) leaves the view and venv alone."""
+        """Store.install for the venv, registered first if new (under the
+        same hold of its lock); `remove`, `ingested` and `action` as there. A
+        refused install into a venv it registered leaves the venv as it found
+        it: a plain venv again, not registered."""
         check_names(archives)  # before the venv is registered
-        try:
-            await self._run(partial(self.store.get_env, path))
-            registered_here = False
-        except StoreError:
-            registered_here = True
-        env = await self.register(path)
-        stored = False
-        try:
-            async with self._lock(env.path):
-                await self._fold(env)
-                before = await self._run(partial(self.store.generation, env.path))
-                gen = await self._run(
-                    partial(
-                        self.store.install,
-                        env.path,
-                        list(archives),
-                        request=request,
-                        progress=progress,
-                        remove=remove or (),
-                        ingested=ingested,
-                        action=action,
-                    )
+        root = await self._run(partial(self._registered_or_root, path))
+        async with self._lock(root):
+            registered_here = venv_path(root) not in self.envs
+            env = await self._register(root, "symlink")
+            stored = False
+
+            def install() -> GenerationRecord:
+                nonlocal stored
+                gen = self.store.install(
+                    env.path,
+                    list(archives),
+                    request=request,
+                    progress=progress,
+                    remove=remove or (),
+                    ingested=ingested,
+                    action=action,
                 )
                 stored = True
-                if gen.number == before.number:
-                    return gen
-                if progress is not None:
-                    progress.stage = "serving"
-                await self._refresh(env)
-                crash_point("outside-pending")
-                await self._run(partial(self._write_outside, env, before, gen))
-                await self._write_notice(env)
-                self._queue_compile(env)
                 return gen
-        except BaseException:
-            if registered_here and not stored:
-                # A refused install into a venv it registered leaves the venv
-                # as it found it: a plain venv again, not registered.
-                with trio.CancelScope(shield=True):
-                    await self._unregister_after_failure(env)
-            raise
+
+            try:
+                return await self._change(env, install, progress)
+            except BaseException:
+                if registered_here and not stored:
+                    with trio.CancelScope(shield=True):
+                        await self._unregister_after_failure(env)
+                raise
 
     async def _unregister_after_failure(self, env: EnvRecord) -> None:
         try:
-            await self.unregister(env.path)
+            await self._unregister(env)
         except Exception:  # the install's own error is the one to report
             log.exception("could not take back the registration of %s after a failed install", env.path)
 
@@ -787,28 +790,14 @@ class Service:
     ) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
-            await self._fold(env)
-            before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.uninstall, env.path, names, request=request))
-            await self._refresh(env)
-            await self._run(partial(self._write_outside, env, before, gen))
-            await self._write_notice(env)
-            self._queue_compile(env)
-            return gen
+            return await self._change(env, partial(self.store.uninstall, env.path, names, request=request))
 
     async def rollback(
         self, path: str | os.PathLike[str], to: int | None = None, *, request: str | None = None
     ) -> GenerationRecord:
         env = await self._run(partial(self.store.get_env, path))
         async with self._lock(env.path):
-            await self._fold(env)
-            before = await self._run(partial(self.store.generation, env.path))
-            gen = await self._run(partial(self.store.rollback, env.path, to, request=request))
-            await self._refresh(env)
-            await self._run(partial(self._write_outside, env, before, gen))
-            await self._write_notice(env)
-            self._queue_compile(env)
-            return gen
+            return await self._change(env, partial(self.store.rollback, env.path, to, request=request))
 
     def _write_outside(self, env: EnvRecord, before: GenerationRecord, after: GenerationRecord) -> None:
         """Bring the venv's files outside site-packages (scripts, headers,

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nwcache.daemon.environment import view_name
 from nwcache.daemon.errors import NotAVenv
 from nwcache.daemon.schema import GenerationRecord
-from nwcache.daemon.service import env_dir_name
 from nwcache.daemon.store import Store
 from tests.conftest import make_venv, run
-from tests.mounted import View, py, site_of
+from tests.helpers import new_venv, site_of
+from tests.mounted import View, py
 from tests.vectors import generate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -31,7 +31,7 @@ def test_two_venvs_share_inodes_and_import(view: View, tmp_path: Path, built_whe
         # The venv itself links to its directory in the view, so that the
         # real path of sys.prefix holds site-packages (pip compares real paths).
         assert venv.is_symlink()
-        assert Path(os.readlink(venv)) == view.mountpoint / env_dir_name(env)
+        assert Path(os.readlink(venv)) == view.mountpoint / view_name(env)
         assert os.path.realpath(site_of(venv)).startswith(os.path.realpath(venv) + os.sep)
         assert os.path.samefile(site_of(venv) / ".." / ".." / ".." / "bin", venv / "bin")
         view.service.call(
@@ -121,7 +121,7 @@ def test_pip_inside_a_registered_venv_survives_restart(
 
 def test_writes_inside_an_environment(view: View, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     view.service.call(view.service.service.register, venv)  # type: ignore[union-attr]
     site = site_of(venv)
     (site / "pkg").mkdir()
@@ -154,7 +154,7 @@ def test_writes_inside_an_environment(view: View, tmp_path: Path) -> None:
 
 def test_readers_during_install_and_open_files_keep_their_content(view: View, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     service = view.service.service
     assert service is not None
     view.service.call(service.register, venv)
@@ -245,7 +245,7 @@ def test_interrupted_switch_leaves_the_venv_usable(view: View, tmp_path: Path) -
     finds a real site-packages at its next start: the registration goes,
     the venv keeps its directory."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     (site_of(venv) / "mine.py").write_text("MINE = 1\n")
     view.stop()
     with Store(view.home) as store:
@@ -272,7 +272,7 @@ def test_changes_made_inside_become_a_generation(
     view.service.call(service.register, venv)
     run([venv / "bin" / "python", "-m", "pip", "install", "--no-index", "--no-deps", built_wheels["pure"]])
     py(venv, "import nwdemo_pure.core")
-    overlay = service.overlays[str(venv)]
+    overlay = service.envs[str(venv)].layer
     assert not overlay.is_empty()
     view.service.call(service.install, venv, [built_wheels["ext"]])
     history = view.service.call(_history, service, venv)
@@ -295,3 +295,44 @@ async def _history(service: object, venv: Path) -> list[GenerationRecord]:
 
     assert isinstance(service, Service)
     return service.store.history(venv)
+
+
+def test_an_unregister_asked_during_a_first_install_comes_after_it(
+    view: View, tmp_path: Path, built_wheels: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registering a new venv and installing into it are one hold of its
+    lock: an unregister asked once the venv is served waits for the install
+    (it used to come in between, and the install's fold failed with KeyError)."""
+    import trio
+
+    venv = make_venv(tmp_path / "venv").parent.parent
+    service = view.service.service
+    assert service is not None
+    done: list[str] = []
+
+    async def race() -> None:
+        served = trio.Event()
+        add_env = service.view.add_env
+
+        async def add_env_and_tell(*args: Any, **kwargs: Any) -> None:
+            await add_env(*args, **kwargs)
+            served.set()  # registered and served; the install has not begun
+
+        monkeypatch.setattr(service.view, "add_env", add_env_and_tell)
+
+        async def install() -> None:
+            await service.install(venv, [built_wheels["pure"]])
+            done.append("installed")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(install)
+            with trio.fail_after(60):
+                await served.wait()
+            assert not done
+            await service.unregister(venv)
+            done.append("unregistered")
+
+    view.service.call(race)
+    assert done == ["installed", "unregistered"]
+    assert not venv.is_symlink()  # a plain venv again, holding what was installed
+    assert py(venv, "import nwdemo_pure; print('ok')").stdout.strip() == "ok"
