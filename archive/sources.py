@@ -549,14 +549,6 @@ class Archive:
                 return None
         return content_digest(items)
 
-    def read_metadata(self, name: str) -> bytes:
-        """A .dist-info file as the archive stores it (for WHEEL of a 2.0
-        archive: the 2.0 form; see `classic_wheel` for the form RECORD hashes)."""
-        entry = self.zip.by_name.get(f"{self.dist_info}/{name}")
-        if entry is None:
-            raise self._fail(f"no {name} in .dist-info", "dist-info-missing")
-        return self._read_small(entry)
-
     # -- streaming every file, verified --------------------------------------
 
     def iter_files(

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.common import cpu_model, memory_total
-from tests.conftest import clean_env
-from tests.faults import FaultDaemon, build_pure_wheel, build_wheel, descriptors, new_venv, site_of
+from tests.faults import FaultDaemon, build_pure_wheel, build_wheel, descriptors
+from tests.helpers import clean_env, new_venv, site_of
 
 CLIENTS = 4
 READERS = 16

@@ -8,12 +8,10 @@ variable inherited and PIP_CONFIG_FILE=/dev/null.
 
 from __future__ import annotations
 
-import ensurepip
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,101 +33,30 @@ settings.load_profile("nwcache")
 # this); tests/test_bytecode.py and the end-to-end daemon test turn it on.
 os.environ["NWCACHE_BYTECODE"] = "off"
 
-PROJECTS_DIR = Path(__file__).parent / "projects"
-# kind -> (project directory, distribution name as it appears in the wheel file name)
-PROJECTS: dict[str, tuple[str, str]] = {
-    "pure": ("purepkg", "nwdemo_pure"),
-    "ext": ("extpkg", "nwdemo_ext"),
-    "sharedlib": ("sharedlib", "nwdemo_sharedlib"),
-}
-SOURCE_DATE_EPOCH = "1700000000"
-_SUBPROCESS_TIMEOUT = 240
+from tests.helpers import (  # noqa: E402  (after the bytecode setting above)
+    _SUBPROCESS_TIMEOUT,
+    PROJECTS,
+    PROJECTS_DIR,
+    SOURCE_DATE_EPOCH,
+    clean_env,
+    make_venv,
+    new_venv,
+    pip_wheel_command,
+    run,
+    site_of,
+)
 
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ without any PIP_* setting, pip pointed at no config file,
-    never prompting, and a fixed SOURCE_DATE_EPOCH."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
-    env.update(
-        PIP_CONFIG_FILE=os.devnull,
-        PIP_NO_INPUT="1",
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH,
-    )
-    if extra:
-        env.update(extra)
-    return env
-
-
-def run(
-    argv: list[str | os.PathLike[str]],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command with the clean environment, capturing text output; on
-    failure (with check) the assertion message carries the output."""
-    result = subprocess.run(
-        [os.fspath(arg) for arg in argv],
-        env=clean_env(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=_SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"{argv} exited with {result.returncode}\n"
-            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-        )
-    return result
-
-
-def pip_wheel_command(project: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-index",
-        "-w",
-        str(out),
-        str(project),
-    ]
-
-
-def make_venv(path: Path) -> Path:
-    """A new virtual environment with pip at `path`; returns its python.
-
-    `python -m venv --without-pip`, then pip installed offline from the wheel
-    that ensurepip bundles, without byte-compiling: that is what `python -m
-    venv` itself does, minus setuptools and the compile step, which take most
-    of its 10+ seconds here. Without a bundled wheel, plain `python -m venv`."""
-    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
-    if not bundled:
-        run([sys.executable, "-m", "venv", path])
-    else:
-        run([sys.executable, "-m", "venv", "--without-pip", path])
-        pip_wheel = bundled[-1]
-        run(
-            [
-                path / "bin" / "python",
-                pip_wheel / "pip",
-                "install",
-                "--no-index",
-                "--no-compile",
-                "-q",
-                pip_wheel,
-            ]
-        )
-    python = path / "bin" / "python"
-    assert (path / "lib").is_dir()
-    assert python.exists()
-    return python
+__all__ = [
+    "PROJECTS",
+    "PROJECTS_DIR",
+    "SOURCE_DATE_EPOCH",
+    "clean_env",
+    "make_venv",
+    "new_venv",
+    "pip_wheel_command",
+    "run",
+    "site_of",
+]
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,19 @@ the real CLI run against it, and the mount cleared when it stops."""
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from nwcache.daemon.mount import clear_stale_mount
-from nwcache.protocol import answers
-from tests.conftest import clean_env
+from nwcache.protocol import PROTOCOL, answers, encode
+from tests.helpers import clean_env
 
 READY_TIMEOUT = 60.0
 
@@ -79,3 +83,25 @@ class Daemon:
     def cli(self, *argv: str | Path) -> tuple[int, str, str]:
         """The real CLI in this process (the daemon is another one)."""
         return run_cli(self.env, *argv)
+
+    def call(self, op: str, **args: Any) -> Any:
+        """One request over the socket; its result (an error fails the test)."""
+        *_, last = request(self.socket, op, args, timeout=300)
+        if last.get("event") != "result":
+            raise AssertionError(f"{op} {args}: {last}")
+        return last["result"]
+
+
+def request(path: Path, op: str, args: dict[str, Any], *, timeout: float) -> Iterator[dict[str, Any]]:
+    """One request to a daemon, every line of its answer: the protocol
+    (nwcache.protocol) spoken directly, with a timeout on every receive."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(encode({"protocol": PROTOCOL, "op": op, "args": args}))
+        for line in sock.makefile("rb"):
+            message: dict[str, Any] = json.loads(line)
+            yield message
+            if message.get("event") in ("result", "error"):
+                return
+    raise ConnectionError(f"the daemon closed the connection before answering {op}")

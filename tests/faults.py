@@ -20,7 +20,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,14 +27,12 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nwcache.protocol import PROTOCOL, encode
-from tests.conftest import PROJECTS, PROJECTS_DIR, clean_env, pip_wheel_command
-from tests.daemon_process import Daemon
+from tests.daemon_process import Daemon, request
+from tests.helpers import PROJECTS, PROJECTS_DIR, clean_env, new_venv, pip_wheel_command, site_of
 
 OPS = ("install", "read", "uninstall", "gc")
 PACKAGES = {"crashy", "nwdemo-pure"}  # what "present" means in an environment
@@ -58,21 +55,6 @@ while True:
 """
 
 
-def request(path: Path, op: str, args: dict[str, Any], *, timeout: float) -> Iterator[dict[str, Any]]:
-    """One request to the daemon, every line of its answer (the protocol of
-    client/protocol.py, with a timeout on every receive)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(encode({"protocol": PROTOCOL, "op": op, "args": args}))
-        for line in sock.makefile("rb"):
-            message: dict[str, Any] = json.loads(line)
-            yield message
-            if message.get("event") in ("result", "error"):
-                return
-    raise ConnectionError(f"the daemon closed the connection before answering {op}")
-
-
 class FaultDaemon(Daemon):
     """The daemon of tests/test_daemon.py, plus SIGKILL and requests spoken
     directly over the socket."""
@@ -89,24 +71,9 @@ class FaultDaemon(Daemon):
         self.start()
         return time.monotonic() - started
 
-    def call(self, op: str, **args: Any) -> Any:
-        *_, last = request(self.socket, op, args, timeout=300)
-        if last.get("event") != "result":
-            raise AssertionError(f"{op} {args}: {last}")
-        return last["result"]
-
     def fd_count(self) -> int:
         assert self.process is not None
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
-
-
-def site_of(venv: Path) -> Path:
-    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-
-
-def new_venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    return path
 
 
 def snapshot(venv: Path) -> dict[str, str]:

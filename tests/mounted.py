@@ -5,7 +5,6 @@ plugin by conftest.py, so that every test file can ask for `view`."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +20,17 @@ from tests.conftest import run
 class View:
     """A home directory and a view that can be started and stopped again."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, bytecode_levels: tuple[int, ...] | None = None) -> None:
         self.home = root / "home"
         self.mountpoint = root / "home" / "view"
+        self.bytecode_levels = bytecode_levels  # None: NWCACHE_BYTECODE (the suite turns it off)
         self.running: ServiceThread | None = None
 
     def start(self) -> ServiceThread:
         assert self.running is None
-        self.running = ServiceThread(self.home, self.mountpoint).__enter__()
+        self.running = ServiceThread(
+            self.home, self.mountpoint, bytecode_levels=self.bytecode_levels
+        ).__enter__()
         return self.running
 
     def stop(self) -> None:
@@ -63,10 +65,6 @@ def view(tmp_path: Path, view_mode: str) -> Iterator[View]:
         made.stop()
         with Store(made.home) as store:
             assert store.fsck() == []
-
-
-def site_of(venv: Path) -> Path:
-    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 def py(venv: Path, code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:

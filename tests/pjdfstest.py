@@ -32,6 +32,7 @@ from pathlib import Path
 
 from nwcache.daemon.view import HANDLES, KERNEL_CACHED
 from nwcache.protocol import answers
+from tests.helpers import new_venv
 
 CAUSES = ("other users", "chown", "special files", "hard links", "follows a refusal", "other")
 
@@ -88,7 +89,7 @@ def run_mode(mode: str, tests: Path, scratch: Path) -> str:
         "NWCACHE_BYTECODE": "off",
     }
     venv = scratch / f"venv-{mode}"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     daemon = subprocess.Popen([sys.executable, "-m", "nwcache", "daemon"], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

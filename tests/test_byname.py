@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import make_venv
 from tests.daemon_process import Daemon
+from tests.helpers import new_venv
 from tests.index_server import PackageIndex, build_index_sdists, build_index_wheels, standard_index
 
 
@@ -107,7 +108,7 @@ def test_install_by_name_with_dependencies(running: Daemon, index: PackageIndex,
 
     # A second venv, empty (no pip): every file's hash was ingested before, nothing is downloaded.
     other = tmp_path / "other"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", other], check=True)
+    new_venv(other)
     code, out, err = running.cli("install", "nwidx-app[fast]", "--env", other, "--index-url", index.simple)
     assert code == 0, err
     assert "0 downloaded, 3 already stored" in out, out

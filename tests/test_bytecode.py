@@ -22,11 +22,11 @@ import pytest
 import trio
 
 from nwcache.daemon import bytecode
-from nwcache.daemon.linking import is_mount_point
-from nwcache.daemon.runner import ServiceThread
 from nwcache.daemon.service import Service
 from nwcache.daemon.store import Store
 from tests.conftest import clean_env, make_venv, run
+from tests.helpers import site_of
+from tests.mounted import View
 from tests.test_roundtrip import HYPO_FILENAME, build_classic_wheel
 from tests.test_store import find_python
 
@@ -35,26 +35,25 @@ CACHE_TAG = sys.implementation.cache_tag
 POLL_TIMEOUT = 60.0
 
 
-class Daemon:
-    """A mounted view with bytecode on, and the Service behind it."""
+class Daemon(View):
+    """A mounted view (tests.mounted) with bytecode on, and the Service behind it."""
 
     def __init__(self, root: Path, levels: tuple[int, ...] = (0,)) -> None:
-        self.home = root / "home"
-        self.thread = ServiceThread(self.home, self.home / "view", bytecode_levels=levels).__enter__()
+        super().__init__(root, bytecode_levels=levels)
+        self.thread = self.start()
         assert self.thread.service is not None
-        self.service: Service = self.thread.service
+        self.svc: Service = self.thread.service  # the Service behind the view
 
     def install(self, venv: Path, *wheels: Path) -> None:
         """Install, then wait for the background compile (bounded: `call`'s timeout)."""
-        self.thread.call(self.service.install, venv, list(wheels))
+        self.thread.call(self.svc.install, venv, list(wheels))
         self.compiled()
 
     def compiled(self) -> None:
-        self.thread.call(self.service.compiled)
+        self.thread.call(self.svc.compiled)
 
     def stop(self) -> None:
-        self.thread.stop()
-        assert not is_mount_point(self.home / "view")
+        super().stop()
         with Store(self.home) as store:
             assert store.fsck() == []
 
@@ -73,10 +72,6 @@ def venv_at(path: Path, python: str = sys.executable, *, pip: bool = True) -> Pa
         return make_venv(path).parent.parent
     run([python, "-m", "venv", "--without-pip", path])
     return path
-
-
-def site_of(venv: Path) -> Path:
-    return next((venv / "lib").glob("python3.*/site-packages"))
 
 
 def imports(venv: Path, statement: str, *flags: str) -> tuple[set[str], set[str]]:
@@ -101,7 +96,7 @@ def imports(venv: Path, statement: str, *flags: str) -> tuple[set[str], set[str]
 
 def layer_pycs(daemon: Daemon, venv: Path) -> list[str]:
     """Bytecode files in the venv's copy-on-write layer: what Python wrote itself."""
-    return [p for p in daemon.service.overlays[str(venv)].entries if bytecode.is_bytecode(p)]
+    return [p for p in daemon.svc.envs[str(venv)].layer.entries if bytecode.is_bytecode(p)]
 
 
 def test_levels_setting() -> None:
@@ -134,12 +129,12 @@ def test_every_module_loads_from_a_shared_pyc_and_a_second_venv_adds_nothing(
     # Python wrote nothing: every pyc it wanted was there, in the store.
     assert layer_pycs(daemon, a) == []
 
-    before = daemon.service.store.stats()
-    workers = daemon.service.bytecode_counts.workers
+    before = daemon.svc.store.stats()
+    workers = daemon.svc.bytecode_counts.workers
     b = venv_at(tmp_path / "b")
     daemon.install(b, built_wheels["pure"])
-    after = daemon.service.store.stats()
-    assert daemon.service.bytecode_counts.workers == workers  # nothing compiled
+    after = daemon.svc.store.stats()
+    assert daemon.svc.bytecode_counts.workers == workers  # nothing compiled
     # No new pyc blob (the new blobs are this venv's own scripts and RECORD,
     # which name its interpreter).
     assert after["bytecode_blobs"] == before["bytecode_blobs"] > 0
@@ -157,18 +152,18 @@ def test_every_module_loads_from_a_shared_pyc_and_a_second_venv_adds_nothing(
     assert int.from_bytes(header[12:16], "little") == source.st_size
 
     # Unregistered, the venv keeps valid pycs in its real directory.
-    daemon.thread.call(daemon.service.unregister, b)
+    daemon.thread.call(daemon.svc.unregister, b)
     assert not site_of(b).is_symlink()
     cached_b, compiled_b = imports(b, statement)
     assert compiled_b == set()
     assert str(site_of(b) / "nwdemo_pure" / "core.py") in cached_b
 
     # GC: the package's bytecode goes with it once no generation keeps it.
-    daemon.thread.call(daemon.service.uninstall, a, ["nwdemo-pure"])
-    daemon.thread.call(daemon.service.gc, 1)
-    left = daemon.service.store.stats()
+    daemon.thread.call(daemon.svc.uninstall, a, ["nwdemo-pure"])
+    daemon.thread.call(daemon.svc.gc, 1)
+    left = daemon.svc.store.stats()
     assert 0 < left["bytecode_blobs"] < after["bytecode_blobs"]
-    assert daemon.service.store.fsck() == []
+    assert daemon.svc.store.fsck() == []
 
 
 def test_same_source_is_one_pyc_and_sources_that_do_not_compile_are_skipped(
@@ -197,7 +192,7 @@ def test_same_source_is_one_pyc_and_sources_that_do_not_compile_are_skipped(
     )
     assert not (cache / f"broken.{CACHE_TAG}.pyc").exists()
     assert not (cache / f"legacy.{CACHE_TAG}.pyc").exists()
-    assert daemon.service.bytecode_counts.failed == 2
+    assert daemon.svc.bytecode_counts.failed == 2
     cached, compiled = imports(venv, "import hypo.a, hypo.b, hypo.sub")
     assert compiled == set()
     assert len(cached) == 4
@@ -206,11 +201,11 @@ def test_same_source_is_one_pyc_and_sources_that_do_not_compile_are_skipped(
     )
     assert "SyntaxError" in failing.stderr
     # Remembered: a refresh does not try again.
-    workers = daemon.service.bytecode_counts.workers
-    daemon.thread.call(daemon.service.rollback, venv)
-    daemon.thread.call(daemon.service.rollback, venv, 2)
+    workers = daemon.svc.bytecode_counts.workers
+    daemon.thread.call(daemon.svc.rollback, venv)
+    daemon.thread.call(daemon.svc.rollback, venv, 2)
     daemon.compiled()
-    assert daemon.service.bytecode_counts.workers == workers
+    assert daemon.svc.bytecode_counts.workers == workers
 
 
 def test_optimization_levels_and_a_level_added_later(tmp_path: Path, built_wheels: dict[str, Path]) -> None:
@@ -227,9 +222,9 @@ def test_optimization_levels_and_a_level_added_later(tmp_path: Path, built_wheel
     try:
         # Start-up serves what is stored; the next change compiles level 1 only.
         assert not (cache / f"core.{CACHE_TAG}.opt-1.pyc").exists()
-        daemon.thread.call(daemon.service.rollback, venv)
+        daemon.thread.call(daemon.svc.rollback, venv)
         assert not (site_of(venv) / "nwdemo_pure").exists()  # generation 1: before the install
-        daemon.thread.call(daemon.service.rollback, venv, 2)
+        daemon.thread.call(daemon.svc.rollback, venv, 2)
         daemon.compiled()
         assert os.stat(cache / f"core.{CACHE_TAG}.pyc").st_ino == plain
         assert (cache / f"core.{CACHE_TAG}.opt-1.pyc").is_file()
@@ -244,9 +239,9 @@ def test_a_module_written_inside_the_venv_gets_a_shared_pyc_once_folded(
     daemon: Daemon, tmp_path: Path
 ) -> None:
     venv = venv_at(tmp_path / "v", pip=False)
-    daemon.thread.call(daemon.service.register, venv)
+    daemon.thread.call(daemon.svc.register, venv)
     daemon.compiled()
-    generations = len(daemon.service.store.history(venv))
+    generations = len(daemon.svc.store.history(venv))
     site = site_of(venv)
     (site / "written_here.py").write_text("ANSWER = 42\n")
     # Python compiles it and writes its pyc into the layer.
@@ -254,10 +249,10 @@ def test_a_module_written_inside_the_venv_gets_a_shared_pyc_once_folded(
     assert compiled == {str(site / "written_here.py")}
     assert layer_pycs(daemon, venv) == [f"__pycache__/written_here.{CACHE_TAG}.pyc"]
 
-    assert daemon.thread.call(daemon.service.fold, venv) is not None
+    assert daemon.thread.call(daemon.svc.fold, venv) is not None
     daemon.compiled()
-    assert len(daemon.service.store.history(venv)) == generations + 1
-    tree = daemon.service.store.tree(venv)
+    assert len(daemon.svc.store.history(venv)) == generations + 1
+    tree = daemon.svc.store.tree(venv)
     assert "written_here.py" in tree
     assert not any(bytecode.is_bytecode(p) for p in tree)  # bytecode is never adopted
     # The pyc Python wrote left the layer with its folded source; the
@@ -269,8 +264,8 @@ def test_a_module_written_inside_the_venv_gets_a_shared_pyc_once_folded(
 
     # A layer holding only a pyc makes no generation.
     (site / "__pycache__" / f"stray.{CACHE_TAG}.pyc").write_bytes(b"not really a pyc")
-    assert daemon.thread.call(daemon.service.fold, venv) is None
-    assert len(daemon.service.store.history(venv)) == generations + 1
+    assert daemon.thread.call(daemon.svc.fold, venv) is None
+    assert len(daemon.svc.store.history(venv)) == generations + 1
 
 
 @pytest.mark.parametrize("version", ["3.9", "3.12", "3.13"])
@@ -303,9 +298,9 @@ def test_reads_go_on_while_a_package_compiles(daemon: Daemon, tmp_path: Path) ->
     wheel = build_classic_wheel(tmp_path / "wheels", [("hypo/__init__.py", b"", False), *files])
     venv = venv_at(tmp_path / "v", pip=False)
     (site_of(venv) / "reader.py").write_text("X = 1\n" * 100)
-    daemon.thread.call(daemon.service.register, venv)
+    daemon.thread.call(daemon.svc.register, venv)
     target = site_of(venv) / "reader.py"
-    counts = daemon.service.bytecode_counts
+    counts = daemon.svc.bytecode_counts
     latencies: list[float] = []
     stop = threading.Event()
 
@@ -344,12 +339,12 @@ def test_a_pyc_an_archive_ships_stays_the_packages(daemon: Daemon, tmp_path: Pat
     site = site_of(venv)
     # The view serves the store's pyc, which matches the source's mtime.
     assert (site / shipped).read_bytes()[:4] == importlib.util.MAGIC_NUMBER
-    installed = {p.name: p.package for p in daemon.service.store.generation(venv).packages}
+    installed = {p.name: p.package for p in daemon.svc.store.generation(venv).packages}
     (site / "other.py").write_text("B = 2\n")
-    assert daemon.thread.call(daemon.service.fold, venv) is not None
-    after = {p.name: p.package for p in daemon.service.store.generation(venv).packages}
+    assert daemon.thread.call(daemon.svc.fold, venv) is not None
+    after = {p.name: p.package for p in daemon.svc.store.generation(venv).packages}
     assert after["hypo-pkg"] == installed["hypo-pkg"]  # unchanged, not adopted again
-    assert daemon.service.store.tree(venv)[shipped].size == len(b"stale")
+    assert daemon.svc.store.tree(venv)[shipped].size == len(b"stale")
 
 
 def test_a_worker_that_goes_silent_is_killed_and_its_verdicts_kept(tmp_path: Path) -> None:
@@ -387,9 +382,9 @@ def test_an_install_returns_before_its_bytecode_and_python_writes_no_pyc_of_its_
 ) -> None:
     wheel = many_modules(tmp_path / "wheels")
     venv = venv_at(tmp_path / "v", pip=False)
-    daemon.thread.call(daemon.service.register, venv)
+    daemon.thread.call(daemon.svc.register, venv)
     daemon.compiled()
-    service = daemon.service
+    service = daemon.svc
 
     async def install_and_ask() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         await service.install(venv, [wheel])
@@ -434,7 +429,7 @@ def test_a_failure_to_compile_is_reported_and_compiled_at_the_next_change(
     daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     venv = venv_at(tmp_path / "v", pip=False)
-    service = daemon.service
+    service = daemon.svc
     monkeypatch.setattr(bytecode, "WORKER", FULL_DISK_WORKER)
     daemon.install(venv, built_wheels["pure"])
     state = daemon.thread.call(service.bytecode_of, venv)

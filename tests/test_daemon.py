@@ -22,7 +22,7 @@ from nwcache.client.cli import main as nwcache
 from nwcache.daemon.linking import is_mount_point
 from tests.conftest import clean_env, make_venv
 from tests.daemon_process import READY_TIMEOUT, Daemon
-from tests.mounted import site_of
+from tests.helpers import new_venv, site_of
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -160,7 +160,7 @@ def test_many_clients_at_once_and_env_commands(
     venvs = []
     for index in range(4):
         venv = tmp_path / f"v{index}"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        new_venv(venv)
         venvs.append(venv)
     clients = [
         subprocess.Popen(
@@ -226,7 +226,7 @@ def test_headers_data_and_hostile_script_names(daemon: Daemon, tmp_path: Path) -
 
     daemon.start()
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     spec = generate.Spec(
         dist_info="demo-1.0.dist-info",
         files=[
@@ -343,7 +343,7 @@ def test_refuses_to_start_without_fuse(tmp_path: Path) -> None:
 def test_progress_on_a_terminal(daemon: Daemon, tmp_path: Path, built_wheels: dict[str, Path]) -> None:
     daemon.start()
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     command = f"{sys.executable} -m nwcache install {built_wheels['pure']} --env {venv}"
     done = subprocess.run(
         ["script", "-q", "-e", "-c", command, "/dev/null"],
@@ -362,7 +362,7 @@ def test_fsck_exits_1_on_damage(daemon: Daemon, tmp_path: Path, built_wheels: di
     """fsck lists what it found and exits 1 (README's exit codes), with or
     without --json; a consistent store exits 0."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     daemon.start()
     code, _, err = daemon.cli("install", built_wheels["ext"], "--env", venv)
     assert code == 0, err
@@ -383,7 +383,7 @@ def test_a_refused_install_into_a_new_venv_changes_nothing(daemon: Daemon, tmp_p
     file's bytes do not match RECORD), and the venv it registered on the way
     is a plain, unregistered venv again, holding what it held."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     (site_of(venv) / "mine.py").write_text("MINE = 1\n")
     before = sorted(
         (str(p.relative_to(venv)), p.read_bytes() if p.is_file() and not p.is_symlink() else b"")

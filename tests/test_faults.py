@@ -25,7 +25,8 @@ from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.mount import clear_stale_mount
 from nwcache.protocol import PROTOCOL, encode
 from tests.conftest import clean_env
-from tests.faults import FaultDaemon, Faults, build_wheel, descriptors, new_venv, snapshot, summarise
+from tests.faults import FaultDaemon, Faults, build_wheel, descriptors, snapshot, summarise
+from tests.helpers import new_venv
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 SETTLE_TIMEOUT = 120.0

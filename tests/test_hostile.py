@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from nwcache.client.cli import main as nwcache
 from nwcache.daemon.linking import is_mount_point
 from tests.daemon_process import Daemon
 from tests.fuzz.model import Entry, Model, build
+from tests.helpers import new_venv
 from tests.hostile import cases
 from tests.hostile.snapshot import differences, snapshot
 
@@ -63,7 +62,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     try:
         daemon.start()
         venv = root / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        new_venv(venv)
         name, data = bystander()
         (root / name).write_bytes(data)
         code, _, err = daemon.cli("install", root / name, "--env", venv)

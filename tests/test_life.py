@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import Daemon
+from tests.helpers import new_venv
 from tests.test_cli import one_json_error
 from tests.vectors import generate
 
@@ -34,7 +35,7 @@ def demo_wheel(folder: Path, version: str) -> Path:
 
 
 def bare_venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    new_venv(path)
     return path
 
 

@@ -25,8 +25,8 @@ import pytest
 
 from nwcache.daemon.linking import LEFTOVER_SUFFIXES
 from nwcache.daemon.mount import clear_stale_mount
-from tests.daemon_process import Daemon
-from tests.faults import request
+from tests.daemon_process import Daemon, request
+from tests.helpers import new_venv, site_of
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 OTHER_USER = "nwcache-other"
@@ -60,15 +60,6 @@ def second_user() -> str:
     if subprocess.run(["id", OTHER_USER], capture_output=True, check=False).returncode != 0:
         subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", OTHER_USER], check=True)
     return OTHER_USER
-
-
-def new_venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    return path
-
-
-def site_of(venv: Path) -> Path:
-    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 # Run as the other user with the system python: stat, listdir and read of

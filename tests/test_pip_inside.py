@@ -28,7 +28,8 @@ import pytest
 from nwcache.daemon.view import KERNEL_CACHED
 from tests.conftest import make_venv, run
 from tests.daemon_process import Daemon
-from tests.mounted import View, site_of
+from tests.helpers import site_of
+from tests.mounted import View
 
 pytestmark = [pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"), pytest.mark.slow]
 

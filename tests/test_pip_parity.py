@@ -35,7 +35,8 @@ import pytest
 
 from nwcache.daemon.store import Store
 from tests.conftest import run
-from tests.mounted import View, site_of
+from tests.helpers import site_of
+from tests.mounted import View
 from tests.vectors import generate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")

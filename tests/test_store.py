@@ -26,6 +26,7 @@ from nwcache.daemon.errors import (
     UnknownPackage,
 )
 from nwcache.daemon.store import Store
+from tests.helpers import new_venv
 from tests.vectors.generate import FILENAME
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -65,11 +66,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "home") as opened:
         yield opened
         assert opened.fsck() == []
-
-
-def new_venv(path: Path, python: str = sys.executable) -> Path:
-    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True)
-    return path
 
 
 @pytest.fixture

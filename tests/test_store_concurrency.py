@@ -4,14 +4,13 @@ generation, never wait for a writer to finish, and fsck stays clean."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from nwcache.daemon.schema import FileRef
 from nwcache.daemon.store import Store
+from tests.helpers import new_venv
 from tests.vectors.generate import FILENAME
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -23,7 +22,7 @@ def test_installs_in_parallel_with_readers(tmp_path: Path) -> None:
     roots = []
     for i in range(3):
         root = tmp_path / f"venv{i}"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+        new_venv(root)
         roots.append(root)
     archives = [
         VECTORS / name / FILENAME for name in ("ok-v2-content-links", "ok-v2-pax-paths", "ok-v2-crlf-wheel")

@@ -22,6 +22,7 @@ import pytest
 
 from nwcache.daemon.schema import FileRef
 from nwcache.daemon.store import Store
+from tests.helpers import new_venv
 from tests.vectors.generate import FILENAME
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -118,7 +119,7 @@ def state(home: Path, venv: Path) -> tuple[int, dict[str, FileRef]]:
 @pytest.mark.slow
 def test_sigkill_at_every_phase_and_at_random(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     archive = build_wheel(tmp_path / "crashy-1.0-py3-none-any.whl")
     pristine = tmp_path / "pristine"
     with Store(pristine) as store:

@@ -17,6 +17,7 @@ from nwcache.daemon.linking import is_mount_point
 from nwcache.daemon.runner import ServiceThread
 from nwcache.daemon.store import Store
 from tests.conftest import clean_env
+from tests.helpers import new_venv, site_of
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
@@ -40,10 +41,6 @@ print("finished")
 
 REGISTER_POINTS = ["registered", "root-filled", "link-made", "link-exchanged"]
 UNREGISTER_POINTS = ["restore-filled", "restore-exchanged", "restored"]
-
-
-def site_of(venv: Path) -> Path:
-    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 def child(home: Path, venv: Path, step: str, crash_at: str | None) -> subprocess.CompletedProcess[str]:
@@ -71,7 +68,7 @@ def imports(venv: Path, module: str) -> bool:
 def test_killed_while_switching(tmp_path: Path, point: str) -> None:
     home = tmp_path / "home"
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    new_venv(venv)
     (site_of(venv) / "mine.py").write_text("MINE = 1\n")
     if point in UNREGISTER_POINTS:
         assert "finished" in child(home, venv, "register", None).stdout

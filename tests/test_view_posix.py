@@ -17,14 +17,15 @@ import pytest
 
 from nwcache.daemon.service import Service
 from nwcache.daemon.view import KERNEL_CACHED
-from tests.mounted import View, py, site_of
+from tests.helpers import new_venv, site_of
+from tests.mounted import View, py
 from tests.vectors import generate
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
 
 def bare_venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    new_venv(path)
     return path
 
 
