@@ -4,7 +4,12 @@ CYCLES times over the socket, the daemon's VmRSS read from /proc every STEP
 cycles. A daemon that keeps something per operation grows with the cycles;
 one that does not levels off after the first few.
 
-    python -m bench.rss [--cycles 1000] [--step 100] [--source DIR]
+    python -m bench.rss [--cycles 1000] [--step 100] [--distinct] [--source DIR]
+
+--distinct installs another wheel (200 modules of other content) every
+cycle, and runs gc (keeping one generation) every STEP cycles: what the
+daemon remembers per file it ever served shows then, where the same wheel
+again and again would reuse it.
 
 --source runs the daemon from another checkout's sources (PYTHONPATH), so
 that two versions are measured with the same harness and dependencies.
@@ -38,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--step", type=int, default=100)
+    parser.add_argument("--distinct", action="store_true", help="another wheel every cycle, gc every step")
     parser.add_argument("--source", type=Path, help="a checkout whose daemon to run (default: this one)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nwcache-rss-") as scratch:
@@ -56,11 +62,16 @@ def main(argv: list[str] | None = None) -> int:
             samples: list[tuple[int, int]] = [(0, rss_kib(pid))]
             times: list[float] = []
             for cycle in range(1, args.cycles + 1):
+                if args.distinct:
+                    wheel.unlink()
+                    build_wheel(wheel, small=200, large=0, seed=cycle)
                 started = time.monotonic()
                 daemon.call("install", env=str(venv), archives=[str(wheel)])
                 daemon.call("uninstall", env=str(venv), names=["crashy"])
                 times.append(time.monotonic() - started)
                 if cycle % args.step == 0:
+                    if args.distinct:
+                        daemon.call("gc", keep=1)
                     samples.append((cycle, rss_kib(pid)))
                     print(f"cycle {cycle}: VmRSS {samples[-1][1] / 1024:.1f} MiB", flush=True)
         finally:
