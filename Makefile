@@ -83,7 +83,7 @@ test: lint typecheck
 FAST_TESTS := tests/test_roundtrip.py tests/test_hostile.py tests/test_fuzz_findings.py tests/test_fuzz.py \
 	tests/test_store.py tests/test_view_ops.py tests/test_unpack.py tests/test_zip_interop.py \
 	tests/test_tree_source.py tests/test_remote.py tests/test_tarfmt.py tests/test_vectors.py \
-	tests/test_cli.py tests/test_view_posix.py
+	tests/test_cli.py tests/test_view_posix.py tests/test_notices.py tests/test_packaging.py
 
 test-fast: setup
 	$(BIN)/ruff check .

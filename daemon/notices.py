@@ -60,10 +60,14 @@ def stub_text(venv: str, name: str) -> str:
 
 
 STUB_MARK = "# nwcache: daemon-down stub"
+# A notice is written under this name beside its place, then renamed there:
+# a daemon killed in between leaves this (ours, removed at the next write),
+# never a truncated stub that would no longer say what it is.
+TEMP_SUFFIX = ".nwcache-new"
 
 
 def _is_notice(name: str, dir_fd: int) -> bool:
-    if name == NOTICE:
+    if name == NOTICE or (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
         return True
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -139,15 +143,23 @@ class DownNotices:
             with os.fdopen(fd, "rb") as fh:
                 if fh.read() == text.encode():
                     return  # unchanged: a process may be running it this moment
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode, dir_fd=self._fd)
+        folder, _, base = path.rpartition("/")
+        temp = os.path.join(folder, f".{base}{TEMP_SUFFIX}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode, dir_fd=self._fd)
         with os.fdopen(fd, "w") as out:
             out.write(text)
+        # Renamed, not rewritten in place: a process running the stub keeps
+        # the old one, and a kill never leaves half a stub (see TEMP_SUFFIX).
+        os.rename(temp, path, src_dir_fd=self._fd, dst_dir_fd=self._fd)
 
     def _drop_stubs(self, where: str, keep: set[str]) -> None:
         """Stubs of commands the venv no longer has."""
         fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._fd)
         try:
             for name in set(os.listdir(fd)) - keep:
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                    os.unlink(name, dir_fd=fd)  # half a write of a daemon killed
+                    continue
                 try:
                     body = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 except OSError:

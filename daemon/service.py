@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import bytecode, linking, rootlayer
+from . import bytecode, linking, outside, rootlayer
 from .crashpoints import crash_point
 from .environment import Environment, Places, view_name
 from .errors import NotAVenv, StoreError, UnknownEnv
@@ -31,23 +31,11 @@ from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, 
 from .schema import EnvRecord, FileRef, GenerationRecord, PackageRecord
 from .store import GCReport, Store, check_names
 from .tree import Dir, TreeBuilder
-from .venvs import sha256_file, venv_path, venv_root
+from .venvs import venv_path, venv_root
 from .view import ViewOperations, content_mtime_ns
 
 log = logging.getLogger("nwcache.daemon")
 T = TypeVar("T")
-
-
-def _inside(root: Path, rel: str) -> Path:
-    """`root/rel`, refusing any path that would land outside `root` (by `..`,
-    an absolute path or a symlink on the way)."""
-    target = root / rel
-    real_parent = os.path.realpath(target.parent)
-    if os.path.isabs(rel) or not (real_parent == str(root) or real_parent.startswith(str(root) + os.sep)):
-        raise StoreError(
-            f"{rel} would be written outside {root}", hint="the archive is hostile; nothing more was written"
-        )
-    return target
 
 
 @dataclass
@@ -68,11 +56,6 @@ def _remove_prefixed(prefix: str) -> None:
     folder, _, stem = prefix.rpartition("/")
     for leftover in Path(folder).glob(f"{stem}*"):
         leftover.unlink(missing_ok=True)
-
-
-def _temp_of(target: Path) -> Path:
-    """Where a file outside site-packages is written before it is renamed into place."""
-    return target.with_name(f".{target.name}.nwcache-new")
 
 
 class Service:
@@ -481,7 +464,7 @@ class Service:
                 await self._run(partial(linking.clean_leftovers, venv))
                 if await self._run(partial(linking.state, venv, self.places(env).view_dir)) == "linked":
                     await self._load(env, built=built)
-                    await self._run(partial(self._settle_outside, env))
+                    await self._settle_outside(env)
                     continue
                 # A real directory: registered by an older nwcache (its
                 # site-packages links here), or being (un)registered when a
@@ -494,7 +477,7 @@ class Service:
                     )
                     await self._load(env, built=built)
                     await self._run(partial(linking.link, venv, self.places(env).view_dir))
-                    await self._run(partial(self._settle_outside, env))
+                    await self._settle_outside(env)
                     continue
                 await self._drop(env)
                 continue
@@ -504,7 +487,7 @@ class Service:
                 await self._drop(env)
                 continue
             await self._load(env, built=built)
-            await self._run(partial(self._settle_outside, env))
+            await self._settle_outside(env)
             if env.link == "bind" and state in ("directory", "bound"):
                 await self._run(partial(linking.bind_over, site, self.places(env).view_site))
         # Bytecode a daemon did not finish (killed, or a compile failed):
@@ -730,7 +713,7 @@ class Service:
             progress.stage = "serving"
         await self._refresh(env)
         crash_point("outside-pending")
-        await self._run(partial(self._write_outside, env, before, gen))
+        await self._write_outside(env, before, gen)
         await self._write_notice(env)
         self._queue_compile(env)
         return gen
@@ -799,73 +782,82 @@ class Service:
         async with self._lock(env.path):
             return await self._change(env, partial(self.store.rollback, env.path, to, request=request))
 
-    def _write_outside(self, env: EnvRecord, before: GenerationRecord, after: GenerationRecord) -> None:
-        """Bring the venv's files outside site-packages (scripts, headers,
-        data) from one generation to the next: write what is new or changed
-        (atomically, exec bit from the record), remove what went, unless the
-        user changed it since. Never anything outside the venv."""
+    # -- the venv's files outside site-packages (daemon/outside.py) -------------------
+
+    async def _write_outside(self, env: EnvRecord, before: GenerationRecord, after: GenerationRecord) -> None:
+        """Bring the venv's scripts, headers and data from one generation to
+        the next (written whole, exec bit from the record; removed unless the
+        user changed them since). Never anything outside the venv."""
         old = {p: r for i in before.packages for p, r in i.outside.items()}
         new = {p: r for i in after.packages for p, r in i.outside.items()}
-        root = Path(env.path).resolve()
-        for rel, ref in sorted(new.items()):
-            target = _inside(root, rel)
-            if old.get(rel) == ref and target.is_file():
-                continue
-            self._put_outside(target, ref)
-        for rel, ref in sorted(old.items()):
-            if rel in new:
-                continue
-            target = _inside(root, rel)
-            if target.is_file() and not target.is_symlink() and sha256_file(target) == (ref.blob, ref.size):
-                target.unlink()
-            elif target.exists():
-                log.warning("left %s in place: it changed since nwcache wrote it", target)
+        await self._apply_outside(env, partial(outside.plan_change, old, new))
+
+    async def _settle_outside(self, env: EnvRecord) -> None:
+        """At start-up: a daemon killed between a generation flip and writing
+        the venv's scripts, headers and data left them at the generation
+        before; bring them to the current one (outside.plan_settle)."""
+
+        def kept() -> tuple[dict[str, FileRef], dict[str, set[tuple[str, int]]]]:
+            current = self.store.generation(env.path)
+            others: dict[str, set[tuple[str, int]]] = {}
+            for gen in self.store.history(env.path):
+                for installed in gen.packages:
+                    for rel, ref in installed.outside.items():
+                        others.setdefault(rel, set()).add((ref.blob, ref.size))
+            return {p: r for i in current.packages for p, r in i.outside.items()}, others
+
+        current, others = await self._run(kept)
+        plan_for = partial(outside.plan_settle, current, others, generation=env.current)
+        await self._apply_outside(
+            env, lambda root: plan_for(root), clean=sorted(current.keys() | others.keys())
+        )
+
+    async def _apply_outside(
+        self, env: EnvRecord, plan_for: Callable[[outside.Root], outside.Plan], clean: Sequence[str] = ()
+    ) -> None:
+        """Plan against the venv's root as it is, then write: into the real
+        directory in bind mode, into the root layer through the view in
+        symlink mode (never through the mount: daemon/view.py)."""
+        served = self.envs[env.path]
+        if served.root_layer is None:
+            real = outside.RealRoot(served.places.venv)
+
+            def write_real() -> None:
+                real.clean(list(clean))
+                real.apply(plan_for(real), self._copy_blob)
+
+            await self._run(write_real)
+            return
+        layer = served.root_layer
+        root = outside.LayerRoot(self.view.root_files(served.name), set(layer.entries))
+
+        def decide() -> outside.Plan:
+            plan = plan_for(root)
+            for rel in [*plan.put, *plan.drop]:
+                outside.refuse_escape(rel, env.site_packages)
+            return plan
+
+        plan = await self._run(decide)
+        if not plan.put and not plan.drop:
+            return
+        slots = self.view.new_root_bodies(served.name, len(plan.put))
+
+        def write_bodies() -> dict[str, UpperFile]:
+            placed = {}
+            for (rel, ref), (upper_id, body) in zip(sorted(plan.put.items()), slots, strict=True):
+                self._copy_blob(ref, body)
+                os.chmod(body, 0o600)  # the layer's own file; the entry holds the mode the venv sees
+                placed[rel] = UpperFile(upper_id, 0o755 if ref.executable else 0o644)
+            return placed
+
+        placed = await self._run(write_bodies)
+        await self.view.place_root_files(served.name, placed, plan.drop)
 
     def _copy_blob(self, ref: FileRef, out: Path) -> None:
         """A store file as a real file at `out`, with its executable bit."""
         _size, where = self.store.blob_location(ref.blob)
-        if isinstance(where, bytes):
-            out.write_bytes(where)
-        else:
-            shutil.copyfile(where, out)
+        outside.copy_body(where, out)
         out.chmod(0o755 if ref.executable else 0o644)
-
-    def _put_outside(self, target: Path, ref: FileRef) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = _temp_of(target)
-        self._copy_blob(ref, temp)
-        os.replace(temp, target)
-
-    def _settle_outside(self, env: EnvRecord) -> None:
-        """At start-up: a daemon killed between a generation flip and writing
-        the venv's scripts, headers and data left them at the generation
-        before. Bring them to the current one: write what is missing or still
-        holds another kept generation's content, remove what only other
-        generations name (unless the user changed it since)."""
-        current = self.store.generation(env.path)
-        new = {p: r for i in current.packages for p, r in i.outside.items()}
-        others: dict[str, set[tuple[str, int]]] = {}
-        for gen in self.store.history(env.path):
-            for installed in gen.packages:
-                for rel, ref in installed.outside.items():
-                    others.setdefault(rel, set()).add((ref.blob, ref.size))
-        root = Path(env.path).resolve()
-        for rel in sorted(new.keys() | others.keys()):
-            target = _inside(root, rel)
-            _temp_of(target).unlink(missing_ok=True)  # a write the kill interrupted
-            found = sha256_file(target) if target.is_file() and not target.is_symlink() else None
-            wanted = new.get(rel)
-            if wanted is not None and found != (wanted.blob, wanted.size):
-                if found is None and (target.exists() or target.is_symlink()):
-                    log.warning("left %s in place: it is not a file nwcache wrote", target)
-                elif found is None or found in others.get(rel, set()):
-                    log.warning("%s was at another generation; brought to generation %d", target, env.current)
-                    self._put_outside(target, wanted)
-                else:
-                    log.warning("left %s in place: it changed since nwcache wrote it", target)
-            elif wanted is None and found is not None and found in others[rel]:
-                log.warning("removed %s: generation %d does not hold it", target, env.current)
-                target.unlink()
 
     async def gc(self, keep: int = 5) -> GCReport:
         pinned = self.view.pinned_blobs()

@@ -1352,6 +1352,78 @@ class ViewOperations(pyfuse3.Operations):
         await self.invalidate(notes)
         return len(notes)
 
+    # -- the daemon's own writes into a venv's root (symlink mode) ---------------------
+    #
+    # The daemon never reads or writes through its own mount: a worker thread
+    # waiting on the view while the loop that answers it stops (SIGTERM) or
+    # dies (SIGKILL) would wait for ever, and keep the process and the mount
+    # alive with it (found by `make faults`). Scripts, headers and data of an
+    # install go straight into the root layer, as the view's own writes do.
+
+    def root_files(self, name: str) -> dict[str, Path]:
+        """The regular files of the venv's root layer: path -> body."""
+        top = self.envs[name].top
+        if top is None:
+            return {}
+        overlay = top.overlay
+        return {p: overlay.body(e.id) for p, e in overlay.entries.items() if isinstance(e, UpperFile)}
+
+    def new_root_bodies(self, name: str, count: int) -> list[tuple[int, Path]]:
+        """Ids and body paths for files the daemon is about to place in the
+        venv's root (`place_root_files`); the caller writes the bodies."""
+        top = self.envs[name].top
+        assert top is not None, "a root layer exists in symlink mode only"
+        ids = [top.overlay.new_id() for _ in range(count)]
+        return [(upper_id, top.overlay.body(upper_id)) for upper_id in ids]
+
+    async def place_root_files(
+        self, name: str, placed: dict[str, UpperFile], removed: Sequence[str] = ()
+    ) -> None:
+        """Put files whose bodies are written (`new_root_bodies`) at their
+        paths in the venv's root, replacing what is there, making the
+        directories on the way; remove `removed`. The kernel forgets the
+        names it knew."""
+        env = self.envs[name]
+        top = env.top
+        assert top is not None, "a root layer exists in symlink mode only"
+        notes: list[tuple[int, str]] = []
+        gone: list[int] = []
+
+        def note(path: str) -> None:
+            parent = parent_of(path)
+            depth = top.reserved(parent)
+            holder = (
+                self.inodes.find(("mirror", env.name, depth))
+                if depth is not None
+                else self.inodes.find(("dir", top.name, parent))
+            )
+            if holder is not None:
+                notes.append((holder.ino, path.rpartition("/")[2]))
+
+        for path in removed:
+            old = top.overlay.entries.get(path)
+            if isinstance(old, UpperFile):
+                self._remove(top, path, directory=False)
+                gone.append(old.id)
+                note(path)
+        for path, upper in sorted(placed.items()):
+            ancestor = ""
+            for part in parent_of(path).split("/") if parent_of(path) else ():
+                ancestor = join(ancestor, part)
+                if top.reserved(ancestor) is None and top.resolve(ancestor) is None:
+                    top.overlay.put(ancestor, OverlayDir(opaque=False, mode=0o755))
+                    top.touch(parent_of(ancestor))
+                    note(ancestor)
+            old = top.overlay.entries.get(path)
+            if isinstance(old, UpperFile):
+                gone.append(old.id)
+            top.overlay.put(path, upper)
+            top.touch(parent_of(path))
+            note(path)
+        for upper_id in gone:
+            await self._unlink_body(top, upper_id)
+        await self.invalidate(notes)
+
     def layer_files(self, name: str) -> dict[str, FileRef | UpperFile]:
         """The merged tree's regular files: store files and layer files."""
         return {path: node for path, node in self.snapshot(name) if isinstance(node, FileRef | UpperFile)}

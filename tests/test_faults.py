@@ -197,10 +197,10 @@ def test_clients_that_go_away_mid_install(
     def installs_done() -> int:
         return daemon.log.read_text().count(" install done in ")
 
-    def wait_for(what: str, condition: Callable[[], bool]) -> None:
+    def wait_for(what: str, condition: Callable[[], bool], state: Callable[[], object] = lambda: "") -> None:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what} {state()}"
             time.sleep(0.02)  # polling the daemon's log and /proc, bounded by the deadline
 
     def close_at_once() -> None:
@@ -250,7 +250,14 @@ def test_clients_that_go_away_mid_install(
         way()
         if sends:  # the daemon had the whole request: the install completes without its client
             wait_for(f"the install of {way.__name__}", lambda: installs_done() > done)  # noqa: B023
-        wait_for(f"{way.__name__}'s descriptors to close", lambda: descriptors(daemon) == baseline)
+        wait_for(
+            f"{way.__name__}'s descriptors to close",
+            lambda: descriptors(daemon) == baseline,
+            lambda: (
+                f"(open, not at the start: {sorted(set(descriptors(daemon)) - set(baseline))}; "
+                f"closed: {sorted(set(baseline) - set(descriptors(daemon)))})"
+            ),
+        )
         held = {p["name"] for p in daemon.call("list", env=str(venv))}
         assert held in (set(), set(names)), f"{way.__name__}: {held} is not a whole generation"
         assert snapshot(venv) == (present if held else absent), way.__name__

@@ -336,3 +336,27 @@ def test_an_unregister_asked_during_a_first_install_comes_after_it(
     assert done == ["installed", "unregistered"]
     assert not venv.is_symlink()  # a plain venv again, holding what was installed
     assert py(venv, "import nwdemo_pure; print('ok')").stdout.strip() == "ok"
+
+
+def test_the_daemon_writes_a_venvs_scripts_without_going_through_its_own_mount(
+    view: View, tmp_path: Path, built_wheels: dict[str, Path]
+) -> None:
+    """Installing writes the venv's console scripts into its root layer
+    directly: a daemon thread waiting on its own mount when the loop that
+    answers it stops (SIGTERM) or dies (SIGKILL) would wait for ever and keep
+    the process and the mount alive (`make faults` hung so)."""
+    venv = new_venv(tmp_path / "venv")
+    service = view.service.service
+    assert service is not None
+    view.service.call(service.register, venv)
+    requests = service.view.stats.requests
+    before = dict(requests)
+    view.service.call(service.install, venv, [built_wheels["pure"]])
+    script = venv / "bin" / "nwdemo-pure"
+    assert script.is_file()
+    assert os.access(script, os.X_OK)
+    view.service.call(service.uninstall, venv, ["nwdemo-pure"])
+    assert not script.exists()
+    writing = ("create", "write", "rename", "unlink", "mkdir", "setattr", "symlink", "rmdir")
+    assert {op: requests[op] - before.get(op, 0) for op in writing} == dict.fromkeys(writing, 0)
+    assert run([venv / "bin" / "python", "-c", "print('ok')"]).stdout.strip() == "ok"
