@@ -10,8 +10,10 @@ only after the commit that drops their entries.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import bytecode, schema
@@ -51,6 +53,9 @@ class Upkeep:
     def __init__(self, index: Index, reserve: Reserve) -> None:
         self.index = index
         self.reserve = reserve
+        # Files in tmp/ from before this (the start-up sweep removes them) are
+        # leftovers; later ones belong to operations running now.
+        self.opened_ns = time.time_ns()
 
     def gc(self, keep: int = 5, *, pinned: Iterable[str] = ()) -> GCReport:
         """Drop all but the newest `keep` generations of each environment (the
@@ -183,7 +188,14 @@ class Upkeep:
         return temps, len(orphans)
 
     def fsck(self, *, deep: bool = True) -> list[Problem]:
-        """Check every invariant; returns the failures (empty when clean)."""
+        """Check every invariant; returns the failures (empty when clean).
+        Exclusive with ingests, as GC is (a body published and not yet
+        indexed is no orphan), and blind to the temporary files of work
+        begun since the store was opened (a background compile's)."""
+        with self.index.gate.exclusive():
+            return self._fsck(deep)
+
+    def _fsck(self, deep: bool) -> list[Problem]:
         problems: list[Problem] = []
         with self.index.env.begin() as txn:
             blob_sizes: dict[str, tuple[int, bytes | None]] = {}
@@ -205,7 +217,7 @@ class Upkeep:
                     problems.append(
                         Problem("orphan-body", f"{self.index.bodies.path(blob)} is named by no index entry")
                     )
-            leftovers = list(self.index.bodies.tmp.iterdir())
+            leftovers = [p for p in self.index.bodies.tmp.iterdir() if _older_than(p, self.opened_ns)]
             if leftovers:
                 problems.append(
                     Problem("temporary-files", f"{len(leftovers)} files in {self.index.bodies.tmp}")
@@ -320,3 +332,10 @@ class Upkeep:
             "bytecode_bytes": sum(pycs.values()),
             "envs": per_env,
         }
+
+
+def _older_than(path: Path, when_ns: int) -> bool:
+    try:
+        return path.lstat().st_mtime_ns < when_ns
+    except FileNotFoundError:
+        return False  # its operation finished meanwhile

@@ -384,12 +384,18 @@ def test_fsck_finds_damage_and_sweep_repairs_debris(
         assert store.fsck() == []
         body.chmod(0o644)
         body.write_bytes(b"garbage")
-        (store.bodies.tmp / "body-leftover").write_bytes(b"x")
+        running = store.bodies.tmp / "body-being-written"
+        running.write_bytes(b"x")  # an operation's, begun since the store was opened: not damage
+        leftover = store.bodies.tmp / "body-leftover"
+        leftover.write_bytes(b"x")
+        os.utime(leftover, ns=(store.upkeep.opened_ns - 10**9,) * 2)  # from before the opening
         orphan = store.bodies.path("ab" * 32)
         orphan.parent.mkdir(exist_ok=True)
         orphan.write_bytes(b"y")
-        kinds = {p.kind for p in store.fsck()}
-        assert kinds == {"bad-blob", "temporary-files", "orphan-body"}
+        problems = store.fsck()
+        assert {p.kind for p in problems} == {"bad-blob", "temporary-files", "orphan-body"}
+        assert "1 files in" in next(str(p) for p in problems if p.kind == "temporary-files")
+        running.unlink()
         body.unlink()
         assert "missing-body" in {p.kind for p in store.fsck()}
         assert store.sweep() == (1, 1)
