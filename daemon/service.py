@@ -35,6 +35,8 @@ from .view import ViewOperations, content_mtime_ns
 
 log = logging.getLogger("nwcache.daemon")
 T = TypeVar("T")
+# Package trees kept (see Service._package_trees); more are built again.
+PACKAGE_TREES = 4096
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -117,6 +119,14 @@ class Service:
         self._left: dict[str, int] = {}
         self._missing: dict[str, int] = {}
         self._bytecode_event = trio.Event()
+        # Each package's tree with the shared pycs known for an interpreter:
+        # (package id, interpreter) -> (tree, sources lacking bytecode), valid
+        # while `_bytecode_epoch` (moved by whatever adds or drops bytecode
+        # entries) stays where it was when they were built. A venv's tree is
+        # these merged: a warm install builds only what no venv had before.
+        self._package_trees: dict[tuple[bytes, str], tuple[Dir, frozenset[str]]] = {}
+        self._bytecode_epoch = 0
+        self._package_trees_epoch = 0
         self._background_limiter = trio.CapacityLimiter(1)
         # What each venv says while the daemon is down (set by run_service).
         self.notices: DownNotices | None = None
@@ -161,6 +171,45 @@ class Service:
         )
         self._missing[env.path] = len(bytecode.missing(tree, known, self.bytecode_levels))
         return bytecode.with_bytecode(tree, known, env.cache_tag)
+
+    async def _site_tree(self, env: EnvRecord) -> Dir:
+        """The tree `_site` gives, built by merging each package's tree
+        (cached, see `_package_trees`) with the files generated for this venv."""
+        if not self.bytecode_levels:
+            return await self._run(partial(self.builder.build, await self._site(env)))
+        return await self._run(partial(self._merged_tree, env))
+
+    def _merged_tree(self, env: EnvRecord) -> Dir:
+        """In a worker thread."""
+        parts = self.store.site_parts(env.path)
+        epoch = self._bytecode_epoch
+        if self._package_trees_epoch != epoch or len(self._package_trees) > PACKAGE_TREES:
+            self._package_trees = {}
+            self._package_trees_epoch = epoch
+        trees: list[Dir] = []
+        missing: set[str] = set()
+        for package, site, generated in parts:
+            key = (package, env.interpreter)
+            built = self._package_trees.get(key)
+            if built is None:
+                built = self._tree_with_bytecode(env, site)
+                if self._bytecode_epoch == epoch:  # no bytecode stored meanwhile
+                    self._package_trees[key] = built
+            trees.append(built[0])
+            missing |= built[1]
+            if generated:
+                extra = self._tree_with_bytecode(env, generated)
+                trees.append(extra[0])
+                missing |= extra[1]
+        self._missing[env.path] = len(missing)
+        return self.builder.merge(trees) if trees else self.builder.build({})
+
+    def _tree_with_bytecode(self, env: EnvRecord, files: dict[str, FileRef]) -> tuple[Dir, frozenset[str]]:
+        known = self.store.bytecode_known(
+            env.interpreter, bytecode.sources(files).values(), self.bytecode_levels
+        )
+        lacking = frozenset(bytecode.missing(files, known, self.bytecode_levels))
+        return self.builder.build(bytecode.with_bytecode(files, known, env.cache_tag)), lacking
 
     # -- bytecode in the background -------------------------------------------------------
 
@@ -359,11 +408,13 @@ class Service:
                     if outcome.get(job.id) is False
                     for level in job.levels
                 ]
+                self._bytecode_epoch += 1
                 known.update(
                     await self._background(
                         partial(self.store.store_bytecode, env.interpreter, compiled, failed)
                     )
                 )
+                self._bytecode_epoch += 1
                 if errors:
                     raise StoreError(
                         errors[0], hint="nwcache compiles what is missing at the next start or change"
@@ -446,8 +497,7 @@ class Service:
             if first is not None and first[1].keys() == generated.keys():
                 root = await self._run(partial(self.builder.replace_files, first[0], generated))
         if root is None:
-            tree = await self._site(env)
-            root = await self._run(partial(self.builder.build, tree))
+            root = await self._site_tree(env)
             if built is not None:
                 built.setdefault(key, (root, generated))
         overlay = await self._run(partial(Overlay, self.overlay_root(env)))
@@ -478,8 +528,7 @@ class Service:
         )
 
     async def _refresh(self, env: EnvRecord) -> int:
-        tree = await self._site(env)
-        root = await self._run(partial(self.builder.build, tree))
+        root = await self._site_tree(env)
         return await self.view.replace_tree(env_dir_name(env), root)
 
     # -- life cycle -------------------------------------------------------------------
@@ -880,4 +929,8 @@ class Service:
 
     async def gc(self, keep: int = 5) -> GCReport:
         pinned = self.view.pinned_blobs()
-        return await self._run(partial(self.store.gc, keep, pinned=pinned))
+        self._bytecode_epoch += 1  # GC drops bytecode entries
+        try:
+            return await self._run(partial(self.store.gc, keep, pinned=pinned))
+        finally:
+            self._bytecode_epoch += 1

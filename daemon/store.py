@@ -72,6 +72,7 @@ class Store:
         self.generation = index.generation
         self.history = index.history
         self.tree = index.tree
+        self.site_parts = index.site_parts
         self._forget_packages = index.forget_packages
         # Ingest, generations, adoption
         self.ingest = self.ingester.ingest
