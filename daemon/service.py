@@ -23,8 +23,10 @@ import trio
 
 from . import bytecode, linking, rootlayer
 from .crashpoints import crash_point
+from .demand import DemandWorker
 from .errors import NotAVenv, StoreError, UnknownEnv
 from .ingest import Progress
+from .merged import EnvView, Node, join
 from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord, PackageRecord
@@ -61,6 +63,7 @@ class BytecodeCounts:
     running: int = 0  # worker processes alive now
     seconds: float = 0.0  # wall time of the worker processes, added up
     errors: int = 0  # attempts that failed for a reason other than a source
+    on_demand: int = 0  # pycs compiled (or found) on demand, served to a waiting lookup
     last_error: str | None = None
 
 
@@ -126,6 +129,11 @@ class Service:
         # these merged: a warm install builds only what no venv had before.
         self._package_trees: dict[tuple[bytes, str], tuple[Dir, frozenset[str]]] = {}
         self._bytecode_epoch = 0
+        # Pycs compiled on demand (daemon/demand.py): one worker per
+        # interpreter, and the environments by their name in the view.
+        self._demand: dict[str, DemandWorker] = {}
+        self._env_named: dict[str, EnvRecord] = {}
+        view.on_demand = self._on_demand
         self._package_trees_epoch = 0
         self._background_limiter = trio.CapacityLimiter(1)
         # What each venv says while the daemon is down (set by run_service).
@@ -210,6 +218,81 @@ class Service:
         )
         lacking = frozenset(bytecode.missing(files, known, self.bytecode_levels))
         return self.builder.build(bytecode.with_bytecode(files, known, env.cache_tag)), lacking
+
+    # -- bytecode on demand ----------------------------------------------------------------
+
+    def _compiling_for(self, name: str) -> EnvRecord | None:
+        """The environment named `name` in the view if its bytecode is being
+        compiled in the background (or queued to be)."""
+        env = self._env_named.get(name)
+        if env is None or not self.bytecode_levels:
+            return None
+        if env.path not in self._to_compile and self._compiling != env.path:
+            return None
+        return env
+
+    async def _on_demand(self, view_env: EnvView, path: str) -> Node | None:
+        """The view's hook for a name it does not have (docs/BYTECODE.md,
+        "Before a pyc is ready"): while the environment's bytecode is being
+        compiled, a `__pycache__` beside store sources is made (empty), and
+        the pyc of a store source is compiled at once, stored as the
+        background compiler stores it and added to the tree served.
+        Returns what `path` now is, or None."""
+        env = self._compiling_for(view_env.name)
+        if env is None or path in view_env.overlay.entries:
+            return None
+        folder, _, name = path.rpartition("/")
+        if name == "__pycache__":
+            here = view_env.lower_at(folder) if folder else view_env.lower
+            if isinstance(here, Dir) and any(
+                bytecode.compilable(join(folder, n)) and isinstance(c, FileRef)
+                for n, c in here.entries.items()
+            ):
+                view_env.lower = self.builder.add_dirs(view_env.lower, [path])
+                return view_env.resolve(path)
+            return None
+        wanted = bytecode.source_of_pyc(path, env.cache_tag)
+        if wanted is None or wanted[1] not in self.bytecode_levels:
+            return None
+        source, level = wanted
+        ref = view_env.lower_at(source)
+        if not isinstance(ref, FileRef) or source in view_env.overlay.entries:
+            return None
+        pyc = await self._compile_now(env, ref, level)
+        if pyc is None:
+            return None
+        view_env.lower = self.builder.add_files(view_env.lower, {path: pyc})
+        self.bytecode_counts.on_demand += 1
+        return view_env.resolve(path)
+
+    async def _compile_now(self, env: EnvRecord, ref: FileRef, level: int) -> FileRef | None:
+        """The pyc of one source at one level: the stored one, or compiled now
+        by the interpreter's demand worker and stored. None: it does not
+        compile (or the worker failed: Python compiles for itself then)."""
+        worker = self._demand.get(env.interpreter)
+        if worker is None:
+            worker = self._demand[env.interpreter] = DemandWorker(env.python)
+        known = await self._run(partial(self.store.bytecode_known, env.interpreter, [ref], (level,)))
+        if (ref.blob, level) in known:
+            return known[(ref.blob, level)]
+        where = (await self._run(partial(self.store.blob_location, ref.blob)))[1]
+        out = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-now"
+        mtime = content_mtime_ns(ref.blob) // 1_000_000_000
+        verdict = await worker.compile(
+            where if isinstance(where, bytes) else os.fspath(where), mtime, level, out
+        )
+        if verdict.startswith("error"):
+            log.warning("compiling a pyc on demand with %s failed: %s", env.python, verdict[6:])
+            await self._run(partial(_remove_prefixed, out))
+            return None
+        compiled = {(ref.blob, level): Path(out)} if verdict == "ok" else {}
+        failed = [] if verdict == "ok" else [(ref.blob, level)]
+        self._bytecode_epoch += 1
+        try:
+            stored = await self._run(partial(self.store.store_bytecode, env.interpreter, compiled, failed))
+        finally:
+            self._bytecode_epoch += 1
+        return stored.get((ref.blob, level))
 
     # -- bytecode in the background -------------------------------------------------------
 
@@ -507,6 +590,7 @@ class Service:
             top = await self._run(partial(Overlay, self.top_root(env)))
             self.tops[env.path] = top
             self.store.aliases[str(self.venv_target(env))] = env.path
+        self._env_named[env_dir_name(env)] = env
         await self.view.add_env(
             env_dir_name(env), root, overlay, venv=Path(env.path), site_packages=env.site_packages, top=top
         )
@@ -599,6 +683,8 @@ class Service:
                 site = self.site(env)
                 if await self._run(partial(linking.is_mount_point, site)):
                     await self._run(partial(linking.unbind, site))
+        for worker in self._demand.values():
+            await worker.aclose()
         for overlay in [*self.overlays.values(), *self.tops.values()]:
             overlay.sync()
             overlay.close()

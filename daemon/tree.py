@@ -141,6 +141,18 @@ class TreeBuilder:
         their way (the background compiler's new pycs)."""
         return self._replace(root, _nested(files), add=True)
 
+    def add_dirs(self, root: Dir, paths: Sequence[str]) -> Dir:
+        """`root` with empty directories at `paths` where it has none (the
+        `__pycache__` of a source whose pyc is compiled on demand)."""
+        nested: dict[str, object] = {}
+        for path in paths:
+            node = nested
+            for part in path.split("/"):
+                child = node.setdefault(part, {})
+                assert isinstance(child, dict)
+                node = child
+        return self._replace(root, nested, add=True)
+
     def _replace(self, node: Dir, nested: dict[str, object], *, add: bool = False) -> Dir:
         entries = dict(node.entries)
         for name, child in nested.items():

@@ -45,7 +45,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -57,7 +57,7 @@ from pyfuse3 import FUSEError
 from .bodies import BlobSource, Body, BodyCache, pread_cached
 from .bytecode import is_bytecode
 from .inodes import Inode, InodeTable
-from .merged import DirTimes, EnvView, join, parent_of
+from .merged import DirTimes, EnvView, Node, join, parent_of
 from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
 from .schema import FileRef
 from .tree import Change, Dir, diff
@@ -237,6 +237,9 @@ class ViewOperations(pyfuse3.Operations):
         # service): Python's own pycs for a store source at those levels are
         # refused, so none lands in a venv's layer.
         self.bytecode_levels: tuple[int, ...] = ()
+        # Asked (by the service) about a name the tree lacks, before the
+        # lookup answers ENOENT: a pyc compiled on demand (docs/BYTECODE.md).
+        self.on_demand: Callable[[EnvView, str], Awaitable[Node | None]] | None = None
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, tuple[Inode, list[str]]] = {}
         self.stats = ViewStats(mode=KERNEL_CACHED if kernel_caching else HANDLES)
@@ -445,11 +448,14 @@ class ViewOperations(pyfuse3.Operations):
             return self.inodes.make(key, lambda ino: Inode(ino, "out", key, env=env, path=str(real)))
         env, path = self._dir(parent.ino)
         child = join(path, text)
-        if is_bytecode(child):
-            node = env.resolve(child)
-            if isinstance(node, FileRef):
-                await self._learn_pycs([node])
-        return self._lookup_path(env, child)
+        node = env.resolve(child)
+        if node is None and self.on_demand is not None and (text == "__pycache__" or is_bytecode(child)):
+            node = await self.on_demand(env, child)
+        if node is None:
+            return None
+        if isinstance(node, FileRef) and is_bytecode(child):
+            await self._learn_pycs([node])
+        return self._child_inode(env, child, node)
 
     def _up(self, inode: Inode) -> Inode:
         """The inode of ".." of a directory."""
