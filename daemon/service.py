@@ -133,6 +133,9 @@ class Service:
         # interpreter, and the environments by their name in the view.
         self._demand: dict[str, DemandWorker] = {}
         self._env_named: dict[str, EnvRecord] = {}
+        # interpreter -> (source blob, level) -> pyc compiled on demand and
+        # served but not indexed yet (None: it does not compile).
+        self._demanded: dict[str, dict[tuple[str, int], FileRef | None]] = {}
         view.on_demand = self._on_demand
         self._package_trees_epoch = 0
         self._background_limiter = trio.CapacityLimiter(1)
@@ -272,6 +275,9 @@ class Service:
         worker = self._demand.get(env.interpreter)
         if worker is None:
             worker = self._demand[env.interpreter] = DemandWorker(env.python)
+        demanded = self._demanded.setdefault(env.interpreter, {})
+        if (ref.blob, level) in demanded:
+            return demanded[(ref.blob, level)]
         known = await self._run(partial(self.store.bytecode_known, env.interpreter, [ref], (level,)))
         if (ref.blob, level) in known:
             return known[(ref.blob, level)]
@@ -285,14 +291,25 @@ class Service:
             log.warning("compiling a pyc on demand with %s failed: %s", env.python, verdict[6:])
             await self._run(partial(_remove_prefixed, out))
             return None
-        compiled = {(ref.blob, level): Path(out)} if verdict == "ok" else {}
-        failed = [] if verdict == "ok" else [(ref.blob, level)]
-        self._bytecode_epoch += 1
-        try:
-            stored = await self._run(partial(self.store.store_bytecode, env.interpreter, compiled, failed))
-        finally:
+        # Served at once; made durable and indexed with the others later
+        # (`index_demanded`): a commit per pyc would cost the import more
+        # than the compile.
+        pyc = await self._run(partial(self.store.put_in_place, Path(out))) if verdict == "ok" else None
+        demanded[(ref.blob, level)] = pyc
+        return pyc
+
+    async def index_demanded(self) -> None:
+        """Index the pycs compiled on demand so far (before the background
+        compiler looks up what is missing, when it is done, at stop)."""
+        for interpreter, entries in list(self._demanded.items()):
+            if not entries:
+                continue
+            self._demanded[interpreter] = {}
             self._bytecode_epoch += 1
-        return stored.get((ref.blob, level))
+            try:
+                await self._run(partial(self.store.index_in_place, interpreter, entries))
+            finally:
+                self._bytecode_epoch += 1
 
     # -- bytecode in the background -------------------------------------------------------
 
@@ -420,6 +437,7 @@ class Service:
             counts.errors += 1
             counts.last_error = f"{env.path}: {error}"
             log.warning("compiling bytecode for %s failed: %s", env.path, error)
+        await self.index_demanded()
         await self._background(partial(self.store.compile_settled, env.id, env.current, error))
 
     async def _serve_pycs(
@@ -457,6 +475,7 @@ class Service:
         levels; returns their bytecode entries."""
         lock = self._compile_locks.setdefault(env.interpreter, trio.Lock())
         async with lock:
+            await self.index_demanded()
             # Another environment of this interpreter may have compiled them
             # while this one waited for the lock.
             known = await self._background(
@@ -685,6 +704,7 @@ class Service:
                     await self._run(partial(linking.unbind, site))
         for worker in self._demand.values():
             await worker.aclose()
+        await self.index_demanded()
         for overlay in [*self.overlays.values(), *self.tops.values()]:
             overlay.sync()
             overlay.close()

@@ -85,6 +85,8 @@ class Store:
         # Bytecode
         self.bytecode_known = self.bytecode.known
         self.store_bytecode = self.bytecode.store
+        self.put_in_place = self.bytecode.put_in_place
+        self.index_in_place = self.bytecode.index_in_place
         self.compile_pending = self.bytecode.pending
         self.compile_settled = self.bytecode.settle
         # Upkeep
