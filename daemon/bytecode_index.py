@@ -6,6 +6,7 @@ names them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import lmdb
 
 from . import schema
 from .blobs import fsync_path, syncfs
+from .demand import compile_here
 from .index import Index
 from .schema import FileRef
 from .staging import FSYNC_ONE_BY_ONE, Staged, kept_inline
@@ -101,6 +103,26 @@ class BytecodeIndex:
         else:
             bodies.publish(output, blob)
         return FileRef(blob, size, False)
+
+    def compile_in_place(
+        self, interpreter: str, source: FileRef, level: int, mtime: int
+    ) -> tuple[bool, FileRef | None]:
+        """In one worker thread: the pyc of `source` that is indexed (found:
+        True), or compiled by the daemon's own interpreter and put in place
+        as `put_in_place` does (found: False; None: it does not compile); its
+        header records `mtime`, the source's mtime in the view."""
+        known = self.known(interpreter, [source], (level,))
+        if (source.blob, level) in known:
+            return True, known[(source.blob, level)]
+        _size, where = self.index.blob_location(source.blob)
+        content = where if isinstance(where, bytes) else where.read_bytes()
+        pyc = compile_here(content, mtime, level)
+        if pyc is None:
+            return False, None
+        fd, temp = self.index.bodies.new_temp()
+        with os.fdopen(fd, "wb") as out:
+            out.write(pyc)
+        return False, self.put_in_place(temp)
 
     def index_in_place(self, interpreter: str, entries: Mapping[tuple[str, int], FileRef | None]) -> None:
         """Make durable and index what `put_in_place` put (an entry already

@@ -11,9 +11,13 @@ the view serves it like any other shared pyc.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
+import marshal
 import os
 import subprocess
+import sys
+import warnings
 
 import trio
 
@@ -46,6 +50,30 @@ for line in sys.stdin:
     except OSError as exc:
         print("error", str(exc).replace("\n", " "), flush=True)
 """
+
+
+# The daemon's own interpreter, as an environment's is named (schema:
+# EnvRecord.interpreter): an environment whose interpreter accepts the
+# daemon's bytecode gets its pycs compiled in the daemon itself.
+HERE = f"{sys.implementation.cache_tag}:{importlib.util.MAGIC_NUMBER.hex()}"
+
+
+def compile_here(source: bytes, mtime: int, level: int) -> bytes | None:
+    """The pyc the worker writes, compiled by the daemon's interpreter (in a
+    worker thread); None if the source does not compile."""
+    head = (
+        importlib.util.MAGIC_NUMBER
+        + b"\0\0\0\0"
+        + (mtime & 0xFFFFFFFF).to_bytes(4, "little")
+        + (len(source) & 0xFFFFFFFF).to_bytes(4, "little")
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Python shows them when it compiles itself
+            code = compile(source, "<nwcache>", "exec", dont_inherit=True, optimize=level)
+    except (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError):
+        return None
+    return head + marshal.dumps(code)
 
 
 class DemandWorker:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import bytecode, linking, rootlayer
+from . import bytecode, demand, linking, rootlayer
 from .crashpoints import crash_point
 from .demand import DemandWorker
 from .errors import NotAVenv, StoreError, UnknownEnv
@@ -64,6 +64,7 @@ class BytecodeCounts:
     seconds: float = 0.0  # wall time of the worker processes, added up
     errors: int = 0  # attempts that failed for a reason other than a source
     on_demand: int = 0  # pycs compiled (or found) on demand, served to a waiting lookup
+    on_demand_seconds: float = 0.0  # wall time of those lookups in the daemon, added up
     last_error: str | None = None
 
 
@@ -132,6 +133,9 @@ class Service:
         # Pycs compiled on demand (daemon/demand.py): one worker per
         # interpreter, and the environments by their name in the view.
         self._demand: dict[str, DemandWorker] = {}
+        # Compile on demand in a worker process even for the daemon's own
+        # interpreter (the tests of the worker; a comparison in the bench).
+        self.demand_in_worker = os.environ.get("NWCACHE_DEMAND_WORKER") == "1"
         self._env_named: dict[str, EnvRecord] = {}
         # interpreter -> (source blob, level) -> pyc compiled on demand and
         # served but not indexed yet (None: it does not compile).
@@ -261,29 +265,43 @@ class Service:
         ref = view_env.lower_at(source)
         if not isinstance(ref, FileRef) or source in view_env.overlay.entries:
             return None
+        began = trio.current_time()
         pyc = await self._compile_now(env, ref, level)
-        if pyc is None:
-            return None
-        view_env.lower = self.builder.add_files(view_env.lower, {path: pyc})
-        self.bytecode_counts.on_demand += 1
-        return view_env.resolve(path)
+        if pyc is not None:
+            view_env.lower = self.builder.add_files(view_env.lower, {path: pyc})
+            self.bytecode_counts.on_demand += 1
+        self.bytecode_counts.on_demand_seconds += trio.current_time() - began
+        return None if pyc is None else view_env.resolve(path)
 
     async def _compile_now(self, env: EnvRecord, ref: FileRef, level: int) -> FileRef | None:
         """The pyc of one source at one level: the stored one, or compiled now
-        by the interpreter's demand worker and stored. None: it does not
-        compile (or the worker failed: Python compiles for itself then)."""
-        worker = self._demand.get(env.interpreter)
-        if worker is None:
-            worker = self._demand[env.interpreter] = DemandWorker(env.python)
+        (by the daemon itself if its interpreter has the environment's magic
+        number and cache tag, else by the interpreter's demand worker) and
+        put in place. None: it does not compile (or the worker failed:
+        Python compiles for itself then)."""
         demanded = self._demanded.setdefault(env.interpreter, {})
         if (ref.blob, level) in demanded:
             return demanded[(ref.blob, level)]
+        mtime = content_mtime_ns(ref.blob) // 1_000_000_000
+        if env.interpreter == demand.HERE and not self.demand_in_worker:
+            # The daemon's own interpreter accepts this bytecode: compiled
+            # here, in the thread that looks it up and puts it in place.
+            found, pyc = await self._run(
+                partial(self.store.compile_in_place, env.interpreter, ref, level, mtime)
+            )
+            if not found:
+                demanded[(ref.blob, level)] = pyc
+            if pyc is not None:
+                self.view.pyc_bodies[pyc.blob] = self.store.bodies.path(pyc.blob)
+            return pyc
         known = await self._run(partial(self.store.bytecode_known, env.interpreter, [ref], (level,)))
         if (ref.blob, level) in known:
             return known[(ref.blob, level)]
+        worker = self._demand.get(env.interpreter)
+        if worker is None:
+            worker = self._demand[env.interpreter] = DemandWorker(env.python)
         where = (await self._run(partial(self.store.blob_location, ref.blob)))[1]
         out = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-now"
-        mtime = content_mtime_ns(ref.blob) // 1_000_000_000
         verdict = await worker.compile(
             where if isinstance(where, bytes) else os.fspath(where), mtime, level, out
         )
@@ -296,6 +314,8 @@ class Service:
         # than the compile.
         pyc = await self._run(partial(self.store.put_in_place, Path(out))) if verdict == "ok" else None
         demanded[(ref.blob, level)] = pyc
+        if pyc is not None:
+            self.view.pyc_bodies[pyc.blob] = self.store.bodies.path(pyc.blob)
         return pyc
 
     async def index_demanded(self) -> None:

@@ -87,6 +87,7 @@ class Store:
         self.store_bytecode = self.bytecode.store
         self.put_in_place = self.bytecode.put_in_place
         self.index_in_place = self.bytecode.index_in_place
+        self.compile_in_place = self.bytecode.compile_in_place
         self.compile_pending = self.bytecode.pending
         self.compile_settled = self.bytecode.settle
         # Upkeep

@@ -420,12 +420,15 @@ def test_an_install_returns_before_its_bytecode_and_python_writes_no_pyc_of_its_
     assert layer_pycs(daemon, venv) == []
 
 
+@pytest.mark.parametrize("in_worker", [False, True], ids=["in-daemon", "worker"])
 def test_a_pyc_asked_for_before_the_background_compiler_reached_it_is_compiled_at_once(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, tmp_path: Path, in_worker: bool
 ) -> None:
     """The background compiler held before its first batch: Python's
-    lookups of the pycs it needs compile them on demand, the import loads
-    every module from a shared pyc, and nothing lands in the venv's layer."""
+    lookups of the pycs it needs compile them on demand (in the daemon,
+    whose interpreter is the venv's, or in a worker of the venv's
+    interpreter), the import loads every module from a shared pyc, and
+    nothing lands in the venv's layer."""
     wheel = build_classic_wheel(
         tmp_path / "wheels",
         [
@@ -439,6 +442,7 @@ def test_a_pyc_asked_for_before_the_background_compiler_reached_it_is_compiled_a
     daemon.thread.call(daemon.service.register, venv)
     daemon.compiled()
     service = daemon.service
+    service.demand_in_worker = in_worker
     release = trio.Event()
     original = service._compile
 
@@ -457,6 +461,7 @@ def test_a_pyc_asked_for_before_the_background_compiler_reached_it_is_compiled_a
         assert cached == {str(site / "demand" / "__init__.py"), str(site / "demand" / "sub.py")}
         assert compiled == set()
         assert daemon.service.bytecode_counts.on_demand == 2
+        assert bool(service._demand) == in_worker  # a worker process only where asked for
         # A source that does not compile is remembered, and Python's own
         # compile of it fails as usual; an unused module has no pyc yet.
         done = subprocess.run(
