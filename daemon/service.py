@@ -421,6 +421,11 @@ class Service:
         otherwise (resumed at the next start or change)."""
         try:
             env = await self._background(partial(self.store.get_env, path))
+            if self._missing.get(path) == 0:
+                # Its tree, built at the flip, found bytecode for every source.
+                await self.index_demanded()
+                await self._background(partial(self.store.compile_settled, env.id, env.current, None))
+                return
             tree = await self._background(partial(self.store.tree, env.path))
         except UnknownEnv:
             return  # unregistered meanwhile

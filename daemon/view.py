@@ -303,9 +303,16 @@ class ViewOperations(pyfuse3.Operations):
         tree, and every directory whose names changed has a new mtime."""
         env = self.envs[name]
         changes = list(diff(env.lower, lower))
-        new_files = dict(_new_files(lower, changes))
-        await self._learn_pycs(ref for path, ref in new_files.items() if is_bytecode(path))
-        await self.bodies.prefetch(ref for path, ref in new_files.items() if not is_bytecode(path))
+        pycs: list[FileRef] = []
+        others: list[FileRef] = []
+        for path, ref in _new_files(lower, changes):
+            # is_bytecode's test, without a regular expression for each of
+            # the thousands of files a new venv's tree holds
+            head, _, file_name = path.rpartition("/")
+            bytecode = file_name.endswith(".pyc") and (head == "__pycache__" or head.endswith("/__pycache__"))
+            (pycs if bytecode else others).append(ref)
+        await self._learn_pycs(pycs)
+        await self.bodies.prefetch(others)
         env.lower = lower
         now = time.time_ns()
         notes: list[tuple[int, str]] = []
