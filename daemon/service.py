@@ -140,6 +140,7 @@ class Service:
         # interpreter -> (source blob, level) -> pyc compiled on demand and
         # served but not indexed yet (None: it does not compile).
         self._demanded: dict[str, dict[tuple[str, int], FileRef | None]] = {}
+        self._demanded_while: dict[str, bool] = {}  # venv path -> a pyc was compiled on demand
         view.on_demand = self._on_demand
         self._package_trees_epoch = 0
         self._background_limiter = trio.CapacityLimiter(1)
@@ -270,6 +271,7 @@ class Service:
         if pyc is not None:
             view_env.lower = self.builder.add_files(view_env.lower, {path: pyc})
             self.bytecode_counts.on_demand += 1
+            self._demanded_while[env.path] = True
         self.bytecode_counts.on_demand_seconds += trio.current_time() - began
         return None if pyc is None else view_env.resolve(path)
 
@@ -463,6 +465,12 @@ class Service:
             counts.last_error = f"{env.path}: {error}"
             log.warning("compiling bytecode for %s failed: %s", env.path, error)
         await self.index_demanded()
+        if self._demanded_while.pop(path, False):
+            # A batch served while a pyc was compiled on demand may have left
+            # it out of the tree: served again from the index, which has all.
+            async with self._lock(env.path):
+                if env.path in self.overlays and env_dir_name(env) in self.view.envs:
+                    await self._refresh(await self._background(partial(self.store.get_env, env.path)))
         await self._background(partial(self.store.compile_settled, env.id, env.current, error))
 
     async def _serve_pycs(
