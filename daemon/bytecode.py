@@ -93,6 +93,22 @@ def pyc_path(source: str, cache_tag: str, level: int) -> str:
     return f"{head}/{cached}" if head else cached
 
 
+def source_of_pyc(path: str, cache_tag: str) -> tuple[str, int] | None:
+    """(source, level) whose pyc Python looks for at `path`, for an
+    interpreter of `cache_tag`; None if `path` is no such pyc."""
+    folder, _, name = path.rpartition("/")
+    package, _, cache = folder.rpartition("/")
+    if cache != "__pycache__" or not name.endswith(".pyc"):
+        return None
+    stem, dot, rest = name[: -len(".pyc")].partition("." + cache_tag)
+    if not dot or not stem:
+        return None
+    level = {suffix: level for level, suffix in _LEVEL_SUFFIX.items()}.get(rest)
+    if level is None:
+        return None
+    return (f"{package}/{stem}.py" if package else f"{stem}.py"), level
+
+
 def parse_levels(value: str | None) -> tuple[int, ...]:
     """NWCACHE_BYTECODE: "0" (the default), a list such as "0,1", or "off"."""
     if value is None or not value.strip():

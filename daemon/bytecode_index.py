@@ -6,15 +6,18 @@ names them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import lmdb
 
 from . import schema
+from .blobs import fsync_path, syncfs
+from .demand import compile_here
 from .index import Index
 from .schema import FileRef
-from .staging import Staged, kept_inline
+from .staging import FSYNC_ONE_BY_ONE, Staged, kept_inline
 from .venvs import sha256_file
 
 
@@ -85,6 +88,72 @@ class BytecodeIndex:
                 staged.discard()
                 raise
         return entries
+
+    def put_in_place(self, output: Path) -> FileRef:
+        """A pyc compiled on demand (in tmp/, consumed) as its blob's body,
+        neither durable nor indexed yet, so that the view can serve it at
+        once; `index_in_place` makes it durable and indexes it later, with
+        others (a daemon killed before that leaves an orphan body, which the
+        next start sweeps)."""
+        blob, size = sha256_file(output)
+        assert not kept_inline(size, pyc=True)
+        bodies = self.index.bodies
+        if bodies.exists(blob):
+            output.unlink()
+        else:
+            bodies.publish(output, blob)
+        return FileRef(blob, size, False)
+
+    def compile_in_place(
+        self, interpreter: str, source: FileRef, level: int, mtime: int
+    ) -> tuple[bool, FileRef | None]:
+        """In one worker thread: the pyc of `source` that is indexed (found:
+        True), or compiled by the daemon's own interpreter and put in place
+        as `put_in_place` does (found: False; None: it does not compile); its
+        header records `mtime`, the source's mtime in the view."""
+        known = self.known(interpreter, [source], (level,))
+        if (source.blob, level) in known:
+            return True, known[(source.blob, level)]
+        _size, where = self.index.blob_location(source.blob)
+        content = where if isinstance(where, bytes) else where.read_bytes()
+        pyc = compile_here(content, mtime, level)
+        if pyc is None:
+            return False, None
+        fd, temp = self.index.bodies.new_temp()
+        with os.fdopen(fd, "wb") as out:
+            out.write(pyc)
+        return False, self.put_in_place(temp)
+
+    def index_in_place(self, interpreter: str, entries: Mapping[tuple[str, int], FileRef | None]) -> None:
+        """Make durable and index what `put_in_place` put (an entry already
+        indexed, by the background compiler meanwhile, stays as it is)."""
+        index = self.index
+        bodies = {ref.blob: index.bodies.path(ref.blob) for ref in entries.values() if ref is not None}
+        with index.gate.shared():
+            if len(bodies) > FSYNC_ONE_BY_ONE:
+                syncfs(index.bodies.root)
+            else:
+                for body in bodies.values():
+                    fsync_path(body)
+                for directory in {body.parent for body in bodies.values()}:
+                    fsync_path(directory)
+            with index.write() as txn:
+                for (source, level), pyc in entries.items():
+                    if txn.get(bytes.fromhex(source), db=index.db["blobs"]) is None:
+                        continue  # GC took the source meanwhile
+                    if pyc is not None:
+                        txn.put(
+                            bytes.fromhex(pyc.blob),
+                            schema.encode_blob(pyc.size, None),
+                            db=index.db["blobs"],
+                            overwrite=False,
+                        )
+                    txn.put(
+                        schema.bytecode_key(source, level, interpreter),
+                        schema.encode_bytecode(pyc),
+                        db=index.db["bytecode"],
+                        overwrite=False,
+                    )
 
     def pending(self) -> dict[bytes, tuple[int, str | None]]:
         """env id -> (generation, error of the last attempt) of every

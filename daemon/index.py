@@ -273,6 +273,25 @@ class Index:
             gen = self.generation_in(txn, env, env.current if number is None else number)
             return self.site_of(txn, env, gen)
 
+    def site_parts(
+        self, path: str | os.PathLike[str]
+    ) -> list[tuple[bytes, dict[str, FileRef], dict[str, FileRef]]]:
+        """site-packages of an environment's current generation as `tree`
+        gives it, package by package: (package id, the package's own files,
+        the files installing generated for this venv), in `tree`'s order."""
+        with self.env.begin() as txn:
+            env = self.env_by_path(path, txn)
+            gen = self.generation_in(txn, env, env.current)
+            parts = []
+            for installed in gen.packages:
+                pkg = self.get_package(installed.package, txn, committed=True)
+                if pkg is None:
+                    raise StoreError(
+                        f"generation {gen.number} of {env.path} names missing package {installed.package}"
+                    )
+                parts.append((pkg.id, self.layout(pkg).site, installed.site))
+            return parts
+
     def site_of(self, txn: lmdb.Transaction, env: EnvRecord, gen: GenerationRecord) -> dict[str, FileRef]:
         """`txn` is a read transaction."""
         tree: dict[str, FileRef] = {}

@@ -358,6 +358,7 @@ class Handlers:
 
     async def fsck(self, args: dict[str, Any], progress: Progress) -> Any:
         await progress("checking every blob", 0, 1)
+        await self.service.index_demanded()  # pycs compiled on demand are bodies not indexed yet
         problems = await self._run(self.service.store.fsck)
         return {"problems": [str(p) for p in problems]}
 

@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import bytecode, linking, outside, rootlayer
+from . import bytecode, demand, linking, outside, rootlayer
 from .crashpoints import crash_point
+from .demand import DemandWorker
 from .environment import Environment, Places, view_name
 from .errors import NotAVenv, StoreError, UnknownEnv
 from .ingest import Progress
+from .merged import EnvView, Node, join
 from .notices import DownNotices
 from .overlay import Entry, Overlay, OverlayDir, StoreFile, Symlink, UpperFile, Whiteout
 from .schema import EnvRecord, FileRef, GenerationRecord, PackageRecord
@@ -36,6 +38,8 @@ from .view import ViewOperations, content_mtime_ns
 
 log = logging.getLogger("nwcache.daemon")
 T = TypeVar("T")
+# Package trees kept (see Service._package_trees); more are built again.
+PACKAGE_TREES = 4096
 
 
 @dataclass
@@ -48,6 +52,8 @@ class BytecodeCounts:
     running: int = 0  # worker processes alive now
     seconds: float = 0.0  # wall time of the worker processes, added up
     errors: int = 0  # attempts that failed for a reason other than a source
+    on_demand: int = 0  # pycs compiled (or found) on demand, served to a waiting lookup
+    on_demand_seconds: float = 0.0  # wall time of those lookups in the daemon, added up
     last_error: str | None = None
 
 
@@ -96,6 +102,26 @@ class Service:
         self._left: dict[str, int] = {}
         self._missing: dict[str, int] = {}
         self._bytecode_event = trio.Event()
+        # Each package's tree with the shared pycs known for an interpreter:
+        # (package id, interpreter) -> (tree, sources lacking bytecode), valid
+        # while `_bytecode_epoch` (moved by whatever adds or drops bytecode
+        # entries) stays where it was when they were built. A venv's tree is
+        # these merged: a warm install builds only what no venv had before.
+        self._package_trees: dict[tuple[bytes, str], tuple[Dir, frozenset[str]]] = {}
+        self._bytecode_epoch = 0
+        # Pycs compiled on demand (daemon/demand.py): one worker per
+        # interpreter, and the environments by their name in the view.
+        self._demand: dict[str, DemandWorker] = {}
+        # Compile on demand in a worker process even for the daemon's own
+        # interpreter (the tests of the worker; a comparison in the bench).
+        self.demand_in_worker = os.environ.get("NWCACHE_DEMAND_WORKER") == "1"
+        self._env_named: dict[str, EnvRecord] = {}
+        # interpreter -> (source blob, level) -> pyc compiled on demand and
+        # served but not indexed yet (None: it does not compile).
+        self._demanded: dict[str, dict[tuple[str, int], FileRef | None]] = {}
+        self._demanded_while: dict[str, bool] = {}  # venv path -> a pyc was compiled on demand
+        view.on_demand = self._on_demand
+        self._package_trees_epoch = 0
         self._background_limiter = trio.CapacityLimiter(1)
         # What each venv says while the daemon is down (set by run_service).
         self.notices: DownNotices | None = None
@@ -127,6 +153,151 @@ class Service:
         )
         self._missing[env.path] = len(bytecode.missing(tree, known, self.bytecode_levels))
         return bytecode.with_bytecode(tree, known, env.cache_tag)
+
+    async def _site_tree(self, env: EnvRecord) -> Dir:
+        """The tree `_site` gives, built by merging each package's tree
+        (cached, see `_package_trees`) with the files generated for this venv."""
+        if not self.bytecode_levels:
+            return await self._run(partial(self.builder.build, await self._site(env)))
+        return await self._run(partial(self._merged_tree, env))
+
+    def _merged_tree(self, env: EnvRecord) -> Dir:
+        """In a worker thread."""
+        parts = self.store.site_parts(env.path)
+        epoch = self._bytecode_epoch
+        if self._package_trees_epoch != epoch or len(self._package_trees) > PACKAGE_TREES:
+            self._package_trees = {}
+            self._package_trees_epoch = epoch
+        trees: list[Dir] = []
+        missing: set[str] = set()
+        for package, site, generated in parts:
+            key = (package, env.interpreter)
+            built = self._package_trees.get(key)
+            if built is None:
+                built = self._tree_with_bytecode(env, site)
+                if self._bytecode_epoch == epoch:  # no bytecode stored meanwhile
+                    self._package_trees[key] = built
+            trees.append(built[0])
+            missing |= built[1]
+            if generated:
+                extra = self._tree_with_bytecode(env, generated)
+                trees.append(extra[0])
+                missing |= extra[1]
+        self._missing[env.path] = len(missing)
+        return self.builder.merge(trees) if trees else self.builder.build({})
+
+    def _tree_with_bytecode(self, env: EnvRecord, files: dict[str, FileRef]) -> tuple[Dir, frozenset[str]]:
+        known = self.store.bytecode_known(
+            env.interpreter, bytecode.sources(files).values(), self.bytecode_levels
+        )
+        lacking = frozenset(bytecode.missing(files, known, self.bytecode_levels))
+        return self.builder.build(bytecode.with_bytecode(files, known, env.cache_tag)), lacking
+
+    # -- bytecode on demand ----------------------------------------------------------------
+
+    def _compiling_for(self, name: str) -> EnvRecord | None:
+        """The environment named `name` in the view if its bytecode is being
+        compiled in the background (or queued to be)."""
+        env = self._env_named.get(name)
+        if env is None or not self.bytecode_levels:
+            return None
+        if env.path not in self._to_compile and self._compiling != env.path:
+            return None
+        return env
+
+    async def _on_demand(self, view_env: EnvView, path: str) -> Node | None:
+        """The view's hook for a name it does not have (docs/BYTECODE.md,
+        "Before a pyc is ready"): while the environment's bytecode is being
+        compiled, a `__pycache__` beside store sources is made (empty), and
+        the pyc of a store source is compiled at once, stored as the
+        background compiler stores it and added to the tree served.
+        Returns what `path` now is, or None."""
+        env = self._compiling_for(view_env.name)
+        if env is None or path in view_env.overlay.entries:
+            return None
+        folder, _, name = path.rpartition("/")
+        if name == "__pycache__":
+            here = view_env.lower_at(folder) if folder else view_env.lower
+            if isinstance(here, Dir) and any(
+                bytecode.compilable(join(folder, n)) and isinstance(c, FileRef)
+                for n, c in here.entries.items()
+            ):
+                view_env.lower = self.builder.add_dirs(view_env.lower, [path])
+                return view_env.resolve(path)
+            return None
+        wanted = bytecode.source_of_pyc(path, env.cache_tag)
+        if wanted is None or wanted[1] not in self.bytecode_levels:
+            return None
+        source, level = wanted
+        ref = view_env.lower_at(source)
+        if not isinstance(ref, FileRef) or source in view_env.overlay.entries:
+            return None
+        began = trio.current_time()
+        pyc = await self._compile_now(env, ref, level)
+        if pyc is not None:
+            view_env.lower = self.builder.add_files(view_env.lower, {path: pyc})
+            self.bytecode_counts.on_demand += 1
+            self._demanded_while[env.path] = True
+        self.bytecode_counts.on_demand_seconds += trio.current_time() - began
+        return None if pyc is None else view_env.resolve(path)
+
+    async def _compile_now(self, env: EnvRecord, ref: FileRef, level: int) -> FileRef | None:
+        """The pyc of one source at one level: the stored one, or compiled now
+        (by the daemon itself if its interpreter has the environment's magic
+        number and cache tag, else by the interpreter's demand worker) and
+        put in place. None: it does not compile (or the worker failed:
+        Python compiles for itself then)."""
+        demanded = self._demanded.setdefault(env.interpreter, {})
+        if (ref.blob, level) in demanded:
+            return demanded[(ref.blob, level)]
+        mtime = content_mtime_ns(ref.blob) // 1_000_000_000
+        if env.interpreter == demand.HERE and not self.demand_in_worker:
+            # The daemon's own interpreter accepts this bytecode: compiled
+            # here, in the thread that looks it up and puts it in place.
+            found, pyc = await self._run(
+                partial(self.store.compile_in_place, env.interpreter, ref, level, mtime)
+            )
+            if not found:
+                demanded[(ref.blob, level)] = pyc
+            if pyc is not None:
+                self.view.pyc_bodies[pyc.blob] = self.store.bodies.path(pyc.blob)
+            return pyc
+        known = await self._run(partial(self.store.bytecode_known, env.interpreter, [ref], (level,)))
+        if (ref.blob, level) in known:
+            return known[(ref.blob, level)]
+        worker = self._demand.get(env.interpreter)
+        if worker is None:
+            worker = self._demand[env.interpreter] = DemandWorker(env.python)
+        where = (await self._run(partial(self.store.blob_location, ref.blob)))[1]
+        out = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-now"
+        verdict = await worker.compile(
+            where if isinstance(where, bytes) else os.fspath(where), mtime, level, out
+        )
+        if verdict.startswith("error"):
+            log.warning("compiling a pyc on demand with %s failed: %s", env.python, verdict[6:])
+            await self._run(partial(_remove_prefixed, out))
+            return None
+        # Served at once; made durable and indexed with the others later
+        # (`index_demanded`): a commit per pyc would cost the import more
+        # than the compile.
+        pyc = await self._run(partial(self.store.put_in_place, Path(out))) if verdict == "ok" else None
+        demanded[(ref.blob, level)] = pyc
+        if pyc is not None:
+            self.view.pyc_bodies[pyc.blob] = self.store.bodies.path(pyc.blob)
+        return pyc
+
+    async def index_demanded(self) -> None:
+        """Index the pycs compiled on demand so far (before the background
+        compiler looks up what is missing, when it is done, at stop)."""
+        for interpreter, entries in list(self._demanded.items()):
+            if not entries:
+                continue
+            self._demanded[interpreter] = {}
+            self._bytecode_epoch += 1
+            try:
+                await self._run(partial(self.store.index_in_place, interpreter, entries))
+            finally:
+                self._bytecode_epoch += 1
 
     # -- bytecode in the background -------------------------------------------------------
 
@@ -218,6 +389,11 @@ class Service:
         otherwise (resumed at the next start or change)."""
         try:
             env = await self._background(partial(self.store.get_env, path))
+            if self._missing.get(path) == 0:
+                # Its tree, built at the flip, found bytecode for every source.
+                await self.index_demanded()
+                await self._background(partial(self.store.compile_settled, env.id, env.current, None))
+                return
             tree = await self._background(partial(self.store.tree, env.path))
         except UnknownEnv:
             return  # unregistered meanwhile
@@ -254,6 +430,13 @@ class Service:
             counts.errors += 1
             counts.last_error = f"{env.path}: {error}"
             log.warning("compiling bytecode for %s failed: %s", env.path, error)
+        await self.index_demanded()
+        if self._demanded_while.pop(path, False):
+            # A batch served while a pyc was compiled on demand may have left
+            # it out of the tree: served again from the index, which has all.
+            async with self._lock(env.path):
+                if env.path in self.envs and view_name(env) in self.view.envs:
+                    await self._refresh(await self._background(partial(self.store.get_env, env.path)))
         await self._background(partial(self.store.compile_settled, env.id, env.current, error))
 
     async def _serve_pycs(
@@ -292,6 +475,7 @@ class Service:
         levels; returns their bytecode entries."""
         lock = self._compile_locks.setdefault(env.interpreter, trio.Lock())
         async with lock:
+            await self.index_demanded()
             # Another environment of this interpreter may have compiled them
             # while this one waited for the lock.
             known = await self._background(
@@ -326,11 +510,13 @@ class Service:
                     if outcome.get(job.id) is False
                     for level in job.levels
                 ]
+                self._bytecode_epoch += 1
                 known.update(
                     await self._background(
                         partial(self.store.store_bytecode, env.interpreter, compiled, failed)
                     )
                 )
+                self._bytecode_epoch += 1
                 if errors:
                     raise StoreError(
                         errors[0], hint="nwcache compiles what is missing at the next start or change"
@@ -413,8 +599,7 @@ class Service:
             if first is not None and first[1].keys() == generated.keys():
                 root = await self._run(partial(self.builder.replace_files, first[0], generated))
         if root is None:
-            tree = await self._site(env)
-            root = await self._run(partial(self.builder.build, tree))
+            root = await self._site_tree(env)
             if built is not None:
                 built.setdefault(key, (root, generated))
         places = self.places(env)
@@ -424,6 +609,7 @@ class Service:
             top = await self._run(partial(Overlay, places.root_layer))
             self.store.aliases[str(places.view_dir)] = env.path
         self.envs[env.path] = Environment(places, self._lock(env.path), overlay, top)
+        self._env_named[places.name] = env
         await self.view.add_env(
             places.name, root, overlay, venv=places.venv, site_packages=env.site_packages, top=top
         )
@@ -445,8 +631,7 @@ class Service:
         )
 
     async def _refresh(self, env: EnvRecord) -> int:
-        tree = await self._site(env)
-        root = await self._run(partial(self.builder.build, tree))
+        root = await self._site_tree(env)
         return await self.view.replace_tree(view_name(env), root)
 
     # -- life cycle -------------------------------------------------------------------
@@ -517,6 +702,9 @@ class Service:
                 site = self.places(env).site
                 if await self._run(partial(linking.is_mount_point, site)):
                     await self._run(partial(linking.unbind, site))
+        for worker in self._demand.values():
+            await worker.aclose()
+        await self.index_demanded()
         for served in self.envs.values():
             served.close()
         self.envs.clear()
@@ -599,6 +787,7 @@ class Service:
             if layer is not None:
                 layer.close()
         del self.envs[env.path]
+        self._env_named.pop(name, None)
         await self._run(partial(shutil.rmtree, places.layer, True))
         await self._run(partial(shutil.rmtree, places.root_layer, True))
 
@@ -861,4 +1050,8 @@ class Service:
 
     async def gc(self, keep: int = 5) -> GCReport:
         pinned = self.view.pinned_blobs()
-        return await self._run(partial(self.store.gc, keep, pinned=pinned))
+        self._bytecode_epoch += 1  # GC drops bytecode entries
+        try:
+            return await self._run(partial(self.store.gc, keep, pinned=pinned))
+        finally:
+            self._bytecode_epoch += 1

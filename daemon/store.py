@@ -72,6 +72,7 @@ class Store:
         self.generation = index.generation
         self.history = index.history
         self.tree = index.tree
+        self.site_parts = index.site_parts
         self._forget_packages = index.forget_packages
         # Ingest, generations, adoption
         self.ingest = self.ingester.ingest
@@ -84,6 +85,9 @@ class Store:
         # Bytecode
         self.bytecode_known = self.bytecode.known
         self.store_bytecode = self.bytecode.store
+        self.put_in_place = self.bytecode.put_in_place
+        self.index_in_place = self.bytecode.index_in_place
+        self.compile_in_place = self.bytecode.compile_in_place
         self.compile_pending = self.bytecode.pending
         self.compile_settled = self.bytecode.settle
         # Upkeep

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .schema import FileRef
@@ -89,6 +89,27 @@ class TreeBuilder:
             node[parts[-1]] = self._intern_ref(ref)
         return self._freeze(nested)
 
+    def merge(self, trees: Sequence[Dir]) -> Dir:
+        """The tree build() makes of the files of `trees` put together in
+        order (a later file replaces an earlier one at its path), made of
+        their nodes: only directories that several trees hold are built
+        again, so the work grows with the names they share, not their files."""
+        if len(trees) == 1:
+            return trees[0]
+        entries: dict[str, Dir | FileRef] = {}
+        shared: dict[str, list[Dir]] = {}
+        for tree in trees:
+            for name, child in tree.entries.items():
+                old = entries.get(name)
+                if old is not None and isinstance(old, Dir) != isinstance(child, Dir):
+                    raise ValueError(f"{name} is both a file and a directory")
+                if isinstance(child, Dir) and isinstance(old, Dir) and old is not child:
+                    shared.setdefault(name, [old]).append(child)
+                entries[name] = child
+        for name, dirs in shared.items():
+            entries[name] = self.merge(dirs)
+        return self._intern(entries)
+
     def _intern_ref(self, ref: FileRef) -> FileRef:
         key = (ref.blob, ref.size, ref.executable)
         known = self._refs.get(key)
@@ -119,6 +140,18 @@ class TreeBuilder:
         root's files updated by `files`, rebuilding only the directories on
         their way (the background compiler's new pycs)."""
         return self._replace(root, _nested(files), add=True)
+
+    def add_dirs(self, root: Dir, paths: Sequence[str]) -> Dir:
+        """`root` with empty directories at `paths` where it has none (the
+        `__pycache__` of a source whose pyc is compiled on demand)."""
+        nested: dict[str, object] = {}
+        for path in paths:
+            node = nested
+            for part in path.split("/"):
+                child = node.setdefault(part, {})
+                assert isinstance(child, dict)
+                node = child
+        return self._replace(root, nested, add=True)
 
     def _replace(self, node: Dir, nested: dict[str, object], *, add: bool = False) -> Dir:
         entries = dict(node.entries)

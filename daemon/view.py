@@ -45,7 +45,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -57,7 +57,7 @@ from pyfuse3 import FUSEError
 from .bodies import BlobSource, Body, BodyCache, pread_cached
 from .bytecode import is_bytecode
 from .inodes import Inode, InodeTable
-from .merged import DirTimes, EnvView, join, parent_of
+from .merged import DirTimes, EnvView, Node, join, parent_of
 from .overlay import Entry, Overlay, OverlayDir, Symlink, UpperFile
 from .schema import FileRef
 from .tree import Change, Dir, diff
@@ -237,6 +237,9 @@ class ViewOperations(pyfuse3.Operations):
         # service): Python's own pycs for a store source at those levels are
         # refused, so none lands in a venv's layer.
         self.bytecode_levels: tuple[int, ...] = ()
+        # Asked (by the service) about a name the tree lacks, before the
+        # lookup answers ENOENT: a pyc compiled on demand (docs/BYTECODE.md).
+        self.on_demand: Callable[[EnvView, str], Awaitable[Node | None]] | None = None
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, tuple[Inode, list[str]]] = {}
         self.stats = ViewStats(mode=KERNEL_CACHED if kernel_caching else HANDLES)
@@ -300,9 +303,16 @@ class ViewOperations(pyfuse3.Operations):
         tree, and every directory whose names changed has a new mtime."""
         env = self.envs[name]
         changes = list(diff(env.lower, lower))
-        new_files = dict(_new_files(lower, changes))
-        await self._learn_pycs(ref for path, ref in new_files.items() if is_bytecode(path))
-        await self.bodies.prefetch(ref for path, ref in new_files.items() if not is_bytecode(path))
+        pycs: list[FileRef] = []
+        others: list[FileRef] = []
+        for path, ref in _new_files(lower, changes):
+            # is_bytecode's test, without a regular expression for each of
+            # the thousands of files a new venv's tree holds
+            head, _, file_name = path.rpartition("/")
+            bytecode = file_name.endswith(".pyc") and (head == "__pycache__" or head.endswith("/__pycache__"))
+            (pycs if bytecode else others).append(ref)
+        await self._learn_pycs(pycs)
+        await self.bodies.prefetch(others)
         env.lower = lower
         now = time.time_ns()
         notes: list[tuple[int, str]] = []
@@ -445,11 +455,14 @@ class ViewOperations(pyfuse3.Operations):
             return self.inodes.make(key, lambda ino: Inode(ino, "out", key, env=env, path=str(real)))
         env, path = self._dir(parent.ino)
         child = join(path, text)
-        if is_bytecode(child):
-            node = env.resolve(child)
-            if isinstance(node, FileRef):
-                await self._learn_pycs([node])
-        return self._lookup_path(env, child)
+        node = env.resolve(child)
+        if node is None and self.on_demand is not None and (text == "__pycache__" or is_bytecode(child)):
+            node = await self.on_demand(env, child)
+        if node is None:
+            return None
+        if isinstance(node, FileRef) and is_bytecode(child):
+            await self._learn_pycs([node])
+        return self._child_inode(env, child, node)
 
     def _up(self, inode: Inode) -> Inode:
         """The inode of ".." of a directory."""

@@ -415,6 +415,74 @@ def test_an_install_returns_before_its_bytecode_and_python_writes_no_pyc_of_its_
     assert layer_pycs(daemon, venv) == []
 
 
+@pytest.mark.parametrize("in_worker", [False, True], ids=["in-daemon", "worker"])
+def test_a_pyc_asked_for_before_the_background_compiler_reached_it_is_compiled_at_once(
+    daemon: Daemon, tmp_path: Path, in_worker: bool
+) -> None:
+    """The background compiler held before its first batch: Python's
+    lookups of the pycs it needs compile them on demand (in the daemon,
+    whose interpreter is the venv's, or in a worker of the venv's
+    interpreter), the import loads every module from a shared pyc, and
+    nothing lands in the venv's layer."""
+    wheel = build_classic_wheel(
+        tmp_path / "wheels",
+        [
+            ("demand/__init__.py", b"from . import sub\n", False),
+            ("demand/sub.py", b"VALUE = 42\n", False),
+            ("demand/broken.py", b"def (:\n", False),
+            ("demand/unused.py", b"X = 1\n", False),
+        ],
+    )
+    venv = venv_at(tmp_path / "v", pip=False)
+    daemon.thread.call(daemon.svc.register, venv)
+    daemon.compiled()
+    service = daemon.svc
+    service.demand_in_worker = in_worker
+    release = trio.Event()
+    original = service._compile
+
+    async def held(*args: Any) -> Any:
+        await release.wait()
+        return await original(*args)
+
+    async def set_release() -> None:
+        release.set()
+
+    service._compile = held  # type: ignore[method-assign,assignment]
+    try:
+        daemon.thread.call(service.install, venv, [wheel])
+        cached, compiled = imports(venv, "import demand; assert demand.sub.VALUE == 42")
+        site = site_of(venv)
+        assert cached == {str(site / "demand" / "__init__.py"), str(site / "demand" / "sub.py")}
+        assert compiled == set()
+        assert daemon.svc.bytecode_counts.on_demand == 2
+        assert bool(service._demand) == in_worker  # a worker process only where asked for
+        # A source that does not compile is remembered, and Python's own
+        # compile of it fails as usual; an unused module has no pyc yet.
+        done = subprocess.run(
+            [venv / "bin" / "python", "-c", "import demand.broken"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "SyntaxError" in done.stderr
+        pycache = site / "demand" / "__pycache__"
+        assert sorted(p.name for p in pycache.iterdir()) == [
+            f"__init__.{CACHE_TAG}.pyc",
+            f"sub.{CACHE_TAG}.pyc",
+        ]
+        assert layer_pycs(daemon, venv) == []
+        assert daemon.thread.call(service.bytecode_pending) != []
+    finally:
+        daemon.thread.call(set_release)
+        service._compile = original  # type: ignore[method-assign]
+    daemon.compiled()
+    assert (site / "demand" / "__pycache__" / f"unused.{CACHE_TAG}.pyc").is_file()
+    cached, compiled = imports(venv, "import demand.unused")
+    assert compiled == set()
+    assert layer_pycs(daemon, venv) == []
+
+
 # A worker that cannot write its pyc (a full disk): it says so and stops.
 FULL_DISK_WORKER = r"""
 import json, sys

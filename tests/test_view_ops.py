@@ -564,3 +564,27 @@ def test_add_files_is_build_of_the_files_added() -> None:
     assert builder.add_files(root, {}) is root
     with pytest.raises(ValueError, match="not a directory of the tree"):
         builder.add_files(root, {"pkg/sub0/m0.py/x": ref("")})
+
+
+def test_merge_is_build_of_the_files_together() -> None:
+    """What a venv's tree is made of: each package's tree (kept between
+    installs) merged with the files generated for the venv; the very Dir a
+    build of all their files gives, each package's own directories shared."""
+    builder = TreeBuilder()
+
+    def ref(text: str) -> FileRef:
+        return FileRef(hashlib.sha256(text.encode()).hexdigest(), len(text), False)
+
+    first = {f"one/m{j}.py": ref(f"one {j}") for j in range(20)}
+    first["ns/one/__init__.py"] = ref("ns one")
+    second = {f"two/sub/m{j}.py": ref(f"two {j}") for j in range(20)}
+    second["ns/two/__init__.py"] = ref("ns two")
+    generated = {"two-1.0.dist-info/RECORD": ref("record"), "ns/two/__init__.py": ref("replaced")}
+    trees = [builder.build(first), builder.build(second), builder.build(generated)]
+    merged = builder.merge(trees)
+    assert merged is builder.build({**first, **second, **generated})
+    assert merged.entries["one"] is trees[0].entries["one"]
+    assert merged.entries["two"] is trees[1].entries["two"]
+    assert builder.merge(trees[:1]) is trees[0]
+    with pytest.raises(ValueError, match="both a file and a directory"):
+        builder.merge([trees[0], builder.build({"one": ref("a file")})])
