@@ -76,6 +76,10 @@ OPS = (
     "fsck",
     "stats",
     "outcome",
+    "push",
+    "remote.find",
+    "install.remote",
+    "prefetch",
 )
 
 

@@ -46,7 +46,16 @@ class ConnectionLost(ProtocolError):
 # Requests that change something: each carries an id, the daemon records the
 # outcome under it, and a client that loses the answer asks for it ("outcome").
 CHANGING = frozenset(
-    {"install", "install.files", "uninstall", "rollback", "env.register", "env.unregister", "gc"}
+    {
+        "install",
+        "install.files",
+        "install.remote",
+        "uninstall",
+        "rollback",
+        "env.register",
+        "env.unregister",
+        "gc",
+    }
 )
 
 

@@ -1,0 +1,227 @@
+"""Bodies fetched from a remote at their first read (docs/REMOTE.md, "Lazy bodies").
+
+A blob indexed as remote-only (schema: blob kind 2) has no body here. The
+first read of it through the view (bodies.BodyCache), the bytecode compiler
+or `nwcache prefetch` calls `Lazy.ensure`: one fetch per blob at a time (later
+readers wait for it), at most FETCHES at once (trio CapacityLimiter), each
+streamed by digest into tmp/, checked against its size and sha256 before the
+body is published (blobs.BlobFiles, durably) and its entry rewritten as a
+local body in one write transaction; a body that does not match is deleted
+and never indexed. Transient failures are retried with backoff (registry.
+retrying, stamina) within NWCACHE_REMOTE_WAIT seconds in all (default 20);
+then the read fails (the view answers EIO), the failure is counted, and the
+first failure of a remote is logged (once, until it answers again).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import schema
+from .errors import StoreError
+from .index import Index
+from .registry import Registry, RegistryError, Transient, retrying
+from .staging import Staged
+
+if TYPE_CHECKING:
+    from .tier import Tier
+
+log = logging.getLogger("nwcache.daemon")
+FETCHES = 8  # bodies fetched at once
+WAIT = 20.0  # seconds a read waits for a body in all (NWCACHE_REMOTE_WAIT)
+
+
+def wait_bound() -> float:
+    try:
+        return max(0.1, float(os.environ.get("NWCACHE_REMOTE_WAIT", WAIT)))
+    except ValueError:
+        return WAIT
+
+
+class FetchFailed(RegistryError):
+    hint = (
+        "the body could not be fetched from its remote in time: check the registry ('nwcache remote list'); "
+        "what is local keeps working"
+    )
+
+
+@dataclass
+class Counters:
+    fetched: int = 0  # bodies fetched and kept
+    bytes: int = 0  # their bytes
+    failures: int = 0  # fetches that failed (each read that got EIO counts once per fetch)
+    refused: int = 0  # bodies refused: not matching their digest or size
+    waiting: int = 0  # reads waiting for a body right now
+    in_flight: int = 0  # fetches running right now
+
+
+@dataclass(eq=False)
+class _Fetch:
+    done: trio.Event = field(default_factory=trio.Event)
+    error: StoreError | None = None
+
+
+def remote_of(index: Index, blob: str) -> tuple[int, str] | None:
+    """(size, remote) of a remote-only blob; None when its body is local
+    (or the blob is gone from the index)."""
+    with index.env.begin() as txn:
+        value = txn.get(bytes.fromhex(blob), db=index.db["blobs"])
+    if value is None:
+        return None
+    remote = schema.blob_remote(value)
+    return None if remote is None else (schema.decode_blob(value)[0], remote)
+
+
+def localize(index: Index, blob: str, temp: Path, size: int) -> bool:
+    """Publish a verified body and point its entry at it. False (and the
+    body deleted) when GC dropped the entry meanwhile."""
+    staged = Staged(index.bodies)
+    staged.add_body(blob, temp, size)
+    with index.gate.shared():
+        with index.env.begin() as txn:
+            if txn.get(bytes.fromhex(blob), db=index.db["blobs"]) is None:
+                staged.discard()
+                return False
+        staged.publish()
+        with index.write() as txn:
+            if txn.get(bytes.fromhex(blob), db=index.db["blobs"]) is None:
+                index.bodies.delete(blob)  # (the shared gate keeps GC out: cannot happen)
+                return False
+            txn.put(bytes.fromhex(blob), schema.encode_blob(size, None), db=index.db["blobs"])
+    return True
+
+
+class Lazy:
+    def __init__(self, tier: Tier, *, fetches: int = FETCHES) -> None:
+        self.tier = tier
+        self.index = tier.store.index
+        self.limiter = trio.CapacityLimiter(fetches)
+        self.counters = Counters()
+        self._running: dict[str, _Fetch] = {}
+        self._failing: set[str] = set()  # remotes whose last fetch failed (logged once)
+
+    async def ensure(self, blob: str) -> None:
+        """Make the body of `blob` local (nothing to do when it is); raises
+        FetchFailed (a StoreError) when it cannot within the wait bound."""
+        running = self._running.get(blob)
+        if running is not None:
+            self.counters.waiting += 1
+            try:
+                await running.done.wait()
+            finally:
+                self.counters.waiting -= 1
+            if running.error is not None:
+                raise FetchFailed(str(running.error), hint=running.error.hint)
+            return
+        running = self._running[blob] = _Fetch()
+        self.counters.waiting += 1
+        try:
+            await self._fetch(blob)
+        except StoreError as exc:
+            running.error = exc
+            raise
+        except BaseException:
+            running.error = FetchFailed(f"the fetch of blob {blob} was cancelled")
+            raise
+        finally:
+            self.counters.waiting -= 1
+            running.done.set()
+            del self._running[blob]
+
+    async def ensure_all(self, blobs: Iterable[str]) -> int:
+        """Fetch every remote-only body of `blobs` (bounded); returns how many
+        were fetched; the first failure is raised once all were tried."""
+        todo = sorted(set(blobs))
+        remote = await trio.to_thread.run_sync(
+            lambda: [b for b in todo if remote_of(self.index, b) is not None]
+        )
+        failures: list[StoreError] = []
+        before = self.counters.fetched
+
+        async def one(blob: str) -> None:
+            try:
+                await self.ensure(blob)
+            except StoreError as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for blob in remote:
+                nursery.start_soon(one, blob)
+        if failures:
+            first = failures[0]
+            more = f" (and {len(failures) - 1} more bodies)" if len(failures) > 1 else ""
+            raise FetchFailed(f"{first}{more}", hint=first.hint)
+        return self.counters.fetched - before
+
+    async def _fetch(self, blob: str) -> None:
+        where = await trio.to_thread.run_sync(remote_of, self.index, blob)
+        if where is None:
+            return  # local meanwhile (an install brought it), or no longer indexed
+        size, name = where
+        bound = wait_bound()
+        kept = False
+        try:
+            with trio.fail_after(bound):
+                registry = self.tier.registry(name)
+                async with self.limiter:
+                    self.counters.in_flight += 1
+                    try:
+                        temp = await retrying(lambda: self.download(registry, blob, size), bound=bound)
+                    finally:
+                        self.counters.in_flight -= 1
+                kept = await trio.to_thread.run_sync(localize, self.index, blob, temp, size)
+        except trio.TooSlowError:
+            self._failed(name, f"no body of blob {blob} from remote {name} within {bound:g} s")
+        except RegistryError as exc:
+            self._failed(name, str(exc), exc.hint)
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("remote %s answers again", name)
+        if kept:
+            self.counters.fetched += 1
+            self.counters.bytes += size
+
+    def _failed(self, name: str, message: str, hint: str | None = None) -> None:
+        self.counters.failures += 1
+        if name not in self._failing:
+            self._failing.add(name)
+            log.warning("remote %s: %s (further failures of it are counted, not logged)", name, message)
+        raise FetchFailed(message, hint=hint)
+
+    async def download(self, registry: Registry, blob: str, size: int) -> Path:
+        """The blob's body, verified, in a new file under tmp/;
+        nothing is left behind when it fails."""
+        bodies = self.index.bodies
+        fd, temp = await trio.to_thread.run_sync(bodies.new_temp)
+        handle = os.fdopen(fd, "wb")
+
+        async def write(chunk: bytes) -> None:
+            await trio.to_thread.run_sync(handle.write, chunk)
+
+        try:
+            try:
+                await registry.get_blob(blob, size, write)
+            finally:
+                await trio.to_thread.run_sync(handle.close)
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if not isinstance(exc, Transient) and isinstance(exc, RegistryError):
+                self.counters.refused += 1
+            raise
+        return temp
+
+    def stats(self) -> dict[str, Any]:
+        return dict(vars(self.counters))
+
+
+def eio(exc: StoreError) -> OSError:
+    """What the view answers a read whose body could not be fetched."""
+    return OSError(errno.EIO, str(exc))

@@ -1,0 +1,348 @@
+"""The shared blob tier (issue 17, docs/REMOTE.md) against a real registry:
+Debian's docker-registry on 127.0.0.1 (tests/oci_registry.py), two
+NWCACHE_HOMEs as two machines, each with its own daemon and venv: push from
+one, install and import from the other, bodies fetched at their first read;
+the registry killed, a blob corrupted on its disk, basic auth.
+
+(tests/test_remote.py is about the console script's plain install, not this.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nwcache.daemon import artifact, remotes
+from nwcache.daemon.registry import BadAnswer
+from nwcache.daemon.schema import FileRef, PackageRecord
+from tests.conftest import make_venv
+from tests.daemon_process import Daemon
+from tests.oci_registry import OCIRegistry, available
+
+needs_registry = pytest.mark.skipif(not available(), reason="docker-registry is not installed (make setup)")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[OCIRegistry]:
+    served = OCIRegistry(tmp_path / "registry")
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def machines(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    """Two machines: a daemon and a home each (started by the test)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    made = (Daemon(tmp_path / "a"), Daemon(tmp_path / "b"))
+    for daemon in made:
+        daemon.env["NWCACHE_REMOTE_WAIT"] = "3"  # the bound on a read's wait for a body
+        daemon.env["NWCACHE_BYTECODE"] = "off"  # so that nothing but reads fetches bodies
+        daemon.env["UV_OFFLINE"] = "1"
+    try:
+        yield made
+    finally:
+        for daemon in made:
+            daemon.stop()
+
+
+def ok(daemon: Daemon, *argv: str | Path) -> Any:
+    code, out, err = daemon.cli(*argv, "--json")
+    assert code == 0, f"{argv}: exit {code}\n{out}\n{err}"
+    return json.loads(out)
+
+
+def stats(daemon: Daemon) -> dict[str, Any]:
+    result: dict[str, Any] = ok(daemon, "stats")
+    return result
+
+
+def python(venv: Path, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def pushed_machine(
+    a: Daemon, registry: OCIRegistry, wheels: list[Path], tmp_path: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Machine A: the wheels installed into a venv and pushed; (venv, push result)."""
+    a.start()
+    ok(a, "remote", "add", "shared", registry.url, "--repository", "team/nwcache")
+    venv = tmp_path / "venv-a"
+    make_venv(venv)
+    ok(a, "install", *wheels, "--env", venv)
+    return venv, ok(a, "push", "--env", venv)
+
+
+def second_machine(b: Daemon, registry: OCIRegistry, tmp_path: Path) -> Path:
+    b.start()
+    ok(b, "remote", "add", "shared", registry.url, "--repository", "team/nwcache")
+    venv = tmp_path / "venv-b"
+    make_venv(venv)
+    return venv
+
+
+@needs_registry
+@pytest.mark.slow
+def test_push_then_install_elsewhere_fetches_bodies_at_first_read(
+    registry: OCIRegistry, machines: tuple[Daemon, Daemon], built_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    a, b = machines
+    venv_a, first = pushed_machine(a, registry, [built_wheels["ext"], built_wheels["pure"]], tmp_path)
+    assert first["packages"] == 2 and first["manifests"] == 2 and first["uploaded"] > 2
+    # Pushing again uploads nothing: every manifest is there as it is.
+    again = ok(a, "push", "--env", venv_a)
+    assert (again["manifests"], again["uploaded"], again["bytes"]) == (0, 0, 0)
+    ok(a, "push", "nwdemo-ext==0.1.0")  # by name and version too
+    assert any(t.startswith("nwdemo-ext-0.1.0-") for t in _tags(registry))
+
+    venv_b = second_machine(b, registry, tmp_path)
+    done = ok(b, "install", "nwdemo-ext==0.1.0", "nwdemo-pure==0.1.0", "--env", venv_b)
+    assert sorted(c["name"] for c in done["changes"]) == ["nwdemo-ext", "nwdemo-pure"]
+    assert len(done["from_remote"]) == 2
+    before = stats(b)
+    assert before["remote_only_blobs"] >= 1  # the extension module, at least: not fetched yet
+    assert before["remote"]["fetched"] == 0
+    assert ok(b, "fsck")["problems"] == []  # remote-only blobs are no damage
+
+    # The console script (eagerly fetched at install) and the import work;
+    # the extension's body came at its first read, verified, and stays.
+    imported = python(venv_b, "import nwdemo_ext, nwdemo_pure; print(nwdemo_ext.__file__)")
+    assert imported.returncode == 0, imported.stderr
+    after = stats(b)
+    assert after["remote"]["fetched"] >= 1 and after["remote"]["bytes"] > 0
+    assert after["remote_only_blobs"] < before["remote_only_blobs"]
+    assert (venv_b / "bin" / "nwdemo-pure-script").exists()
+
+    # gc keeps what the environment references, local or remote-only.
+    ok(b, "gc", "--keep", "1")
+    assert ok(b, "fsck")["problems"] == []
+    ok(b, "prefetch", "--env", venv_b)
+    assert stats(b)["remote_only_blobs"] == 0
+    registry.stop()  # everything is local now: the registry is not needed
+    again_b = python(venv_b, "import nwdemo_ext, nwdemo_pure, nwdemo_pure.sub_b.beta")
+    assert again_b.returncode == 0, again_b.stderr
+
+
+@needs_registry
+@pytest.mark.slow
+def test_registry_gone_or_lying(
+    registry: OCIRegistry, machines: tuple[Daemon, Daemon], built_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    a, b = machines
+    _venv_a, _ = pushed_machine(a, registry, [built_wheels["ext"], built_wheels["sharedlib"]], tmp_path)
+    venv_b = second_machine(b, registry, tmp_path)
+    ok(b, "install", "nwdemo-ext==0.1.0", "nwdemo-sharedlib==0.1.0", "--env", venv_b)
+    site = Path(python(venv_b, "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip())
+    remote_only = _remote_only_files(b, venv_b)
+    assert len(remote_only) >= 2, remote_only
+    first, second = remote_only[0], remote_only[1]
+
+    # A blob whose bytes on the registry's disk do not match its digest:
+    # refused (EIO), never stored; the next read asks again.
+    blob = first[1]
+    data = registry.blob_data(blob)
+    corrupt = bytearray(data.read_bytes())
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    data.write_bytes(bytes(corrupt))
+    read = python(venv_b, f"open({str(site / first[0])!r}, 'rb').read()")
+    assert read.returncode != 0 and "Input/output error" in read.stderr, read.stderr
+    assert not (b.home / "blobs" / blob[:2] / blob).exists()
+    assert stats(b)["remote"]["refused"] >= 1
+    assert ok(b, "fsck")["problems"] == []
+
+    # The registry killed: a body not yet local fails with EIO within the
+    # bound, counted; what is local keeps working.
+    registry.kill()
+    read = python(venv_b, f"open({str(site / second[0])!r}, 'rb').read()")
+    assert read.returncode != 0 and "Input/output error" in read.stderr, read.stderr
+    failures = stats(b)["remote"]["failures"]
+    assert failures >= 2
+    metadata = python(venv_b, "import importlib.metadata as m; print(m.version('nwdemo-ext'))")
+    assert metadata.stdout.strip() == "0.1.0", metadata.stderr
+    # An install that needs the remote: one error line, nothing changed.
+    history = ok(b, "history", "--env", venv_b)
+    code, out, err = b.cli("install", "nwdemo-pure==0.1.0", "--env", venv_b)
+    assert code == 1, (out, err)
+    assert err.count("error:") == 1 and "hint:" in err and "Traceback" not in err
+    assert ok(b, "history", "--env", venv_b) == history
+    # The remote's failures were logged once, then only counted.
+    assert b.log.read_text().count("further failures of it are counted") == 1
+
+
+@needs_registry
+def test_basic_auth_and_private_credentials(
+    machines: tuple[Daemon, Daemon], built_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    made = subprocess.run(
+        ["htpasswd", "-Bbn", "ci", "s3cret-word"], capture_output=True, text=True, check=True
+    )
+    htpasswd.write_text(made.stdout)
+    served = OCIRegistry(tmp_path / "registry", htpasswd=htpasswd)
+    served.start()
+    a, _b = machines
+    try:
+        a.start()
+        credentials = tmp_path / "credentials"
+        credentials.write_text("ci:s3cret-word\n")
+        credentials.chmod(0o644)
+        code, out, err = a.cli("remote", "add", "private", served.url, "--credentials", credentials)
+        assert code == 1 and "readable by others" in err and "chmod 600" in err, err
+        credentials.chmod(0o600)
+        ok(a, "remote", "add", "private", served.url, "--credentials", credentials)
+        listed = a.cli("remote", "list")[1]
+        assert str(credentials) in listed and "s3cret" not in listed
+        venv = tmp_path / "venv"
+        make_venv(venv)
+        ok(a, "install", built_wheels["pure"], "--env", venv)
+        pushed = ok(a, "push", "--env", venv)
+        assert pushed["manifests"] == 1
+        # The wrong password: refused, with one error line that names no secret.
+        credentials.write_text("ci:wrong\n")
+        ok(a, "remote", "remove", "private")
+        ok(a, "remote", "add", "private", served.url, "--credentials", credentials)
+        code, out, err = a.cli("push", "--env", venv)
+        assert code == 1 and "refused" in err and "wrong" not in err, err
+        assert "s3cret" not in a.log.read_text() and "wrong" not in a.log.read_text()
+    finally:
+        served.stop()
+
+
+def _tags(registry: OCIRegistry) -> list[str]:
+    import httpx
+
+    answer = httpx.get(f"{registry.url}/v2/team/nwcache/tags/list", timeout=5).json()
+    return list(answer["tags"])
+
+
+def _remote_only_files(daemon: Daemon, venv: Path) -> list[tuple[str, str]]:
+    """(path in site-packages, blob) of the venv's files whose bodies are not
+    local, read from the store's index (the daemon is stopped and started)."""
+    import lmdb
+
+    from nwcache.daemon import schema
+
+    daemon.stop()
+    try:
+        env = lmdb.open(str(daemon.home / "index"), max_dbs=len(schema.DATABASES), readonly=True, lock=False)
+        blobs = env.open_db(b"blobs")
+        packages = env.open_db(b"packages")
+        out = []
+        with env.begin() as txn:
+            for _, value in txn.cursor(db=packages):
+                pkg = PackageRecord.decode(value)
+                for path, ref in pkg.files.items():
+                    entry = txn.get(bytes.fromhex(ref.blob), db=blobs)
+                    if entry is not None and schema.blob_remote(entry) is not None:
+                        out.append((path, ref.blob))
+        env.close()
+    finally:
+        daemon.start()
+    return sorted(out)
+
+
+# -- without a registry: the artifact's encoding and what is refused -----------------------
+
+
+def _record(**changes: Any) -> PackageRecord:
+    from nwcache.archive.digest import DigestItem, content_digest
+
+    files = {
+        "demo/__init__.py": FileRef("a" * 64, 10, False),
+        "demo/big.so": FileRef("b" * 64, 50_000, True),
+        "demo-1.0+local.dist-info/RECORD": FileRef("c" * 64, 100, False),
+    }
+    files.update(changes.pop("files", {}))
+    digest = content_digest(
+        DigestItem(p, r.executable, bytes.fromhex(r.blob), r.size) for p, r in files.items()
+    )
+    fields: dict[str, Any] = dict(
+        name="Demo_Pkg",
+        version="1.0+local",
+        digest=digest,
+        tags=["py3-none-any"],
+        filename="demo_pkg-1.0+local-py3-none-any.whl",
+        source="archive",
+        dist_info="demo-1.0+local.dist-info",
+        files=files,
+    )
+    fields.update(changes)
+    return PackageRecord(**fields)
+
+
+def test_tags_name_a_package_build_and_follow_the_grammar() -> None:
+    pkg = _record()
+    tag = artifact.tag_of(pkg)
+    assert (
+        tag.startswith(artifact.tag_prefix("demo-pkg", "1.0+local"))
+        and tag == f"demo-pkg-1.0_local-{pkg.digest[7:19]}"
+    )
+    other = _record(files={"demo/extra.py": FileRef("d" * 64, 5, False)})
+    assert artifact.tag_of(other) != tag  # two builds of one version: two tags
+    with pytest.raises(BadAnswer):
+        artifact.tag_of(_record(name="x" * 130))
+
+
+def test_config_round_trip_and_refusals() -> None:
+    pkg = _record()
+    pack = b"".join(
+        b"x" * s for _, s in sorted({r.blob: r.size for r in pkg.files.values() if r.size <= 2000}.items())
+    )
+    art = artifact.build(pkg, pack)
+    assert [layer.media_type for layer in art.layers] == [artifact.PACK_TYPE, artifact.BLOB_TYPE]
+    manifest = artifact.read_manifest(art.manifest(), "t")
+    back = artifact.read_config(art.config, manifest, "t")
+    assert back.package == pkg and back.pack == art.pack
+    assert artifact.build(pkg, pack).config == art.config  # a stable encoding
+    for garbage in (b"<html>", b"[]", b'{"artifactType": "other"}'):
+        with pytest.raises(BadAnswer):
+            artifact.read_manifest(garbage, "t")
+    tampered = json.loads(art.config)
+    tampered["package"]["files"]["../escape.py"] = ["e" * 64, 1, False]
+    with pytest.raises(BadAnswer):
+        artifact.read_config(json.dumps(tampered).encode(), manifest, "t")
+    tampered = json.loads(art.config)
+    tampered["package"]["files"]["demo/__init__.py"][1] = 11  # not its content digest any more
+    with pytest.raises(BadAnswer):
+        artifact.read_config(json.dumps(tampered).encode(), manifest, "t")
+    with pytest.raises(BadAnswer):
+        artifact.split_pack(pack[:-1] + b"y", art.pack, "t")
+
+
+def test_credentials_file_must_be_private(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("me:pw\n")
+    for mode in (0o644, 0o640, 0o604):
+        secret.chmod(mode)
+        with pytest.raises(remotes.CredentialsError, match="readable by others"):
+            remotes.read_credentials(str(secret))
+    secret.chmod(0o600)
+    assert remotes.read_credentials(str(secret)).username == "me"
+    assert "pw" not in repr(remotes.read_credentials(str(secret)))
+    secret.write_text("no colon\n")
+    with pytest.raises(remotes.CredentialsError):
+        remotes.read_credentials(str(secret))
+    home = tmp_path / "home"
+    remotes.add(home, "one", "http://127.0.0.1:5000/", None, None)
+    with pytest.raises(remotes.RemoteError):
+        remotes.add(home, "one", "http://127.0.0.1:5001", None, None)
+    for bad_url in ("ftp://x", "http://user:pw@host", "http://host/path"):
+        with pytest.raises(remotes.RemoteError):
+            remotes.add(home, "two", bad_url, None, None)
+    with pytest.raises(remotes.RemoteError):
+        remotes.add(home, "two", "http://h", "Upper/Case", None)
+    assert list(remotes.load(home)) == ["one"] and remotes.load(home)["one"].url == "http://127.0.0.1:5000"
+    remotes.remove(home, "one")
+    assert remotes.load(home) == {}
+    assert os.stat(home / remotes.CONFIG).st_size > 0
