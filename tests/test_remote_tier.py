@@ -99,7 +99,9 @@ def test_push_then_install_elsewhere_fetches_bodies_at_first_read(
 ) -> None:
     a, b = machines
     venv_a, first = pushed_machine(a, registry, [built_wheels["ext"], built_wheels["pure"]], tmp_path)
-    assert first["packages"] == 2 and first["manifests"] == 2 and first["uploaded"] > 2
+    assert first["packages"] == 2
+    assert first["manifests"] == 2
+    assert first["uploaded"] > 2
     # Pushing again uploads nothing: every manifest is there as it is.
     again = ok(a, "push", "--env", venv_a)
     assert (again["manifests"], again["uploaded"], again["bytes"]) == (0, 0, 0)
@@ -120,7 +122,8 @@ def test_push_then_install_elsewhere_fetches_bodies_at_first_read(
     imported = python(venv_b, "import nwdemo_ext, nwdemo_pure; print(nwdemo_ext.__file__)")
     assert imported.returncode == 0, imported.stderr
     after = stats(b)
-    assert after["remote"]["fetched"] >= 1 and after["remote"]["bytes"] > 0
+    assert after["remote"]["fetched"] >= 1
+    assert after["remote"]["bytes"] > 0
     assert after["remote_only_blobs"] < before["remote_only_blobs"]
     assert (venv_b / "bin" / "nwdemo-pure-script").exists()
 
@@ -156,7 +159,8 @@ def test_registry_gone_or_lying(
     corrupt[len(corrupt) // 2] ^= 0xFF
     data.write_bytes(bytes(corrupt))
     read = python(venv_b, f"open({str(site / first[0])!r}, 'rb').read()")
-    assert read.returncode != 0 and "Input/output error" in read.stderr, read.stderr
+    assert read.returncode != 0, read.stdout
+    assert "Input/output error" in read.stderr, read.stderr
     assert not (b.home / "blobs" / blob[:2] / blob).exists()
     assert stats(b)["remote"]["refused"] >= 1
     assert ok(b, "fsck")["problems"] == []
@@ -165,7 +169,8 @@ def test_registry_gone_or_lying(
     # bound, counted; what is local keeps working.
     registry.kill()
     read = python(venv_b, f"open({str(site / second[0])!r}, 'rb').read()")
-    assert read.returncode != 0 and "Input/output error" in read.stderr, read.stderr
+    assert read.returncode != 0, read.stdout
+    assert "Input/output error" in read.stderr, read.stderr
     failures = stats(b)["remote"]["failures"]
     assert failures >= 2
     metadata = python(venv_b, "import importlib.metadata as m; print(m.version('nwdemo-ext'))")
@@ -174,7 +179,9 @@ def test_registry_gone_or_lying(
     history = ok(b, "history", "--env", venv_b)
     code, out, err = b.cli("install", "nwdemo-pure==0.1.0", "--env", venv_b)
     assert code == 1, (out, err)
-    assert err.count("error:") == 1 and "hint:" in err and "Traceback" not in err
+    assert err.count("error:") == 1
+    assert "hint:" in err
+    assert "Traceback" not in err
     assert ok(b, "history", "--env", venv_b) == history
     # The remote's failures were logged once, then only counted.
     assert b.log.read_text().count("further failures of it are counted") == 1
@@ -197,12 +204,15 @@ def test_basic_auth_and_private_credentials(
         credentials = tmp_path / "credentials"
         credentials.write_text("ci:s3cret-word\n")
         credentials.chmod(0o644)
-        code, out, err = a.cli("remote", "add", "private", served.url, "--credentials", credentials)
-        assert code == 1 and "readable by others" in err and "chmod 600" in err, err
+        code, _out, err = a.cli("remote", "add", "private", served.url, "--credentials", credentials)
+        assert code == 1, err
+        assert "readable by others" in err, err
+        assert "chmod 600" in err, err
         credentials.chmod(0o600)
         ok(a, "remote", "add", "private", served.url, "--credentials", credentials)
         listed = a.cli("remote", "list")[1]
-        assert str(credentials) in listed and "s3cret" not in listed
+        assert str(credentials) in listed
+        assert "s3cret" not in listed
         venv = tmp_path / "venv"
         make_venv(venv)
         ok(a, "install", built_wheels["pure"], "--env", venv)
@@ -212,9 +222,12 @@ def test_basic_auth_and_private_credentials(
         credentials.write_text("ci:wrong\n")
         ok(a, "remote", "remove", "private")
         ok(a, "remote", "add", "private", served.url, "--credentials", credentials)
-        code, out, err = a.cli("push", "--env", venv)
-        assert code == 1 and "refused" in err and "wrong" not in err, err
-        assert "s3cret" not in a.log.read_text() and "wrong" not in a.log.read_text()
+        code, _out, err = a.cli("push", "--env", venv)
+        assert code == 1, err
+        assert "refused" in err, err
+        assert "wrong" not in err, err
+        assert "s3cret" not in a.log.read_text()
+        assert "wrong" not in a.log.read_text()
     finally:
         served.stop()
 
@@ -284,10 +297,8 @@ def _record(**changes: Any) -> PackageRecord:
 def test_tags_name_a_package_build_and_follow_the_grammar() -> None:
     pkg = _record()
     tag = artifact.tag_of(pkg)
-    assert (
-        tag.startswith(artifact.tag_prefix("demo-pkg", "1.0+local"))
-        and tag == f"demo-pkg-1.0_local-{pkg.digest[7:19]}"
-    )
+    assert tag.startswith(artifact.tag_prefix("demo-pkg", "1.0+local"))
+    assert tag == f"demo-pkg-1.0_local-{pkg.digest[7:19]}"
     other = _record(files={"demo/extra.py": FileRef("d" * 64, 5, False)})
     assert artifact.tag_of(other) != tag  # two builds of one version: two tags
     with pytest.raises(BadAnswer):
@@ -303,7 +314,8 @@ def test_config_round_trip_and_refusals() -> None:
     assert [layer.media_type for layer in art.layers] == [artifact.PACK_TYPE, artifact.BLOB_TYPE]
     manifest = artifact.read_manifest(art.manifest(), "t")
     back = artifact.read_config(art.config, manifest, "t")
-    assert back.package == pkg and back.pack == art.pack
+    assert back.package == pkg
+    assert back.pack == art.pack
     assert artifact.build(pkg, pack).config == art.config  # a stable encoding
     for garbage in (b"<html>", b"[]", b'{"artifactType": "other"}'):
         with pytest.raises(BadAnswer):
@@ -342,7 +354,8 @@ def test_credentials_file_must_be_private(tmp_path: Path) -> None:
             remotes.add(home, "two", bad_url, None, None)
     with pytest.raises(remotes.RemoteError):
         remotes.add(home, "two", "http://h", "Upper/Case", None)
-    assert list(remotes.load(home)) == ["one"] and remotes.load(home)["one"].url == "http://127.0.0.1:5000"
+    assert list(remotes.load(home)) == ["one"]
+    assert remotes.load(home)["one"].url == "http://127.0.0.1:5000"
     remotes.remove(home, "one")
     assert remotes.load(home) == {}
     assert os.stat(home / remotes.CONFIG).st_size > 0
