@@ -8,7 +8,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config systemd strace patch
+SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config systemd strace patch docker-registry apache2-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The machine's global pip configuration points at extra local indexes; the
 # project's own installs ignore it and use PyPI through the lockfile.

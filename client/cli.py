@@ -300,7 +300,13 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     commands.add_parser("fsck", parents=[as_json], help="check every blob and index entry")
     remote = commands.add_parser("remote", help="the OCI registries of the shared blob tier (docs/REMOTE.md)")
-    remote_commands = remote.add_subparsers(dest="remote_command", required=True, metavar="ACTION")
+    remote_commands = remote.add_subparsers(
+        dest="remote_command",
+        required=True,
+        metavar="ACTION",
+        parser_class=_Parser,
+        help="what to do ('nwcache remote ACTION --help' describes each)",
+    )
     remote_add = remote_commands.add_parser("add", parents=[as_json], help="add a registry")
     remote_add.add_argument("name", metavar="NAME", help="a name for it (letters, digits, '_', '.', '-')")
     remote_add.add_argument(
@@ -316,7 +322,7 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     remote_commands.add_parser("list", parents=[as_json], help="the configured registries")
     remote_remove = remote_commands.add_parser("remove", parents=[as_json], help="forget a registry")
-    remote_remove.add_argument("name", metavar="NAME")
+    remote_remove.add_argument("name", metavar="NAME", help="the remote, as 'nwcache remote list' names it")
     push = commands.add_parser(
         "push", parents=[as_json], help="upload stored packages to a remote (what it lacks only)"
     )

@@ -29,6 +29,7 @@ from . import schema
 from .errors import StoreError
 from .index import Index
 from .registry import Registry, RegistryError, Transient, retrying
+from .remotes import RemoteError
 from .staging import Staged
 
 if TYPE_CHECKING:
@@ -169,18 +170,19 @@ class Lazy:
         bound = wait_bound()
         kept = False
         try:
+            registry = self.tier.registry(name)
             with trio.fail_after(bound):
-                registry = self.tier.registry(name)
                 async with self.limiter:
                     self.counters.in_flight += 1
                     try:
                         temp = await retrying(lambda: self.download(registry, blob, size), bound=bound)
                     finally:
                         self.counters.in_flight -= 1
-                kept = await trio.to_thread.run_sync(localize, self.index, blob, temp, size)
+            # Outside the bound: a verified body is kept however long the disk takes.
+            kept = await trio.to_thread.run_sync(localize, self.index, blob, temp, size)
         except trio.TooSlowError:
             self._failed(name, f"no body of blob {blob} from remote {name} within {bound:g} s")
-        except RegistryError as exc:
+        except RemoteError as exc:  # the registry's errors, and a remote gone or its credentials refused
             self._failed(name, str(exc), exc.hint)
         if name in self._failing:
             self._failing.discard(name)

@@ -17,10 +17,6 @@ BINARY = "/usr/bin/docker-registry"
 READY_TIMEOUT = 20.0
 
 
-def available() -> bool:
-    return shutil.which(BINARY) is not None
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -56,6 +52,7 @@ class OCIRegistry:
         )
 
     def start(self) -> None:
+        assert shutil.which(BINARY), f"{BINARY} is missing: 'make setup' installs the docker-registry package"
         self.write_config()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(

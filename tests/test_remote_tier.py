@@ -23,9 +23,7 @@ from nwcache.daemon.registry import BadAnswer
 from nwcache.daemon.schema import FileRef, PackageRecord
 from tests.conftest import make_venv
 from tests.daemon_process import Daemon
-from tests.oci_registry import OCIRegistry, available
-
-needs_registry = pytest.mark.skipif(not available(), reason="docker-registry is not installed (make setup)")
+from tests.oci_registry import OCIRegistry
 
 
 @pytest.fixture
@@ -92,7 +90,6 @@ def second_machine(b: Daemon, registry: OCIRegistry, tmp_path: Path) -> Path:
     return venv
 
 
-@needs_registry
 @pytest.mark.slow
 def test_push_then_install_elsewhere_fetches_bodies_at_first_read(
     registry: OCIRegistry, machines: tuple[Daemon, Daemon], built_wheels: dict[str, Path], tmp_path: Path
@@ -137,7 +134,6 @@ def test_push_then_install_elsewhere_fetches_bodies_at_first_read(
     assert again_b.returncode == 0, again_b.stderr
 
 
-@needs_registry
 @pytest.mark.slow
 def test_registry_gone_or_lying(
     registry: OCIRegistry, machines: tuple[Daemon, Daemon], built_wheels: dict[str, Path], tmp_path: Path
@@ -187,7 +183,6 @@ def test_registry_gone_or_lying(
     assert b.log.read_text().count("further failures of it are counted") == 1
 
 
-@needs_registry
 def test_basic_auth_and_private_credentials(
     machines: tuple[Daemon, Daemon], built_wheels: dict[str, Path], tmp_path: Path
 ) -> None:
