@@ -195,7 +195,7 @@ class Lazy:
         self.counters.failures += 1
         if name not in self._failing:
             self._failing.add(name)
-            log.warning("remote %s: %s (further failures of it are counted, not logged)", name, message)
+            log.warning("%s (further failures of remote %s are counted, not logged)", message, name)
         raise FetchFailed(message, hint=hint)
 
     async def download(self, registry: Registry, blob: str, size: int) -> Path:

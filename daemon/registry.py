@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,8 +37,16 @@ from urllib.parse import urlencode, urljoin
 
 import httpx
 import stamina
+import stamina.instrumentation
 
 from .remotes import Credentials, Remote, RemoteError
+
+# A retry is not news: stamina's default hook logs each one as a warning; a
+# fetch that fails in the end is logged once by daemon/lazy.py, and an
+# install or push that fails answers with its error.
+stamina.instrumentation.set_on_retry_hooks([])
+# httpx logs every request at INFO: the daemon's log says what it fetched itself.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CHUNK = 1 << 20
