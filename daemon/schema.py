@@ -59,6 +59,11 @@ version reads as it is (no schema bump, no migration):
                                request; absent: none
 A database added later is created empty in an earlier store: `compiling`
 (since issue 16; its environments are compiled at their next change).
+Blob kind 2 (since issue 17) is written only by an install from a remote; a
+version before it would take such an entry for a missing body file (it
+reads as EIO there until `nwcache prefetch` under this version makes it
+local). Small blobs (INLINE_MAX or less) are never kind 2: they come in the
+package's pack at install (daemon/artifact.py).
 
 GC roots are the generations each environment keeps; a blob or package that
 no kept generation reaches is garbage. A bytecode entry lives while its source
