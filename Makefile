@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test test-fast lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-bytecode bench-viewmodes bench-corpus clean
+.PHONY: all setup system-deps test test-fast lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-remote bench-bytecode bench-viewmodes bench-corpus clean
 
 all: test
 
@@ -96,6 +96,9 @@ bench-install: setup
 
 bench-byname: setup
 	$(BIN)/python -m bench.byname $(BENCH_ARGS)
+
+bench-remote: setup
+	$(BIN)/python -m bench.remote $(BENCH_ARGS)
 
 bench-bytecode: setup
 	$(BIN)/python -m bench.bytecode $(BENCH_ARGS)

@@ -131,7 +131,14 @@ class BodyCache:
             await self.fetch(blob)
         except StoreError as exc:
             raise OSError(errno.EIO, str(exc)) from None
-        return await trio.to_thread.run_sync(self._open, blob, limiter=self.limiter)
+
+        def open_fetched() -> Body:
+            try:
+                return self._open(blob)
+            except RemoteBody:  # published and verified, its entry not committed yet
+                return Body(os.open(self.blobs.body_path(blob), os.O_RDONLY | os.O_CLOEXEC), None)
+
+        return await trio.to_thread.run_sync(open_fetched, limiter=self.limiter)
 
     async def prefetch(self, refs: Iterable[FileRef]) -> int:
         """Open the bodies of files a flip just made visible, in one worker

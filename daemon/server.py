@@ -441,13 +441,18 @@ class Handlers:
         return {"problems": [str(p) for p in problems]}
 
     async def stats(self, args: dict[str, Any], progress: Progress) -> Any:
+        await self.tier.lazy.flush()  # bodies fetched so far count as local
         stats = await self._run(self.service.store.stats)
         view = self.service.view.stats
         return {
             **stats,
             "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
             "compiled": dataclasses.asdict(self.service.bytecode_counts),
-            "remote": {**self.tier.lazy.stats(), "pushed": dict(self.tier.pushed)},
+            "remote": {
+                **self.tier.lazy.stats(),
+                "pushed": dict(self.tier.pushed),
+                "at_install": dict(self.tier.brought),
+            },
             "bytecode_pending": await self.service.bytecode_pending(),
             "view": {
                 "mode": view.mode,
@@ -647,9 +652,12 @@ async def serve_socket(
     os.chmod(path, 0o600)
     sock.listen(128)
     listener = trio.SocketListener(sock)
+    handlers = Handlers(service)
     try:
         task_status.started()
-        await trio.serve_listeners(partial(handle_client, Handlers(service)), [listener])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handlers.tier.lazy.committer)  # bodies fetched from a remote, indexed
+            await trio.serve_listeners(partial(handle_client, handlers), [listener])
     finally:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 (a directory entry, on the way out, possibly cancelled)
 

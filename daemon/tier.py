@@ -112,6 +112,9 @@ class Tier:
         self._registries: dict[tuple[Remote, Credentials | None], Registry] = {}
         self.lazy = Lazy(self)
         self.pushed = {"blobs": 0, "bytes": 0, "manifests": 0}
+        # Indexed from a remote: packages, and the bytes fetched for them at
+        # install (configs, packs, the files installing reads).
+        self.brought = {"packages": 0, "bytes": 0}
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -217,7 +220,7 @@ class Tier:
                     if await retrying(lambda: registry.has_blob(blob)):
                         done["present"] += 1
                         return
-                await self.lazy.ensure(blob)  # from the remote it came from, then up
+                await self.lazy.ensure_all([blob])  # from the remote it came from, then up
                 _size, where = await trio.to_thread.run_sync(self.store.blob_location, blob)
             if isinstance(where, bytes):
                 content = where
@@ -326,6 +329,12 @@ class Tier:
                 for temp, _ in files.values():
                     temp.unlink(missing_ok=True)
                 raise
+            self.brought["packages"] += 1
+            self.brought["bytes"] += (
+                len(hit.art.config)
+                + (layer.size if inline and layer is not None else 0)
+                + sum(size for _, size in files.values())
+            )
             log.info(
                 "indexed %s %s from %s: %d files, %d bodies fetched now, the rest at first read",
                 pkg.name,
