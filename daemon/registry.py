@@ -283,6 +283,9 @@ class Registry:
                 f"{self.remote.shown()} answered {response.status_code} to GET of manifest {reference}"
             )
         content = response.content
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in ("text/html", "application/xhtml+xml"):
+            raise BadAnswer(f"{self.remote.shown()} answered a web page for manifest {reference}")
         if len(content) > 4 << 20:
             raise BadAnswer(f"{self.remote.shown()}: manifest {reference} is larger than 4 MiB")
         return content, "sha256:" + hashlib.sha256(content).hexdigest()

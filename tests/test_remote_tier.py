@@ -9,10 +9,13 @@ the registry killed, a blob corrupted on its disk, basic auth.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.server
 import json
 import os
 import subprocess
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -390,3 +393,96 @@ def test_credentials_file_must_be_private(tmp_path: Path) -> None:
     remotes.remove(home, "one")
     assert remotes.load(home) == {}
     assert os.stat(home / remotes.CONFIG).st_size > 0
+
+
+class _TokenRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry's bearer-token flow, and nothing else: /v2/team/repo/tags/list
+    answers 401 with a Bearer challenge unless the token is sent; /token
+    issues it (to USER:PASSWORD in basic auth, or to anyone when `anonymous`);
+    /v2/team/repo/manifests/html answers a web page."""
+
+    anonymous = False
+    port = 0
+    seen: list[str] = []  # noqa: RUF012 (the test resets it)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("authorization", "")
+        self.seen.append(f"{self.path.split('?')[0]} {auth.split(' ')[0] or 'none'}")
+        if self.path.startswith("/token"):
+            good = "Basic " + base64.b64encode(b"USER:PASSWORD").decode()
+            if auth != good and not self.anonymous:
+                self._answer(401, b"{}")
+            elif "scope=repository%3Ateam%2Frepo%3Apull" not in self.path:
+                self._answer(400, b"{}")
+            else:
+                self._answer(200, b'{"token": "T0KEN"}')
+        elif auth != "Bearer T0KEN":
+            realm = f"http://127.0.0.1:{self.port}/token"
+            self._answer(
+                401,
+                b"{}",
+                {
+                    "WWW-Authenticate": f'Bearer realm="{realm}",service="test",scope="repository:team/repo:pull"'
+                },
+            )
+        elif self.path.endswith("/manifests/html"):
+            self._answer(200, b"<html>sign in</html>", {"Content-Type": "text/html"})
+        else:
+            self._answer(200, b'{"name": "team/repo", "tags": ["a-1.0-0123456789ab"]}')
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("anonymous", [False, True])
+def test_bearer_token_flow(anonymous: bool) -> None:
+    import httpx
+    import trio
+
+    from nwcache.daemon.registry import Refused, Registry
+
+    _TokenRegistry.anonymous = anonymous
+    _TokenRegistry.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _TokenRegistry.port = server.server_port
+    url = f"http://127.0.0.1:{server.server_port}"
+    credentials = None if anonymous else remotes.Credentials("USER", "PASSWORD")
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            registry = Registry(remotes.Remote("t", url, "team/repo"), client, credentials)
+            assert await registry.tags() == ["a-1.0-0123456789ab"]
+            assert await registry.tags() == ["a-1.0-0123456789ab"]  # the token is kept
+            with pytest.raises(BadAnswer):
+                await registry.get_manifest("html")
+            if not anonymous:
+                wrong = Registry(
+                    remotes.Remote("t", url, "team/repo"), client, remotes.Credentials("USER", "x")
+                )
+                with pytest.raises(Refused):
+                    await wrong.tags()
+
+    try:
+        trio.run(main)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    # Asked without auth, challenged; the token asked for with the credentials
+    # (or none); the request again with the token, which the next one reuses.
+    assert _TokenRegistry.seen[:4] == [
+        "/v2/team/repo/tags/list none",
+        f"/token {'none' if anonymous else 'Basic'}",
+        "/v2/team/repo/tags/list Bearer",
+        "/v2/team/repo/tags/list Bearer",
+    ]
