@@ -143,6 +143,7 @@ class Lazy:
         # Published bodies not durable and indexed yet (blob -> size): the
         # committer (or `flush`) does that in batches, off the reads' path.
         self._pending: dict[str, int] = {}
+        self._committing: dict[str, int] = {}  # the batch being committed
         self._wake = trio.Event()
         self._commit_lock = trio.Lock()
 
@@ -150,7 +151,7 @@ class Lazy:
         """Make the body of `blob` local (nothing to do when it is); raises
         FetchFailed (a StoreError) when it cannot within the wait bound.
         `background`: no reader waits for it (see `self.background`)."""
-        if blob in self._pending:
+        if blob in self._pending or blob in self._committing:
             return  # fetched and published; its commit is on its way
         running = self._running.get(blob)
         if running is not None:
@@ -182,7 +183,13 @@ class Lazy:
         were fetched; the first failure is raised once all were tried."""
         todo = sorted(set(blobs))
         remote = await trio.to_thread.run_sync(
-            lambda: [b for b in todo if b not in self._pending and remote_of(self.index, b) is not None]
+            lambda: [
+                b
+                for b in todo
+                if b not in self._pending
+                and b not in self._committing
+                and remote_of(self.index, b) is not None
+            ]
         )
         failures: list[StoreError] = []
         before = self.counters.fetched
@@ -244,11 +251,22 @@ class Lazy:
             await self.flush()
 
     async def flush(self) -> None:
-        """Every body published so far durable and indexed as local."""
+        """Every body published so far durable and indexed as local. A batch
+        that cannot be committed (a full disk) is logged and left as it is:
+        its entries still say remote-only, so its bodies are fetched again."""
         async with self._commit_lock:
-            batch, self._pending = self._pending, {}
-            if batch:
-                await trio.to_thread.run_sync(commit_bodies, self.index, batch)
+            self._committing, self._pending = self._pending, {}
+            try:
+                if self._committing:
+                    await trio.to_thread.run_sync(commit_bodies, self.index, self._committing)
+            except Exception as exc:
+                log.warning(
+                    "could not index %d fetched bodies (%s); they are fetched again when read",
+                    len(self._committing),
+                    exc,
+                )
+            finally:
+                self._committing = {}
 
     def _failed(self, name: str, message: str, hint: str | None = None) -> None:
         self.counters.failures += 1
