@@ -29,7 +29,7 @@ from nwcache.daemon.registry import BadAnswer
 from nwcache.daemon.schema import FileRef, PackageRecord
 from tests.conftest import make_venv
 from tests.daemon_process import Daemon
-from tests.oci_registry import OCIRegistry
+from tests.oci_registry import CuttingProxy, OCIRegistry
 from tests.vectors import generate
 
 T = TypeVar("T")
@@ -91,9 +91,9 @@ def pushed_machine(
     return venv, ok(a, "push", "--env", venv)
 
 
-def second_machine(b: Daemon, registry: OCIRegistry, tmp_path: Path) -> Path:
+def second_machine(b: Daemon, url: str, tmp_path: Path) -> Path:
     b.start()
-    ok(b, "remote", "add", "shared", registry.url, "--repository", "team/nwcache")
+    ok(b, "remote", "add", "shared", url, "--repository", "team/nwcache")
     venv = tmp_path / "venv-b"
     make_venv(venv)
     return venv
@@ -126,7 +126,7 @@ def test_push_then_install_elsewhere_fetches_bodies_at_first_read(
     assert any(t.startswith("nwdemo-ext-0.1.0-") for t in _tags(registry))
 
     del b.env["NWCACHE_BYTECODE"]  # machine B compiles, as by default
-    venv_b = second_machine(b, registry, tmp_path)
+    venv_b = second_machine(b, registry.url, tmp_path)
     done = ok(b, "install", "nwdemo-ext==0.1.0", "nwdemo-pure==0.1.0", "demo==1.0", "--env", venv_b)
     assert sorted(c["name"] for c in done["changes"]) == ["demo", "nwdemo-ext", "nwdemo-pure"]
     assert len(done["from_remote"]) == 3
@@ -168,13 +168,35 @@ def test_registry_gone_or_lying(
 ) -> None:
     a, b = machines
     _venv_a, _ = pushed_machine(a, registry, [built_wheels["ext"], built_wheels["sharedlib"]], tmp_path)
-    venv_b = second_machine(b, registry, tmp_path)
+    proxy = CuttingProxy(registry.port)  # machine B reaches the registry through it
+    try:
+        _gone_or_lying(registry, proxy, b, built_wheels, tmp_path)
+    finally:
+        proxy.close()
+
+
+def _gone_or_lying(
+    registry: OCIRegistry, proxy: CuttingProxy, b: Daemon, built_wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    venv_b = second_machine(b, proxy.url, tmp_path)
     ok(b, "install", "nwdemo-ext==0.1.0", "nwdemo-sharedlib==0.1.0", "--env", venv_b)
     site = Path(python(venv_b, "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip())
     remote_only = _large_files(built_wheels["ext"], built_wheels["sharedlib"])
     assert len(remote_only) >= 2, remote_only
     assert stats(b)["remote_only_blobs"] == len({blob for _, blob in remote_only})
     first, second = remote_only[0], next(f for f in remote_only if f[1] != remote_only[0][1])
+
+    def read(path: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        began = time.monotonic()
+        done = python(venv_b, f"open({str(site / path)!r}, 'rb').read()")
+        return done, time.monotonic() - began
+
+    def fails_with_eio(path: str) -> float:
+        done, took = read(path)
+        assert done.returncode != 0, done.stdout
+        assert "Input/output error" in done.stderr, done.stderr
+        assert not list((b.home / "tmp").iterdir())  # nothing half-fetched is left
+        return took
 
     # A blob whose bytes on the registry's disk do not match its digest:
     # refused (EIO), never stored; the next read asks again.
@@ -183,23 +205,32 @@ def test_registry_gone_or_lying(
     corrupt = bytearray(data.read_bytes())
     corrupt[len(corrupt) // 2] ^= 0xFF
     data.write_bytes(bytes(corrupt))
-    read = python(venv_b, f"open({str(site / first[0])!r}, 'rb').read()")
-    assert read.returncode != 0, read.stdout
-    assert "Input/output error" in read.stderr, read.stderr
+    fails_with_eio(first[0])
     assert not (b.home / "blobs" / blob[:2] / blob).exists()
     assert stats(b)["remote"]["refused"] >= 1
     assert ok(b, "fsck")["problems"] == []
 
+    # The connection breaks in the middle of a body (a registry killed
+    # mid-transfer), then the registry hangs after part of it: EIO within
+    # the bound (NWCACHE_REMOTE_WAIT=3, retries included), nothing kept.
+    proxy.cut("close", after=4096)
+    fails_with_eio(second[0])
+    proxy.cut("stall", after=4096)
+    assert fails_with_eio(second[0]) < 3 + 5
+    assert not (b.home / "blobs" / second[1][:2] / second[1]).exists()
+    assert stats(b)["remote"]["failures"] >= 3
+    proxy.cut(None)  # it answers again: the body comes, whole and verified
+    done, _ = read(second[0])
+    assert done.returncode == 0, done.stderr
+
     # The registry killed: a body not yet local fails with EIO within the
     # bound, counted; what is local keeps working.
     registry.kill()
-    read = python(venv_b, f"open({str(site / second[0])!r}, 'rb').read()")
-    assert read.returncode != 0, read.stdout
-    assert "Input/output error" in read.stderr, read.stderr
-    failures = stats(b)["remote"]["failures"]
-    assert failures >= 2
+    fails_with_eio(first[0])
+    assert stats(b)["remote"]["failures"] >= 4
     metadata = python(venv_b, "import importlib.metadata as m; print(m.version('nwdemo-ext'))")
     assert metadata.stdout.strip() == "0.1.0", metadata.stderr
+    assert python(venv_b, f"open({str(site / second[0])!r}, 'rb').read()").returncode == 0
     # An install that needs the remote: one error line, nothing changed.
     history = ok(b, "history", "--env", venv_b)
     code, out, err = b.cli("install", "nwdemo-pure==0.1.0", "--env", venv_b)
@@ -208,9 +239,11 @@ def test_registry_gone_or_lying(
     assert "hint:" in err
     assert "Traceback" not in err
     assert ok(b, "history", "--env", venv_b) == history
-    # The remote's failures were logged once, then only counted.
+    # The remote's failures were logged once until it answered again, then
+    # once more; retries are not logged.
     log = b.log.read_text()
-    assert log.count("further failures of remote shared are counted") == 1, log
+    assert log.count("further failures of remote shared are counted") == 2, log
+    assert log.count("remote shared answers again") == 1, log
     assert "retry" not in log, log
 
 
