@@ -8,7 +8,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config systemd strace patch
+SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config systemd strace patch docker-registry apache2-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The machine's global pip configuration points at extra local indexes; the
 # project's own installs ignore it and use PyPI through the lockfile.
@@ -16,7 +16,7 @@ export PIP_CONFIG_FILE := /dev/null
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all setup system-deps test test-fast lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-bytecode bench-viewmodes bench-corpus clean
+.PHONY: all setup system-deps test test-fast lint typecheck demo bench-format bench-store bench-view bench-install bench-byname bench-remote bench-bytecode bench-viewmodes bench-corpus clean
 
 all: test
 
@@ -108,6 +108,9 @@ bench-install: setup
 
 bench-byname: setup
 	$(BIN)/python -m bench.byname $(BENCH_ARGS)
+
+bench-remote: setup
+	$(BIN)/python -m bench.remote $(BENCH_ARGS)
 
 bench-bytecode: setup
 	$(BIN)/python -m bench.bytecode $(BENCH_ARGS)

@@ -130,6 +130,12 @@ def install(args: argparse.Namespace) -> int:
         refused = _no_daemon(args)  # (wheel files only: the files are checked first, as before)
         if refused is not None:
             return refused
+    if not args.requirement and not args.constraint and not args.dry_run:
+        from nwcache.client.remotecmd import try_remote
+
+        code = try_remote(args, env, specs)  # exact pins a remote holds (docs/REMOTE.md)
+        if code is not None:
+            return code
     try:
         facts, plan = resolve(Path(env), specs, args.requirement, args.constraint, _options(args))
         if not args.dry_run:

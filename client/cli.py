@@ -299,6 +299,41 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--keep", type=_int_range(1, 10**6), default=5, metavar="N", help="generations kept per environment"
     )
     commands.add_parser("fsck", parents=[as_json], help="check every blob and index entry")
+    remote = commands.add_parser("remote", help="the OCI registries of the shared blob tier (docs/REMOTE.md)")
+    remote_commands = remote.add_subparsers(
+        dest="remote_command",
+        required=True,
+        metavar="ACTION",
+        parser_class=_Parser,
+        help="what to do ('nwcache remote ACTION --help' describes each)",
+    )
+    remote_add = remote_commands.add_parser("add", parents=[as_json], help="add a registry")
+    remote_add.add_argument("name", metavar="NAME", help="a name for it (letters, digits, '_', '.', '-')")
+    remote_add.add_argument(
+        "url", metavar="URL", help="scheme and host: https://ghcr.io, http://127.0.0.1:5000"
+    )
+    remote_add.add_argument(
+        "--repository", metavar="REPO", help="the repository the packages go to (default: nwcache)"
+    )
+    remote_add.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="a file holding one line USER:PASSWORD (or USER:TOKEN), readable by you alone (chmod 600)",
+    )
+    remote_commands.add_parser("list", parents=[as_json], help="the configured registries")
+    remote_remove = remote_commands.add_parser("remove", parents=[as_json], help="forget a registry")
+    remote_remove.add_argument("name", metavar="NAME", help="the remote, as 'nwcache remote list' names it")
+    push = commands.add_parser(
+        "push", parents=[as_json], help="upload stored packages to a remote (what it lacks only)"
+    )
+    push.add_argument("specs", nargs="*", metavar="NAME==VERSION", help="stored packages to push")
+    push.add_argument("--env", type=Path, metavar="VENV", help="push every package of this environment")
+    push.add_argument("--remote", metavar="NAME", help="the remote (needed when several are configured)")
+    commands.add_parser(
+        "prefetch",
+        parents=[as_json, env_opt],
+        help="fetch every body of an environment that is still on a remote only",
+    )
     commands.add_parser("stats", parents=[as_json], help="stored against logical bytes, per environment")
     service = commands.add_parser(
         "service",
@@ -651,6 +686,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"bytecode: {r['bytecode_bytes']:,} bytes in {r['bytecode_blobs']:,} pycs, shared by every environment",
             f"view:    {r['view']['mode']} mode",
         ]
+        if (
+            r.get("remote_only_blobs")
+            or r.get("remote", {}).get("fetched")
+            or r.get("remote", {}).get("failures")
+        ):
+            m = r["remote"]
+            lines.append(
+                f"remote:  {r['remote_only_blobs']:,} bodies ({r['remote_only_bytes']:,} bytes) not fetched yet; "
+                f"fetched {m['fetched']:,} ({m['bytes']:,} bytes), {m['failures']} failures, "
+                f"{m['refused']} refused, {m['waiting']} reads waiting"
+            )
         lines += [f"  {e['path']}: {e['files']:,} files, {e['bytes']:,} bytes" for e in r["envs"]]
         for e in r.get("bytecode_pending", []):
             left = "?" if e["sources"] is None else f"{e['sources']:,}"
@@ -660,6 +706,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     return _remote("stats", {}, args, render)
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    from nwcache.client.remotecmd import cmd_remote
+
+    return cmd_remote(args)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from nwcache.client.remotecmd import cmd_push
+
+    return cmd_push(args)
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from nwcache.client.remotecmd import cmd_prefetch
+
+    return cmd_prefetch(args)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -684,6 +748,9 @@ COMMANDS = {
     "gc": cmd_gc,
     "fsck": cmd_fsck,
     "stats": cmd_stats,
+    "remote": cmd_remote,
+    "push": cmd_push,
+    "prefetch": cmd_prefetch,
     "service": cmd_service,
 }
 

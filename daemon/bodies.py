@@ -11,15 +11,19 @@ its file once it is open.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
+from nwcache.errors import NwcacheError
+
+from .errors import RemoteBody
 from .schema import FileRef
 
 # Bodies kept open after their last user let go.
@@ -76,6 +80,8 @@ class BodyCache:
         self.kept = kept
         self.bodies: dict[BodyKey, Body] = {}
         self.idle: OrderedDict[BodyKey, Body] = OrderedDict()
+        # Makes a remote-only body local (daemon/lazy.py), set by the daemon.
+        self.fetch: Callable[[str], Awaitable[None]] | None = None
 
     def held(self) -> set[str]:
         """Blobs whose bodies some user holds right now."""
@@ -105,13 +111,36 @@ class BodyCache:
         return body
 
     async def acquire(self, ref: FileRef) -> Body:
-        """The body of `ref`, opened on a worker thread if it is not open;
-        the caller must `release` it."""
+        """The body of `ref`, opened on a worker thread if it is not open
+        (fetched from its remote first if it is there only); the caller must
+        `release` it."""
         key = body_key(ref)
         body = self.bodies.get(key)
         if body is None:
-            body = self._keep(key, await trio.to_thread.run_sync(self._open, ref.blob, limiter=self.limiter))
+            try:
+                opened = await trio.to_thread.run_sync(self._open, ref.blob, limiter=self.limiter)
+            except RemoteBody as exc:
+                opened = await self._fetched(ref.blob, exc)
+            body = self._keep(key, opened)
         return self.hold(ref, body)
+
+    async def _fetched(self, blob: str, remote: RemoteBody) -> Body:
+        """The body of a remote-only blob, fetched (daemon/lazy.py) and opened;
+        EIO when it cannot be (the fetcher counted and logged why)."""
+        if self.fetch is None:
+            raise OSError(errno.EIO, str(remote))
+        try:
+            await self.fetch(blob)
+        except NwcacheError as exc:  # the tier's errors (a registry's) and the store's
+            raise OSError(errno.EIO, str(exc)) from None
+
+        def open_fetched() -> Body:
+            try:
+                return self._open(blob)
+            except RemoteBody:  # published and verified, its entry not committed yet
+                return Body(os.open(self.blobs.body_path(blob), os.O_RDONLY | os.O_CLOEXEC), None)
+
+        return await trio.to_thread.run_sync(open_fetched, limiter=self.limiter)
 
     async def prefetch(self, refs: Iterable[FileRef]) -> int:
         """Open the bodies of files a flip just made visible, in one worker

@@ -52,3 +52,15 @@ class NotInstallable(StoreError):
     """The archive is valid, but installing it would harm the environment."""
 
     hint = "the archive is hostile or broken; nothing was installed or stored"
+
+
+class RemoteBody(StoreError):
+    """The blob's body is on a remote only (schema: kind 2): fetch it first
+    (daemon/lazy.py)."""
+
+    hint = "the body is fetched from the remote at its first read; 'nwcache prefetch --env VENV' fetches all"
+
+    def __init__(self, blob: str, remote: str) -> None:
+        super().__init__(f"the body of blob {blob} is on remote {remote} only")
+        self.blob = blob
+        self.remote = remote

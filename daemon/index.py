@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 from . import schema
 from .blobs import BlobFiles
-from .errors import NoSuchGeneration, PathConflict, StoreBusy, StoreError, UnknownEnv
+from .errors import NoSuchGeneration, PathConflict, RemoteBody, StoreBusy, StoreError, UnknownEnv
 from .layout import PackageLayout, package_layout
 from .schema import EnvRecord, FileRef, GenerationRecord, Installed, PackageRecord
 from .venvs import venv_of_interpreter, venv_path, venv_root
@@ -133,6 +133,9 @@ class Index:
             value = txn.get(bytes.fromhex(blob), db=self.db["blobs"])
         if value is None:
             raise StoreError(f"blob {blob} is not in the store")
+        remote = schema.blob_remote(value)
+        if remote is not None:
+            raise RemoteBody(blob, remote)
         size, inline = schema.decode_blob(value)
         return size, inline if inline is not None else self.bodies.path(blob)
 

@@ -4,6 +4,7 @@
       index/          LMDB environment (data.mdb, lock.mdb): the databases below
       blobs/ab/<hex>  blob bodies larger than INLINE_MAX, immutable, named by sha256
       tmp/            bodies being written; anything here at start-up is debris
+      remotes.json    the OCI registries of the blob tier (daemon/remotes.py, docs/REMOTE.md)
       downloads/      wheels of an install by name while its request runs (daemon/fetch.py);
                       tmp/ in it: downloads not yet verified; emptied at start-up
       owner.lock      flock held by the one process that has the store open
@@ -14,7 +15,11 @@ Databases (all keys are bytes; integers big-endian so that keys sort numerically
 
     meta         b"schema"                 -> b"1"
     blobs        sha256 (32)               -> BLOB: kind (1) | size (u64) | inline body
-                                              kind 0: body in blobs/, kind 1: body follows
+                                              kind 0: body in blobs/, kind 1: body follows,
+                                              kind 2 (since issue 17): the body is on a remote
+                                              only, whose name (utf-8) follows; fetched by
+                                              digest at its first read (daemon/lazy.py), then
+                                              rewritten as kind 0
     packages     package id (32)           -> JSON PackageRecord
     envs         env id (16)               -> JSON EnvRecord
     generations  env id (16) | number (u64)-> JSON GenerationRecord
@@ -54,6 +59,11 @@ version reads as it is (no schema bump, no migration):
                                request; absent: none
 A database added later is created empty in an earlier store: `compiling`
 (since issue 16; its environments are compiled at their next change).
+Blob kind 2 (since issue 17) is written only by an install from a remote; a
+version before it would take such an entry for a missing body file (it
+reads as EIO there until `nwcache prefetch` under this version makes it
+local). Small blobs (INLINE_MAX or less) are never kind 2: they come in the
+package's pack at install (daemon/artifact.py).
 
 GC roots are the generations each environment keeps; a blob or package that
 no kept generation reaches is garbage. A bytecode entry lives while its source
@@ -82,6 +92,7 @@ DATABASES = ("meta", "blobs", "packages", "envs", "generations", "bytecode", "co
 INLINE_MAX = 2000
 BLOB_IN_FILE = 0
 BLOB_INLINE = 1
+BLOB_REMOTE = 2
 _BLOB_HEAD = struct.Struct(">BQ")
 
 
@@ -91,10 +102,21 @@ def encode_blob(size: int, inline: bytes | None) -> bytes:
     return _BLOB_HEAD.pack(BLOB_INLINE, size) + inline
 
 
+def encode_remote_blob(size: int, remote: str) -> bytes:
+    return _BLOB_HEAD.pack(BLOB_REMOTE, size) + remote.encode("utf-8")
+
+
 def decode_blob(value: bytes | memoryview) -> tuple[int, bytes | None]:
-    """(size, inline body or None when the body is a file)."""
+    """(size, inline body or None when the body is a file, or on a remote)."""
     kind, size = _BLOB_HEAD.unpack_from(value)
     return size, (bytes(value[_BLOB_HEAD.size :]) if kind == BLOB_INLINE else None)
+
+
+def blob_remote(value: bytes | memoryview) -> str | None:
+    """The remote holding the body of a blob not local yet, else None."""
+    if value[0] != BLOB_REMOTE:
+        return None
+    return bytes(value[_BLOB_HEAD.size :]).decode("utf-8")
 
 
 _BYTECODE_HEAD = struct.Struct(">B32sQ")

@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name
 
 from nwcache import __version__
 from nwcache.archive import ArchiveError
+from nwcache.errors import NwcacheError
 from nwcache.protocol import (
     MAX_LINE,
     OPS,
@@ -42,12 +43,13 @@ from nwcache.protocol import (
 )
 
 from . import bytecode
-from .errors import StoreError
+from .errors import StoreError, UnknownPackage
 from .ingest import Progress as InstallProgress
 from .reserve import free_bytes
 from .runner import run_service
 from .schema import Change, EnvRecord, GenerationRecord, PackageRecord, changes_between
 from .service import Service
+from .tier import Tier
 
 MB = 1_000_000
 if TYPE_CHECKING:
@@ -160,6 +162,10 @@ class Handlers:
         self.running: set[str] = set()
         self.finished: dict[str, dict[str, Any]] = {}
         self.fetcher: Fetcher | None = None  # made by the first install by name
+        # The blob tier (docs/REMOTE.md): remote-only bodies are fetched at their first read.
+        self.tier = Tier(service.store)
+        service.view.bodies.fetch = self.tier.lazy.ensure
+        service.fetch_bodies = self.tier.lazy.ensure_all
         # Downloads live only during a request: what a killed daemon left goes now.
         shutil.rmtree(service.store.home / "downloads", ignore_errors=True)
 
@@ -323,6 +329,89 @@ class Handlers:
         result["stored_before"] = len(wanted) - result["downloaded"]
         return result
 
+    async def push(self, args: dict[str, Any], progress: Progress) -> Any:
+        """Push stored packages to a remote (docs/REMOTE.md): those of an
+        environment's current generation, or those named NAME==VERSION."""
+        packages = await self._run(
+            partial(self._packages_to_push, args.get("env"), list(args.get("specs") or []))
+        )
+        return await self.tier.push(packages, args.get("remote"), progress)
+
+    def _packages_to_push(self, env: str | None, specs: list[list[str]]) -> list[PackageRecord]:
+        store = self.service.store
+        out: list[PackageRecord] = []
+        if env is not None:
+            for installed in store.generation(env).packages:
+                pkg = store.get_package(installed.package)
+                if pkg is not None:
+                    out.append(pkg)
+        if specs:
+            stored = store.packages()
+            for name, version in specs:
+                hits = [
+                    p
+                    for p in stored
+                    if canonicalize_name(p.name) == canonicalize_name(name) and p.version == version
+                ]
+                if not hits:
+                    raise UnknownPackage(
+                        f"the store holds no {name} {version}",
+                        hint="install it first (any environment), or push what an environment holds with --env VENV",
+                    )
+                out.extend(hits)
+        return sorted({p.id: p for p in out}.values(), key=lambda p: (p.name.lower(), p.version))
+
+    async def remote_find(self, args: dict[str, Any], progress: Progress) -> Any:
+        """Which of the pinned specs the remotes hold a build of for these
+        wheel tags; changes nothing. {"remotes": n, "found": [...], "missing": [...]}."""
+        if not self.tier.remotes():
+            return {"remotes": 0, "found": [], "missing": [f"{n}=={v}" for n, v in args["specs"]]}
+        found, missing = await self.tier.find(
+            [(str(n), str(v)) for n, v in args["specs"]], list(args["tags"])
+        )
+        return {
+            "remotes": len(self.tier.remotes()),
+            "found": [f"{h.registry.remote.name}:{h.tag}" for h in found],
+            "missing": missing,
+        }
+
+    async def install_remote(self, args: dict[str, Any], progress: Progress) -> Any:
+        """Install pinned packages from the remotes (docs/REMOTE.md): found,
+        indexed with their bodies on the remote (those installing reads
+        fetched now), installed as one generation. Nothing changes unless
+        every one of them is found and indexed."""
+        specs = [(str(n), str(v)) for n, v in args["specs"]]
+        found, missing = await self.tier.find(specs, list(args["tags"]))
+        if missing:
+            from .tier import NotOnRemote
+
+            raise NotOnRemote(f"no remote holds {', '.join(missing)} for this environment")
+        packages = await self.tier.bring(found, progress)
+        await progress(f"installing {len(packages)} distributions", 0, 0)
+        gen = await self.service.install(
+            args["env"],
+            packages,
+            request=args.get("request_id"),
+            action=str(args["action"]) if args.get("action") else None,
+        )
+        result = change_json(gen)
+        unchanged = args.get("request_id") is not None and gen.request != args.get("request_id")
+        if unchanged:
+            result["changes"] = []
+        result["unchanged"] = unchanged
+        result["from_remote"] = [f"{h.registry.remote.name}:{h.tag}" for h in found]
+        return result
+
+    async def prefetch(self, args: dict[str, Any], progress: Progress) -> Any:
+        """Fetch every remote-only body an environment's current generation
+        (and its bytecode's sources) reads."""
+        tree = await self._run(partial(self.service.store.tree, args["env"]))
+        gen = await self._run(partial(self.service.store.generation, args["env"]))
+        blobs = {r.blob for r in tree.values()} | {r.blob for i in gen.packages for r in i.outside.values()}
+        await progress(f"fetching the bodies of {len(blobs)} files", 0, len(blobs))
+        fetched = await self.tier.lazy.ensure_all(blobs)
+        return {"files": len(blobs), "fetched": fetched}
+
     async def uninstall(self, args: dict[str, Any], progress: Progress) -> Any:
         gen = await self.service.uninstall(args["env"], list(args["names"]), request=args.get("request_id"))
         return change_json(gen)
@@ -363,12 +452,18 @@ class Handlers:
         return {"problems": [str(p) for p in problems]}
 
     async def stats(self, args: dict[str, Any], progress: Progress) -> Any:
+        await self.tier.lazy.flush()  # bodies fetched so far count as local
         stats = await self._run(self.service.store.stats)
         view = self.service.view.stats
         return {
             **stats,
             "dedup_ratio": stats["logical_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else None,
             "compiled": dataclasses.asdict(self.service.bytecode_counts),
+            "remote": {
+                **self.tier.lazy.stats(),
+                "pushed": dict(self.tier.pushed),
+                "at_install": dict(self.tier.brought),
+            },
             "bytecode_pending": await self.service.bytecode_pending(),
             "view": {
                 "mode": view.mode,
@@ -397,7 +492,7 @@ def error_message(exc: BaseException, home: Path | None = None, op: str = "") ->
             "message": f"the disk holding NWCACHE_HOME ({home}) is full",
             "hint": hint,
         }
-    if isinstance(exc, StoreError):
+    if isinstance(exc, NwcacheError) and not isinstance(exc, ArchiveError):
         return {"kind": exc.kind, "message": str(exc), "hint": exc.hint}
     if isinstance(exc, ArchiveError):
         return {
@@ -544,9 +639,12 @@ async def serve_socket(
     os.chmod(path, 0o600)
     sock.listen(128)
     listener = trio.SocketListener(sock)
+    handlers = Handlers(service)
     try:
         task_status.started()
-        await trio.serve_listeners(partial(handle_client, Handlers(service)), [listener])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handlers.tier.lazy.committer)  # bodies fetched from a remote, indexed
+            await trio.serve_listeners(partial(handle_client, handlers), [listener])
     finally:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 (a directory entry, on the way out, possibly cancelled)
 

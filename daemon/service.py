@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -93,6 +93,8 @@ class Service:
         self.compilers = trio.CapacityLimiter(max(1, (os.cpu_count() or 1) - 1))
         self._compile_locks: dict[str, trio.Lock] = {}
         self.bytecode_counts = BytecodeCounts()
+        # Makes remote-only bodies local before they are compiled (daemon/lazy.py; set by the daemon).
+        self.fetch_bodies: Callable[[list[str]], Awaitable[int]] | None = None
         view.bytecode_levels = self.bytecode_levels
         # The background compiler's queue (venv paths, in order), the one it
         # is compiling, and per venv how many sources lack bytecode: still
@@ -488,6 +490,8 @@ class Service:
                     jobs.append(bytecode.Job(str(len(jobs)), ref, lacking))
             if not jobs:
                 return known
+            if self.fetch_bodies is not None:  # sources whose bodies are on a remote only
+                await self.fetch_bodies([job.source.blob for job in jobs])
             prefix = f"{self.store.bodies.tmp}/pyc-{secrets.token_hex(6)}-"
             workers = min(int(self.compilers.total_tokens), -(-len(jobs) // bytecode.JOBS_PER_WORKER))
             outcome: dict[str, bool] = {}

@@ -139,11 +139,21 @@ class Staged:
         returns those the index did not hold."""
         added = []
         for blob, content in self.inline.items():
-            if txn.put(
-                bytes.fromhex(blob), schema.encode_blob(len(content), content), db=blobs_db, overwrite=False
-            ):
+            if _put(txn, blobs_db, blob, schema.encode_blob(len(content), content)):
                 added.append(blob)
         for blob, (_temp, size) in self.files.items():
-            if txn.put(bytes.fromhex(blob), schema.encode_blob(size, None), db=blobs_db, overwrite=False):
+            if _put(txn, blobs_db, blob, schema.encode_blob(size, None)):
                 added.append(blob)
         return added
+
+
+def _put(txn: lmdb.Transaction, blobs_db: lmdb._Database, blob: str, value: bytes) -> bool:
+    """Index a blob whose body is local now; an entry saying its body is on
+    a remote only (schema kind 2) is replaced. Whether it was absent."""
+    key = bytes.fromhex(blob)
+    if txn.put(key, value, db=blobs_db, overwrite=False):
+        return True
+    old = txn.get(key, db=blobs_db)
+    if old is not None and schema.blob_remote(old) is not None:
+        txn.put(key, value, db=blobs_db)
+    return False

@@ -199,10 +199,17 @@ class Upkeep:
         problems: list[Problem] = []
         with self.index.env.begin() as txn:
             blob_sizes: dict[str, tuple[int, bytes | None]] = {}
+            remote_only: set[str] = set()
             for key, value in txn.cursor(db=self.index.db["blobs"]):
                 blob = key.hex()
                 size, inline = schema.decode_blob(value)
                 blob_sizes[blob] = (size, inline)
+                if schema.blob_remote(value) is not None:
+                    # On a remote only (docs/REMOTE.md): no body expected; one
+                    # may be there if a fetch was cut off between publishing
+                    # it and indexing it (the next fetch indexes it).
+                    remote_only.add(blob)
+                    continue
                 if inline is not None:
                     if len(inline) != size or hashlib.sha256(inline).hexdigest() != blob:
                         problems.append(
@@ -213,6 +220,8 @@ class Upkeep:
                 elif deep and sha256_file(self.index.bodies.path(blob)) != (blob, size):
                     problems.append(Problem("bad-blob", f"body of {blob} does not match its hash or size"))
             for blob in self.index.bodies.all_bodies():
+                if blob in remote_only:
+                    continue
                 if blob not in blob_sizes or blob_sizes[blob][1] is not None:
                     problems.append(
                         Problem("orphan-body", f"{self.index.bodies.path(blob)} is named by no index entry")
@@ -299,8 +308,14 @@ class Upkeep:
         every file each environment's current site-packages shows, the
         shared pycs of its interpreter included (a pip venv holds its own)."""
         with self.index.env.begin() as txn:
-            stored = sum(schema.decode_blob(v)[0] for _, v in txn.cursor(db=self.index.db["blobs"]))
-            blobs = txn.stat(self.index.db["blobs"])["entries"]
+            stored = remote_bytes = remote_blobs = 0
+            for _, value in txn.cursor(db=self.index.db["blobs"]):
+                if schema.blob_remote(value) is not None:
+                    remote_blobs += 1
+                    remote_bytes += schema.decode_blob(value)[0]
+                else:
+                    stored += schema.decode_blob(value)[0]
+            blobs = txn.stat(self.index.db["blobs"])["entries"] - remote_blobs
             per_env: list[dict[str, Any]] = []
             # By path: the index orders environments by the hash of their path.
             for env in sorted(
@@ -326,6 +341,9 @@ class Upkeep:
         return {
             "stored_bytes": stored,
             "blobs": blobs,
+            # Indexed with their bodies on a remote only (docs/REMOTE.md).
+            "remote_only_blobs": remote_blobs,
+            "remote_only_bytes": remote_bytes,
             "logical_bytes": sum(e["bytes"] for e in per_env),
             "files": sum(e["files"] for e in per_env),
             "bytecode_blobs": len(pycs),

@@ -59,13 +59,26 @@ OPS = frozenset(
         "fsck",
         "stats",
         "outcome",
+        "push",
+        "remote.find",
+        "install.remote",
+        "prefetch",
     }
 )
 
 # Requests that change something: each carries an id, the daemon records the
 # outcome under it, and a client that loses the answer asks for it ("outcome").
 CHANGING = frozenset(
-    {"install", "install.files", "uninstall", "rollback", "env.register", "env.unregister", "gc"}
+    {
+        "install",
+        "install.files",
+        "install.remote",
+        "uninstall",
+        "rollback",
+        "env.register",
+        "env.unregister",
+        "gc",
+    }
 )
 
 # Exit codes (README, "Exit codes").
