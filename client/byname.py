@@ -36,6 +36,7 @@ def _options(args: argparse.Namespace) -> Options:
         upgrade=bool(getattr(args, "upgrade", False)),
         pre=bool(getattr(args, "pre", False)),
         offline=bool(args.offline),
+        refresh=bool(getattr(args, "refresh", False)),
     )
 
 

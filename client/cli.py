@@ -330,6 +330,12 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
         "--find-links", "-f", action="append", default=[], metavar="DIR|URL", help="more files"
     )
     parser.add_argument("--offline", action="store_true", help="resolve from uv's cache only, no network")
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="resolve again even when a resolution of the same request is fresh "
+        "(kept NWCACHE_RESOLVE_TTL seconds, default 600)",
+    )
 
 
 def _hint(error: ArchiveError) -> str:
