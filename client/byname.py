@@ -19,6 +19,7 @@ from nwcache.client.resolve import (
     ResolveError,
     main_check,
     public,
+    requested_names,
     resolve,
     sync_plan,
     warn,
@@ -51,7 +52,9 @@ def render(result: dict[str, Any]) -> str:
     return f"generation {result['number']}: {_changes(result.get('changes'))}{fetched}"
 
 
-def _send(env: str, plan: Plan, action: str, as_json: bool, offline: bool) -> int:
+def _send(
+    env: str, plan: Plan, action: str, as_json: bool, offline: bool, requested: list[str] | None = None
+) -> int:
     downloads = [c.download() for c in plan.chosen if c.url is not None]
     archives = [c.path for c in plan.chosen if c.path is not None]
     request: dict[str, Any] = {
@@ -61,6 +64,8 @@ def _send(env: str, plan: Plan, action: str, as_json: bool, offline: bool) -> in
         "remove": plan.remove,
         "action": action,
     }
+    if requested is not None:
+        request["requested"] = requested  # REQUESTED for these, not for their dependencies
     if offline:
         request["offline"] = True  # the daemon installs what it stores, downloads nothing
     return call("install.files", request, as_json, render)
@@ -155,7 +160,8 @@ def install(args: argparse.Namespace) -> int:
         code = _nothing(facts, plan, args.json)
     else:
         action = "install " + " ".join(public(s) for s in specs + [f"-r {r}" for r in args.requirement])
-        code = _send(env, plan, action, args.json, args.offline)
+        requested = requested_names(specs, args.requirement)
+        code = _send(env, plan, action, args.json, args.offline, requested)
     if problems and code == EXIT_OK:
         warn(problems)
     return code

@@ -675,16 +675,44 @@ def sync_plan(venv: Path, lock: Path, options: Options) -> tuple[Facts, Plan]:
     return facts, result
 
 
+def requested_names(specs: Sequence[str], requirement_files: Sequence[str]) -> list[str]:
+    """The canonical names the user asked for: the requirements and wheel
+    files named, and the requirements in -r files (pip marks these
+    REQUESTED, and not what they pull in)."""
+    names = set()
+    for spec in specs:
+        if spec.endswith(".whl"):
+            names.add(canonicalize_name(parse_wheel_filename(os.path.basename(spec))[0]))
+        else:
+            names.add(canonicalize_name(Requirement(spec).name))
+    for path in requirement_files:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue  # uv said why already
+        for line in _lines(text):
+            try:
+                names.add(canonicalize_name(Requirement(line).name))
+            except InvalidRequirement:
+                continue  # a path or URL line: uv resolved it; its name is not ours to guess
+    return sorted(names)
+
+
+def _lines(text: str) -> Iterable[str]:
+    """The requirement lines of a requirements file (no options, comments or hashes)."""
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        yield line.split(" --hash", 1)[0].strip()
+
+
 def _unpinned(path: Path) -> str | None:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ResolveError("LockUnreadable", f"{path}: {exc.strerror or exc}", "check the path") from None
-    for raw in text.replace("\\\n", " ").splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
-            continue
-        line = line.split(" --hash", 1)[0].strip()
+    for line in _lines(text):
         try:
             req = Requirement(line)
         except InvalidRequirement:

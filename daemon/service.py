@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -729,9 +729,10 @@ class Service:
         remove: list[str] | None = None,
         ingested: dict[str, PackageRecord] | None = None,
         action: str | None = None,
+        requested: bool | Collection[str] = True,
     ) -> GenerationRecord:
         """Store.install for the venv, registered first if new; `remove`,
-        `ingested` and `action` as there. A result that is the generation
+        `ingested`, `action` and `requested` as there. A result that is the generation
         the venv was at (nothing to do) leaves the view and venv alone."""
         check_names(archives)  # before the venv is registered
         try:
@@ -755,6 +756,7 @@ class Service:
                         remove=remove or (),
                         ingested=ingested,
                         action=action,
+                        requested=requested,
                     )
                 )
                 stored = True

@@ -485,3 +485,77 @@ def test_no_daemon_is_said_before_resolving(
             f"error: no nwcache daemon at {tmp_path / 'none.sock'}",
             "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
         ]
+
+
+def test_warm_installs_skip_the_resolver(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    """A venv that satisfies the request resolves nothing (as uv); a request
+    resolved within NWCACHE_RESOLVE_TTL reuses its lock (--refresh, TTL 0
+    resolve again; --offline takes a lock of any age); REQUESTED marks what
+    was asked for, not its dependencies (as pip)."""
+
+    def pages() -> int:
+        return sum(1 for p in index.requests if p.startswith("/simple/"))
+
+    def bare(name: str) -> Path:
+        venv = tmp_path / name
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+        return venv
+
+    first = bare("first")
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", first, "--index-url", index.simple)
+    assert code == 0, err
+    site = next((first / "lib").glob("python3.*/site-packages"))
+    assert (site / "nwidx_app-1.0.dist-info" / "REQUESTED").exists()
+    assert not (site / "nwidx_lib-2.0.dist-info" / "REQUESTED").exists()
+    assert not (site / "nwidx_fast-1.0.dist-info" / "REQUESTED").exists()
+    assert (site / "nwidx_lib-2.0.dist-info" / "INSTALLER").exists()
+
+    # Satisfied (with the extra's dependency): nothing to do, no page asked for.
+    asked = pages()
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", first, "--index-url", index.simple)
+    assert code == 0, err
+    assert out.startswith("nothing to do: already installed (nwidx-app 1.0)"), out
+    assert pages() == asked
+    # A version the venv does not have is resolved.
+    code, out, err = running.cli(
+        "install", "nwidx-lib==1.0", "--env", first, "--index-url", index.simple, "--dry-run"
+    )
+    assert code == 0, err
+    assert "nwidx-lib 2.0 -> 1.0" in out
+    assert pages() > asked
+
+    # A second bare venv, the same request: the lock is reused, no page asked for.
+    asked = pages()
+    second = bare("second")
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", second, "--index-url", index.simple)
+    assert code == 0, err
+    assert "0 downloaded, 3 already stored" in out, out
+    assert pages() == asked
+    assert installed(running, second) == installed(running, first)
+    # --refresh, and a window of 0, resolve again.
+    code, out, err = running.cli(
+        "install", "nwidx-app[fast]", "--env", bare("third"), "--index-url", index.simple, "--refresh"
+    )
+    assert code == 0, err
+    assert pages() > asked
+    asked = pages()
+    running.env["NWCACHE_RESOLVE_TTL"] = "0"
+    code, _, err = running.cli(
+        "install", "nwidx-app[fast]", "--env", bare("fourth"), "--index-url", index.simple
+    )
+    assert code == 0, err
+    assert pages() > asked
+    # ... except offline: a kept lock of any age.
+    asked = pages()
+    code, _, err = running.cli(
+        "install", "nwidx-app[fast]", "--env", bare("fifth"), "--index-url", index.simple, "--offline"
+    )
+    assert code == 0, err
+    assert pages() == asked
+    running.env["NWCACHE_RESOLVE_TTL"] = "soon"
+    code, line, hint = error_of(
+        running.cli("install", "nwidx-app", "--env", bare("sixth"), "--index-url", index.simple)
+    )
+    assert code == 2
+    assert "NWCACHE_RESOLVE_TTL='soon' is not a number of seconds" in line
+    assert "0: resolve every time" in hint
