@@ -17,6 +17,7 @@ from nwcache.client.resolve import (
     Options,
     Plan,
     ResolveError,
+    lock,
     main_check,
     public,
     requested_names,
@@ -183,3 +184,51 @@ def sync(args: argparse.Namespace) -> int:
     if not plan.chosen and not plan.remove:
         return _nothing(facts, plan, args.json)
     return _send(env, plan, f"sync {args.lock.name}", args.json, args.offline)
+
+
+def make_lock(args: argparse.Namespace) -> int:
+    """`nwcache lock [SPEC...|-r FILE] --env VENV [-o pylock.toml]`
+    (docs/INSTALL-BY-NAME.md): the lock on stdout or in the file; no daemon
+    is needed and nothing is installed."""
+    out: Path | None = args.output
+    if out is not None and not (
+        out.name == "pylock.toml"
+        or (out.name.startswith("pylock.") and out.name.endswith(".toml") and out.name.count(".") == 2)
+    ):
+        return fail(
+            "UsageError",
+            f"{out}: a lock file is named pylock.toml or pylock.NAME.toml (PEP 751)",
+            f"write it as {out.parent / 'pylock.toml'}",
+            EXIT_USAGE,
+            args.json,
+        )
+    try:
+        text, chosen = lock(
+            Path(os.path.abspath(args.env)),
+            list(args.specs),
+            args.requirement,
+            args.constraint,
+            _options(args),
+        )
+    except ResolveError as exc:
+        return fail(exc.kind, str(exc), exc.hint, exc.code, args.json)
+    if out is not None:
+        try:
+            temp = out.with_name(f".{out.name}.{os.getpid()}")
+            temp.write_text(text)
+            os.replace(temp, out)
+        except OSError as exc:
+            return fail(
+                "OSError",
+                f"{out}: {exc.strerror or exc}",
+                "check the directory and its permissions; nothing was written",
+                1,
+                args.json,
+            )
+    if args.json:
+        emit({"lock": str(out) if out else None, "packages": [f"{c.name}=={c.version}" for c in chosen]})
+    elif out is None:
+        print(text, end="")
+    else:
+        print(f"locked {len(chosen)} distributions in {out}")
+    return EXIT_OK

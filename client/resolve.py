@@ -647,6 +647,46 @@ def resolve(
     return facts, plan(chosen, facts, local)
 
 
+def lock(
+    venv: Path,
+    specs: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    options: Options,
+) -> tuple[str, list[Chosen]]:
+    """`nwcache lock`: a PEP 751 lock for the venv's interpreter, as text,
+    and its packages selected for the venv. With requirements, their
+    resolution (the venv's installed versions preferred, as install keeps
+    them); without, the venv's current distributions, each pinned to its
+    installed version and resolved to the index's files (--no-deps), so
+    that `nwcache sync` of the lock makes another venv the same."""
+    for spec in specs:
+        if spec.endswith(".whl"):
+            raise ResolveError(
+                "BadRequirement",
+                f"{spec}: a lock names index files, not local wheels",
+                "lock requirements (NAME, NAME==VERSION, -r FILE); install wheel files directly",
+                2,
+            )
+        check_spec(spec)
+    facts = probe(venv)
+    requirements = list(specs)
+    if not specs and not requirement_files:
+        requirements = [f"{d.name}=={d.version}" for _, d in sorted(facts.installed.items())]
+        if not requirements:
+            raise ResolveError(
+                "NothingToLock",
+                f"{venv} holds no distributions",
+                "name requirements to lock, or lock a venv that has its packages installed",
+            )
+        options = Options(**{**options.__dict__, "no_deps": True, "upgrade": True})
+    with tempfile.TemporaryDirectory(prefix="nwcache-resolve-") as scratch:
+        out = Path(scratch) / "pylock.toml"
+        cached_compile(requirements, requirement_files, constraint_files, options, facts, out)
+        chosen = read_lock(out, facts)  # refuses a lock without hashes, or with nothing for this venv
+        return out.read_text(), chosen
+
+
 def sync_plan(venv: Path, lock: Path, options: Options) -> tuple[Facts, Plan]:
     """`nwcache sync`: exactly the locked set. A pylock.toml is read as it
     is; a requirements file must pin every requirement (==), and uv turns it

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -559,3 +560,60 @@ def test_warm_installs_skip_the_resolver(running: Daemon, index: PackageIndex, t
     assert code == 2
     assert "NWCACHE_RESOLVE_TTL='soon' is not a number of seconds" in line
     assert "0: resolve every time" in hint
+
+
+def test_lock_resolves_for_a_venv_and_pins_what_it_holds(
+    running: Daemon, index: PackageIndex, tmp_path: Path
+) -> None:
+    """`nwcache lock SPEC --env V` resolves for V's interpreter; `nwcache lock
+    --env V` pins what V holds; sync of that lock makes a new venv the same."""
+    venvs = tmp_path / "venvs"
+    for name in ("source", "copy", "empty"):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venvs / name], check=True)
+    source = venvs / "source"
+    code, _, err = running.cli("install", "nwidx-lib==1.0", "--env", source, "--index-url", index.simple)
+    assert code == 0, err
+
+    # Requirements: resolved for the venv, its installed nwidx-lib 1.0 preferred; nothing installed.
+    code, out, err = running.cli("lock", "nwidx-app", "--env", source, "--index-url", index.simple)
+    assert code == 0, err
+    locked = tomllib.loads(out)
+    assert locked["lock-version"] == "1.0"
+    assert {(p["name"], p["version"]) for p in locked["packages"]} == {
+        ("nwidx-app", "1.0"),
+        ("nwidx-lib", "1.0"),
+    }
+    assert all(w["hashes"]["sha256"] for p in locked["packages"] for w in p["wheels"])
+    assert "nwidx-app" not in installed(running, source)
+
+    # What the venv holds, as a lock file; sync makes another venv exactly that.
+    code, _, err = running.cli("install", "nwidx-app[fast]", "--env", source, "--index-url", index.simple)
+    assert code == 0, err
+    out_file = tmp_path / "pylock.toml"
+    code, out, err = running.cli("lock", "--env", source, "--index-url", index.simple, "-o", out_file)
+    assert code == 0, err
+    assert out.strip() == f"locked 3 distributions in {out_file}"
+    code, _, err = running.cli("sync", out_file, "--env", venvs / "copy")
+    assert code == 0, err
+    assert (
+        installed(running, venvs / "copy")
+        == installed(running, source)
+        == {
+            "nwidx-app": "1.0",
+            "nwidx-lib": "1.0",
+            "nwidx-fast": "1.0",
+        }
+    )
+
+    # Refusals: a file name sync would not take, an empty venv, a wheel file.
+    code, line, hint = error_of(running.cli("lock", "--env", source, "-o", tmp_path / "lock.toml"))
+    assert code == 2
+    assert "pylock.toml or pylock.NAME.toml" in line
+    assert hint == f"hint: write it as {tmp_path / 'pylock.toml'}"
+    code, line, _ = error_of(running.cli("lock", "--env", venvs / "empty", "--index-url", index.simple))
+    assert code == 1
+    assert "holds no distributions" in line
+    code, line, _ = error_of(running.cli("lock", tmp_path / "x-1.0-py3-none-any.whl", "--env", source))
+    assert code == 2
+    assert "not local wheels" in line
+    assert not (tmp_path / "lock.toml").exists()
