@@ -16,8 +16,10 @@ from nwcache.client.resolve import (
     Options,
     Plan,
     ResolveError,
+    lock,
     main_check,
     public,
+    requested_names,
     resolve,
     sync_plan,
     warn,
@@ -35,6 +37,7 @@ def _options(args: argparse.Namespace) -> Options:
         upgrade=bool(getattr(args, "upgrade", False)),
         pre=bool(getattr(args, "pre", False)),
         offline=bool(args.offline),
+        refresh=bool(getattr(args, "refresh", False)),
     )
 
 
@@ -49,7 +52,9 @@ def render(result: dict[str, Any]) -> str:
     return f"generation {result['number']}: {_changes(result.get('changes'))}{fetched}"
 
 
-def _send(env: str, plan: Plan, action: str, as_json: bool, offline: bool) -> int:
+def _send(
+    env: str, plan: Plan, action: str, as_json: bool, offline: bool, requested: list[str] | None = None
+) -> int:
     downloads = [c.download() for c in plan.chosen if c.url is not None]
     archives = [c.path for c in plan.chosen if c.path is not None]
     request: dict[str, Any] = {
@@ -59,6 +64,8 @@ def _send(env: str, plan: Plan, action: str, as_json: bool, offline: bool) -> in
         "remove": plan.remove,
         "action": action,
     }
+    if requested is not None:
+        request["requested"] = requested  # REQUESTED for these, not for their dependencies
     if offline:
         request["offline"] = True  # the daemon installs what it stores, downloads nothing
     return call("install.files", request, as_json, render)
@@ -156,7 +163,8 @@ def install(args: argparse.Namespace) -> int:
         code = _nothing(facts, plan, args.json)
     else:
         action = "install " + " ".join(public(s) for s in specs + [f"-r {r}" for r in args.requirement])
-        code = _send(env, plan, action, args.json, args.offline)
+        requested = requested_names(specs, args.requirement)
+        code = _send(env, plan, action, args.json, args.offline, requested)
     if problems and code == EXIT_OK:
         warn(problems)
     return code
@@ -178,3 +186,49 @@ def sync(args: argparse.Namespace) -> int:
     if not plan.chosen and not plan.remove:
         return _nothing(facts, plan, args.json)
     return _send(env, plan, f"sync {args.lock.name}", args.json, args.offline)
+
+
+def make_lock(args: argparse.Namespace) -> int:
+    """`nwcache lock [SPEC...|-r FILE] --env VENV [-o pylock.toml]`
+    (docs/INSTALL-BY-NAME.md): the lock on stdout or in the file; no daemon
+    is needed and nothing is installed."""
+    out: Path | None = args.output
+    if out is not None and not (
+        out.name == "pylock.toml"
+        or (out.name.startswith("pylock.") and out.name.endswith(".toml") and out.name.count(".") == 2)
+    ):
+        return fail(
+            "UsageError",
+            f"{out}: a lock file is named pylock.toml or pylock.NAME.toml (PEP 751)",
+            f"write it as {out.parent / 'pylock.toml'}",
+            args.json,
+        )
+    try:
+        text, chosen = lock(
+            Path(os.path.abspath(args.env)),
+            list(args.specs),
+            args.requirement,
+            args.constraint,
+            _options(args),
+        )
+    except ResolveError as exc:
+        return fail(exc.kind, str(exc), exc.hint, args.json)
+    if out is not None:
+        try:
+            temp = out.with_name(f".{out.name}.{os.getpid()}")
+            temp.write_text(text)
+            os.replace(temp, out)
+        except OSError as exc:
+            return fail(
+                "OSError",
+                f"{out}: {exc.strerror or exc}",
+                "check the directory and its permissions; nothing was written",
+                args.json,
+            )
+    if args.json:
+        emit({"lock": str(out) if out else None, "packages": [f"{c.name}=={c.version}" for c in chosen]})
+    elif out is None:
+        print(text, end="")
+    else:
+        print(f"locked {len(chosen)} distributions in {out}")
+    return EXIT_OK

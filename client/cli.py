@@ -5,7 +5,7 @@ Exit codes (also in README.md):
     1  the archive or the operation failed (nothing was written)
     2  usage error (unknown command, bad flag or value)
     3  no daemon answers (start it: 'nwcache daemon' or 'nwcache service install')
-    4  no set of versions satisfies the requirements (install, sync)
+    4  no set of versions satisfies the requirements (install, sync, lock)
   130  interrupted
 
 Heavy modules are imported by the commands that need them, so that start-up
@@ -280,6 +280,29 @@ def _add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     _add_index_options(sync)
     sync.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    lock = commands.add_parser(
+        "lock",
+        parents=[as_json, env_opt],
+        help="write a lock (pylock.toml) resolved for an environment, or of what it holds",
+        description="Resolve requirements with uv for the environment's interpreter (its installed "
+        "versions preferred), or, without requirements, pin what the environment holds, and write the "
+        "PEP 751 lock that 'nwcache sync' takes (docs/INSTALL-BY-NAME.md).",
+    )
+    lock.add_argument(
+        "specs", nargs="*", metavar="SPEC", help="requirements (NAME, NAME==1.0, NAME[extra]>=2)"
+    )
+    lock.add_argument(
+        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
+    )
+    lock.add_argument(
+        "-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file"
+    )
+    lock.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="pylock.toml or pylock.NAME.toml (default: stdout)"
+    )
+    _add_index_options(lock)
+    lock.add_argument("--upgrade", "-U", action="store_true", help="newest versions, not the installed ones")
+    lock.add_argument("--pre", action="store_true", help="allow pre-releases")
     uninstall = commands.add_parser("uninstall", parents=[as_json, env_opt], help="remove distributions")
     uninstall.add_argument(
         "names", nargs="+", metavar="NAME", help="distribution names, as 'nwcache list --env VENV' shows them"
@@ -365,6 +388,12 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
         "--find-links", "-f", action="append", default=[], metavar="DIR|URL", help="more files"
     )
     parser.add_argument("--offline", action="store_true", help="resolve from uv's cache only, no network")
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="resolve again even when a resolution of the same request is fresh "
+        "(kept NWCACHE_RESOLVE_TTL seconds, default 600)",
+    )
 
 
 def _fail(error: ArchiveError | OSError, as_json: bool = False) -> int:
@@ -624,6 +653,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return byname.sync(args)
 
 
+def cmd_lock(args: argparse.Namespace) -> int:
+    from nwcache.client import byname
+
+    return byname.make_lock(args)
+
+
 def cmd_uninstall(args: argparse.Namespace) -> int:
     return _remote(
         "uninstall",
@@ -741,6 +776,7 @@ COMMANDS = {
     "env": cmd_env,
     "install": cmd_install,
     "sync": cmd_sync,
+    "lock": cmd_lock,
     "uninstall": cmd_uninstall,
     "list": cmd_list,
     "history": cmd_history,

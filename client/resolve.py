@@ -36,6 +36,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, parse_tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from nwcache.deps import Dist, problems, satisfied
 from nwcache.errors import NwcacheError
 
 UV_TIMEOUT = 600
@@ -73,20 +74,13 @@ class ResolveError(NwcacheError):
 
 
 @dataclass
-class Installed:
-    name: str
-    version: str
-    requires: list[str]
-
-
-@dataclass
 class Facts:
     """What the venv's interpreter said of itself."""
 
     python: str
     markers: dict[str, str]
     tags: list[str]
-    installed: dict[str, Installed]  # by canonical name
+    installed: dict[str, Dist]  # by canonical name
 
 
 @dataclass
@@ -98,6 +92,7 @@ class Options:
     upgrade: bool = False
     pre: bool = False
     offline: bool = False
+    refresh: bool = False  # resolve again, whatever the resolution cache holds
 
 
 @dataclass
@@ -185,12 +180,12 @@ def _cache_file(venv: Path, python: Path) -> Path | None:
     return Path(base) / "nwcache" / "interpreters" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def _scan(site_packages: Path) -> dict[str, Installed]:
+def _scan(site_packages: Path) -> dict[str, Dist]:
     """The distributions in site-packages, from their .dist-info (what
     importlib.metadata finds there, without running the interpreter)."""
     from email.parser import HeaderParser
 
-    found: dict[str, Installed] = {}
+    found: dict[str, Dist] = {}
     parser = HeaderParser()
     for info in sorted(site_packages.glob("*.dist-info")) + sorted(site_packages.glob("*.egg-info")):
         name_file = info / ("METADATA" if info.suffix == ".dist-info" else "PKG-INFO")
@@ -202,7 +197,7 @@ def _scan(site_packages: Path) -> dict[str, Installed]:
         if name and version:
             found.setdefault(
                 canonicalize_name(name),
-                Installed(str(name), str(version), list(headers.get_all("Requires-Dist") or [])),
+                Dist(str(name), str(version), list(headers.get_all("Requires-Dist") or [])),
             )
     return found
 
@@ -279,8 +274,8 @@ def _run_probe(venv: Path, python: Path) -> tuple[Facts, str, list[str]]:
             "check that the environment's python runs (CPython 3.9 or newer)",
         )
     info = json.loads(done.stdout)
-    installed: dict[str, Installed] = {
-        canonicalize_name(name): Installed(name, d["version"], d["requires"])
+    installed: dict[str, Dist] = {
+        canonicalize_name(name): Dist(name, d["version"], d["requires"])
         for name, d in info["installed"].items()
     }
     return Facts(str(python), info["markers"], info["tags"], installed), info["purelib"], info["path"]
@@ -361,6 +356,57 @@ def compile_lock(
         ) from None
     if done.returncode != 0:
         raise uv_error(done.stderr)
+
+
+def cached_compile(
+    requirements: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    options: Options,
+    facts: Facts,
+    out: Path,
+) -> bool:
+    """compile_lock, or the lock a resolution of the same inputs wrote
+    within the freshness window (client/lockcache.py); True when cached."""
+    from nwcache.client import lockcache
+
+    window = lockcache.ttl()
+    if window is None:
+        raise ResolveError(
+            "UsageError",
+            f"NWCACHE_RESOLVE_TTL={os.environ.get('NWCACHE_RESOLVE_TTL')!r} is not a number of seconds",
+            "set it to the seconds a resolution stays fresh (0: resolve every time), or unset it",
+        )
+    digest = None
+    if not any(Requirement(r).url for r in requirements if not r.endswith(".whl")) and not any(
+        r.endswith(".whl") for r in requirements
+    ):
+        digest = lockcache.key(
+            requirements=requirements,
+            files=[*requirement_files, *constraint_files],
+            options={
+                "index_url": options.index_url,
+                "extra_index_urls": options.extra_index_urls,
+                "no_deps": options.no_deps,
+                "upgrade": options.upgrade,
+                "pre": options.pre,
+                "constraints": len(constraint_files),
+            },
+            find_links=options.find_links,
+            markers=facts.markers,
+            tags=facts.tags,
+            installed=[(key, dist.version) for key, dist in facts.installed.items()],
+            uv=uv_bin(),
+        )
+    if digest is not None and not options.refresh and (window > 0 or options.offline):
+        text = lockcache.load(digest, None if options.offline else window)
+        if text is not None:
+            out.write_text(text)
+            return True
+    compile_lock(requirements, requirement_files, constraint_files, options, facts, out)
+    if digest is not None and not options.offline:  # (an offline resolution may be older than the index)
+        lockcache.save(digest, out.read_text())
+    return False
 
 
 def uv_error(stderr: str) -> ResolveError:
@@ -577,12 +623,63 @@ def resolve(
             facts = Facts("", {}, [], {})
         return facts, plan([], facts, local)
     facts = probe(venv)
+    if (
+        not local
+        and not requirement_files
+        and not constraint_files
+        and not options.upgrade
+        and satisfied(names, facts.installed, facts.markers)
+    ):
+        # What uv checks first: every requirement (and, recursively, what
+        # it requires) is installed already, so there is nothing to resolve.
+        keys = [canonicalize_name(Requirement(n).name) for n in names]
+        kept = [facts.installed[k] for k in keys if k in facts.installed]  # (not: a false marker)
+        return facts, Plan([], [Chosen(d.name, d.version, "") for d in kept], [])
     with tempfile.TemporaryDirectory(prefix="nwcache-resolve-") as scratch:
         out = Path(scratch) / "pylock.toml"
-        compile_lock([*names, *local], requirement_files, constraint_files, options, facts, out)
+        cached_compile([*names, *local], requirement_files, constraint_files, options, facts, out)
         chosen = read_lock(out, facts)
     with_credentials(chosen, options)
     return facts, plan(chosen, facts, local)
+
+
+def lock(
+    venv: Path,
+    specs: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    options: Options,
+) -> tuple[str, list[Chosen]]:
+    """`nwcache lock`: a PEP 751 lock for the venv's interpreter, as text,
+    and its packages selected for the venv. With requirements, their
+    resolution (the venv's installed versions preferred, as install keeps
+    them); without, the venv's current distributions, each pinned to its
+    installed version and resolved to the index's files (--no-deps), so
+    that `nwcache sync` of the lock makes another venv the same."""
+    for spec in specs:
+        if spec.endswith(".whl"):
+            raise ResolveError(
+                "UsageError",
+                f"{spec}: a lock names index files, not local wheels",
+                "lock requirements (NAME, NAME==VERSION, -r FILE); install wheel files directly",
+            )
+        check_spec(spec)
+    facts = probe(venv)
+    requirements = list(specs)
+    if not specs and not requirement_files:
+        requirements = [f"{d.name}=={d.version}" for _, d in sorted(facts.installed.items())]
+        if not requirements:
+            raise ResolveError(
+                "NothingToLock",
+                f"{venv} holds no distributions",
+                "name requirements to lock, or lock a venv that has its packages installed",
+            )
+        options = Options(**{**options.__dict__, "no_deps": True, "upgrade": True})
+    with tempfile.TemporaryDirectory(prefix="nwcache-resolve-") as scratch:
+        out = Path(scratch) / "pylock.toml"
+        cached_compile(requirements, requirement_files, constraint_files, options, facts, out)
+        chosen = read_lock(out, facts)  # refuses a lock without hashes, or with nothing for this venv
+        return out.read_text(), chosen
 
 
 def sync_plan(venv: Path, lock: Path, options: Options) -> tuple[Facts, Plan]:
@@ -604,7 +701,7 @@ def sync_plan(venv: Path, lock: Path, options: Options) -> tuple[Facts, Plan]:
         with tempfile.TemporaryDirectory(prefix="nwcache-resolve-") as scratch:
             out = Path(scratch) / "pylock.toml"
             pinned = Options(**{**options.__dict__, "no_deps": True, "upgrade": True})
-            compile_lock([], [str(lock)], [], pinned, facts, out)
+            cached_compile([], [str(lock)], [], pinned, facts, out)
             chosen = read_lock(out, facts)
         with_credentials(chosen, options)
     result = plan(chosen, facts, [])
@@ -613,16 +710,44 @@ def sync_plan(venv: Path, lock: Path, options: Options) -> tuple[Facts, Plan]:
     return facts, result
 
 
+def requested_names(specs: Sequence[str], requirement_files: Sequence[str]) -> list[str]:
+    """The canonical names the user asked for: the requirements and wheel
+    files named, and the requirements in -r files (pip marks these
+    REQUESTED, and not what they pull in)."""
+    names = set()
+    for spec in specs:
+        if spec.endswith(".whl"):
+            names.add(canonicalize_name(parse_wheel_filename(os.path.basename(spec))[0]))
+        else:
+            names.add(canonicalize_name(Requirement(spec).name))
+    for path in requirement_files:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue  # uv said why already
+        for line in _lines(text):
+            try:
+                names.add(canonicalize_name(Requirement(line).name))
+            except InvalidRequirement:
+                continue  # a path or URL line: uv resolved it; its name is not ours to guess
+    return sorted(names)
+
+
+def _lines(text: str) -> Iterable[str]:
+    """The requirement lines of a requirements file (no options, comments or hashes)."""
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        yield line.split(" --hash", 1)[0].strip()
+
+
 def _unpinned(path: Path) -> str | None:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ResolveError("LockUnreadable", f"{path}: {exc.strerror or exc}", "check the path") from None
-    for raw in text.replace("\\\n", " ").splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
-            continue
-        line = line.split(" --hash", 1)[0].strip()
+    for line in _lines(text):
         try:
             req = Requirement(line)
         except InvalidRequirement:
@@ -634,35 +759,16 @@ def _unpinned(path: Path) -> str | None:
     return None
 
 
-def dependency_problems(facts: Facts, new: dict[str, Installed], removed: Iterable[str] = ()) -> list[str]:
+def dependency_problems(facts: Facts, new: dict[str, Dist], removed: Iterable[str] = ()) -> list[str]:
     """Missing or conflicting requirements once `new` (by canonical name)
-    replaces what the venv holds: those of the new distributions, and those
-    of the others on the new ones (as pip and uv check)."""
-    final = {k: v for k, v in facts.installed.items() if k not in set(removed)}
+    replaces what the venv holds (nwcache/deps.py, the daemon's check too)."""
+    gone = set(removed)
+    final = {k: v for k, v in facts.installed.items() if k not in gone}
     final.update(new)
-    problems = []
-    for key, dist in sorted(final.items()):
-        for text in dist.requires:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
-                continue
-            target = canonicalize_name(req.name)
-            if key not in new and target not in new and target not in set(removed):
-                continue
-            if req.marker is not None and not req.marker.evaluate({**facts.markers, "extra": ""}):
-                continue
-            have = final.get(target)
-            if have is None:
-                problems.append(f"{dist.name} {dist.version} requires {req}, which is not installed")
-            elif req.specifier and not req.specifier.contains(have.version, prereleases=True):
-                problems.append(
-                    f"{dist.name} {dist.version} requires {req}, but {have.name} {have.version} is installed"
-                )
-    return problems
+    return problems(final, new.keys() | gone, facts.markers)
 
 
-def wheel_requires(path: str) -> Installed:
+def wheel_requires(path: str) -> Dist:
     """A wheel file's name, version and Requires-Dist (its METADATA)."""
     import zipfile
     from email.parser import HeaderParser
@@ -678,9 +784,7 @@ def wheel_requires(path: str) -> Installed:
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError):
         text = ""  # a broken or hostile archive: the daemon refuses it with the reason
     headers = HeaderParser().parsestr(text)
-    return Installed(
-        str(headers.get("Name") or name), str(version), list(headers.get_all("Requires-Dist") or [])
-    )
+    return Dist(str(headers.get("Name") or name), str(version), list(headers.get_all("Requires-Dist") or []))
 
 
 def main_check(plan_: Plan, facts: Facts) -> list[str]:
@@ -688,13 +792,13 @@ def main_check(plan_: Plan, facts: Facts) -> list[str]:
     --no-deps or sync result: requirements of what is installed, checked."""
     if not facts.python:
         return []  # not a venv: the daemon refuses the install
-    new: dict[str, Installed] = {}
+    new: dict[str, Dist] = {}
     for c in plan_.chosen:
         if c.path and c.path.endswith(".whl"):
             dist = wheel_requires(c.path)
             new[canonicalize_name(dist.name)] = dist
         else:  # resolved by uv: its version counts, its own requirements uv saw to
-            new[canonicalize_name(c.name)] = Installed(c.name, c.version, [])
+            new[canonicalize_name(c.name)] = Dist(c.name, c.version, [])
     return dependency_problems(facts, new, plan_.remove)
 
 

@@ -11,13 +11,14 @@ registration) over this machine's platform (the venv runs here).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection
 from email.parser import HeaderParser
 
 from packaging.markers import default_environment
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+
+from nwcache import deps
+from nwcache.deps import Dist
 
 from .schema import EnvRecord, GenerationRecord
 from .store import Store
@@ -40,16 +41,6 @@ def requires(store: Store, package: str) -> list[str]:
     return found
 
 
-@functools.lru_cache(maxsize=8192)
-def _parsed(text: str) -> Requirement | None:
-    """A Requires-Dist line parsed once per daemon run (packaging's parser
-    was a third of a warm 33-wheel install's check)."""
-    try:
-        return Requirement(text)
-    except InvalidRequirement:
-        return None
-
-
 def environment(env: EnvRecord) -> dict[str, str]:
     markers = {key: str(value) for key, value in default_environment().items()}
     major_minor = ".".join(env.version.split(".")[:2])
@@ -66,25 +57,9 @@ def environment(env: EnvRecord) -> dict[str, str]:
 
 def problems(store: Store, env: EnvRecord, gen: GenerationRecord, changed: Collection[str]) -> list[str]:
     """Missing or conflicting requirements in `gen` that involve `changed`
-    (canonical names): theirs, and the others' on them."""
-    have = {canonicalize_name(i.name): i for i in gen.packages}
-    markers = environment(env)
-    found = []
-    for key, installed in sorted(have.items()):
-        for text in requires(store, installed.package):
-            req = _parsed(text)
-            if req is None:
-                continue
-            target = canonicalize_name(req.name)
-            if key not in changed and target not in changed:
-                continue
-            if req.marker is not None and not req.marker.evaluate(markers):
-                continue
-            other = have.get(target)
-            if other is None:
-                found.append(f"{installed.name} {installed.version} requires {req}, which is not installed")
-            elif req.specifier and not req.specifier.contains(other.version, prereleases=True):
-                found.append(
-                    f"{installed.name} {installed.version} requires {req}, but {other.name} {other.version} is installed"
-                )
-    return found
+    (canonical names): theirs, and the others' on them (nwcache/deps.py,
+    the client's check too)."""
+    have: dict[str, Dist] = {
+        canonicalize_name(i.name): Dist(i.name, i.version, requires(store, i.package)) for i in gen.packages
+    }
+    return deps.problems(have, changed, environment(env))

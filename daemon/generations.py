@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
@@ -58,7 +58,7 @@ class Generations:
         path: str | os.PathLike[str],
         archives: list[str | os.PathLike[str] | PackageRecord],
         *,
-        requested: bool = True,
+        requested: bool | Collection[str] = True,
         action: str | None = None,
         request: str | None = None,
         progress: Progress | None = None,
@@ -71,7 +71,10 @@ class Generations:
         `progress` follows the work as it is done. An item may be a stored
         package instead of a file (install by name); `remove` names
         distributions the same generation drops (sync); `ingested` collects
-        each archive path's package. When the result would be the current
+        each archive path's package; `requested` is whether the installed
+        distributions get a REQUESTED file, or the canonical names that do
+        (what the user asked for, not its dependencies, as pip marks them).
+        When the result would be the current
         generation again (the same packages, nothing removed), no generation
         is added and the current one is returned."""
         env = self.index.get_env(path)
@@ -126,7 +129,7 @@ class Generations:
         staged: Staged,
         created: Created,
         *,
-        requested: bool,
+        requested: bool | Collection[str],
         action: str | None,
         request: str | None = None,
         progress: Progress | None = None,
@@ -176,7 +179,9 @@ class Generations:
                     plan_install(
                         pkg,
                         env,
-                        requested=requested,
+                        requested=requested
+                        if isinstance(requested, bool)
+                        else canonicalize_name(pkg.name) in requested,
                         read_blob=read_blob,
                         put_blob=lambda content, executable: FileRef(
                             staged.add_bytes(content), len(content), executable

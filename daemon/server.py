@@ -311,6 +311,10 @@ class Handlers:
                 remove=[str(n) for n in args.get("remove") or []],
                 ingested=ingested,
                 action=str(args["action"]) if args.get("action") else None,
+                # The names the user asked for get REQUESTED, their dependencies not (as pip).
+                requested=True
+                if args.get("requested") is None
+                else {canonicalize_name(str(n)) for n in args["requested"]},
             )
             made = {}
             for w in wanted:

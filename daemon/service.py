@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -921,6 +921,7 @@ class Service:
         remove: list[str] | None = None,
         ingested: dict[str, PackageRecord] | None = None,
         action: str | None = None,
+        requested: bool | Collection[str] = True,
     ) -> GenerationRecord:
         """Store.install for the venv, registered first if new (under the
         same hold of its lock); `remove`, `ingested` and `action` as there. A
@@ -943,6 +944,7 @@ class Service:
                     remove=remove or (),
                     ingested=ingested,
                     action=action,
+                    requested=requested,
                 )
                 stored = True
                 return gen

@@ -96,6 +96,12 @@ class Upkeep:
                     txn.delete(pkg_key, db=self.index.db["packages"])
                     deleted.append(bytes(pkg_key))
                     packages += 1
+            # A wheel file whose package is gone is downloaded again: its
+            # entry (file sha256 -> package id) goes with the package.
+            gone = set(deleted)
+            for wheel_key, package in list(txn.cursor(db=self.index.db["wheels"])):
+                if bytes(package) in gone:
+                    txn.delete(wheel_key, db=self.index.db["wheels"])
             # Bytecode lives while its source does and some environment
             # runs its interpreter; its pyc is reachable through it.
             interpreters = {EnvRecord.decode(v).interpreter for _, v in txn.cursor(db=self.index.db["envs"])}

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -486,3 +487,134 @@ def test_no_daemon_is_said_before_resolving(
             f"error: no nwcache daemon at {tmp_path / 'none.sock'}",
             "hint: start it with 'nwcache daemon' (foreground) or 'nwcache service install'",
         ]
+
+
+def test_warm_installs_skip_the_resolver(running: Daemon, index: PackageIndex, tmp_path: Path) -> None:
+    """A venv that satisfies the request resolves nothing (as uv); a request
+    resolved within NWCACHE_RESOLVE_TTL reuses its lock (--refresh, TTL 0
+    resolve again; --offline takes a lock of any age); REQUESTED marks what
+    was asked for, not its dependencies (as pip)."""
+
+    def pages() -> int:
+        return sum(1 for p in index.requests if p.startswith("/simple/"))
+
+    def bare(name: str) -> Path:
+        venv = tmp_path / name
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+        return venv
+
+    first = bare("first")
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", first, "--index-url", index.simple)
+    assert code == 0, err
+    site = next((first / "lib").glob("python3.*/site-packages"))
+    assert (site / "nwidx_app-1.0.dist-info" / "REQUESTED").exists()
+    assert not (site / "nwidx_lib-2.0.dist-info" / "REQUESTED").exists()
+    assert not (site / "nwidx_fast-1.0.dist-info" / "REQUESTED").exists()
+    assert (site / "nwidx_lib-2.0.dist-info" / "INSTALLER").exists()
+
+    # Satisfied (with the extra's dependency): nothing to do, no page asked for.
+    asked = pages()
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", first, "--index-url", index.simple)
+    assert code == 0, err
+    assert out.startswith("nothing to do: already installed (nwidx-app 1.0)"), out
+    assert pages() == asked
+    # A version the venv does not have is resolved.
+    code, out, err = running.cli(
+        "install", "nwidx-lib==1.0", "--env", first, "--index-url", index.simple, "--dry-run"
+    )
+    assert code == 0, err
+    assert "nwidx-lib 2.0 -> 1.0" in out
+    assert pages() > asked
+
+    # A second bare venv, the same request: the lock is reused, no page asked for.
+    asked = pages()
+    second = bare("second")
+    code, out, err = running.cli("install", "nwidx-app[fast]", "--env", second, "--index-url", index.simple)
+    assert code == 0, err
+    assert "0 downloaded, 3 already stored" in out, out
+    assert pages() == asked
+    assert installed(running, second) == installed(running, first)
+    # --refresh, and a window of 0, resolve again.
+    code, out, err = running.cli(
+        "install", "nwidx-app[fast]", "--env", bare("third"), "--index-url", index.simple, "--refresh"
+    )
+    assert code == 0, err
+    assert pages() > asked
+    asked = pages()
+    running.env["NWCACHE_RESOLVE_TTL"] = "0"
+    code, _, err = running.cli(
+        "install", "nwidx-app[fast]", "--env", bare("fourth"), "--index-url", index.simple
+    )
+    assert code == 0, err
+    assert pages() > asked
+    # ... except offline: a kept lock of any age.
+    asked = pages()
+    code, _, err = running.cli(
+        "install", "nwidx-app[fast]", "--env", bare("fifth"), "--index-url", index.simple, "--offline"
+    )
+    assert code == 0, err
+    assert pages() == asked
+    running.env["NWCACHE_RESOLVE_TTL"] = "soon"
+    code, line, hint = error_of(
+        running.cli("install", "nwidx-app", "--env", bare("sixth"), "--index-url", index.simple)
+    )
+    assert code == 2
+    assert "NWCACHE_RESOLVE_TTL='soon' is not a number of seconds" in line
+    assert "0: resolve every time" in hint
+
+
+def test_lock_resolves_for_a_venv_and_pins_what_it_holds(
+    running: Daemon, index: PackageIndex, tmp_path: Path
+) -> None:
+    """`nwcache lock SPEC --env V` resolves for V's interpreter; `nwcache lock
+    --env V` pins what V holds; sync of that lock makes a new venv the same."""
+    venvs = tmp_path / "venvs"
+    for name in ("source", "copy", "empty"):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venvs / name], check=True)
+    source = venvs / "source"
+    code, _, err = running.cli("install", "nwidx-lib==1.0", "--env", source, "--index-url", index.simple)
+    assert code == 0, err
+
+    # Requirements: resolved for the venv, its installed nwidx-lib 1.0 preferred; nothing installed.
+    code, out, err = running.cli("lock", "nwidx-app", "--env", source, "--index-url", index.simple)
+    assert code == 0, err
+    locked = tomllib.loads(out)
+    assert locked["lock-version"] == "1.0"
+    assert {(p["name"], p["version"]) for p in locked["packages"]} == {
+        ("nwidx-app", "1.0"),
+        ("nwidx-lib", "1.0"),
+    }
+    assert all(w["hashes"]["sha256"] for p in locked["packages"] for w in p["wheels"])
+    assert "nwidx-app" not in installed(running, source)
+
+    # What the venv holds, as a lock file; sync makes another venv exactly that.
+    code, _, err = running.cli("install", "nwidx-app[fast]", "--env", source, "--index-url", index.simple)
+    assert code == 0, err
+    out_file = tmp_path / "pylock.toml"
+    code, out, err = running.cli("lock", "--env", source, "--index-url", index.simple, "-o", out_file)
+    assert code == 0, err
+    assert out.strip() == f"locked 3 distributions in {out_file}"
+    code, _, err = running.cli("sync", out_file, "--env", venvs / "copy")
+    assert code == 0, err
+    assert (
+        installed(running, venvs / "copy")
+        == installed(running, source)
+        == {
+            "nwidx-app": "1.0",
+            "nwidx-lib": "1.0",
+            "nwidx-fast": "1.0",
+        }
+    )
+
+    # Refusals: a file name sync would not take, an empty venv, a wheel file.
+    code, line, hint = error_of(running.cli("lock", "--env", source, "-o", tmp_path / "lock.toml"))
+    assert code == 2
+    assert "pylock.toml or pylock.NAME.toml" in line
+    assert hint == f"hint: write it as {tmp_path / 'pylock.toml'}"
+    code, line, _ = error_of(running.cli("lock", "--env", venvs / "empty", "--index-url", index.simple))
+    assert code == 1
+    assert "holds no distributions" in line
+    code, line, _ = error_of(running.cli("lock", tmp_path / "x-1.0-py3-none-any.whl", "--env", source))
+    assert code == 2
+    assert "not local wheels" in line
+    assert not (tmp_path / "lock.toml").exists()

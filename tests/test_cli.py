@@ -242,8 +242,8 @@ def test_help_describes_every_positional_and_service_action() -> None:
                     yield from walk(sub)
 
     found = list(walk(build_parser()))
-    # convert 1, inspect/verify 2, unpack 2, env 3, install, sync, uninstall, service, remote 3, push
-    assert len(found) == 16
+    # convert 1, inspect/verify 2, unpack 2, env 3, install, sync, lock, uninstall, service, remote 3, push
+    assert len(found) == 17
     for prog, action in found:
         assert action.help, f"{prog} {action.metavar or action.dest} has no help"
     wide = {**os.environ, "COLUMNS": "200"}

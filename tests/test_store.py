@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from nwcache.archive import ArchiveError, convert
+from nwcache.daemon import schema
 from nwcache.daemon.errors import (
     IncompatibleTags,
     NoSuchGeneration,
@@ -358,6 +359,9 @@ def test_gc_keeps_what_generations_reach(
     store.install(venv, [built_wheels["sharedlib"]])
     lib_blobs = {r.blob for p, r in store.tree(venv).items() if "libnwfoo" in p}
     store.install(venv, [built_wheels["pure"]])
+    # As an install by name records them: wheel file sha256 -> package.
+    ids = {i.name: bytes.fromhex(i.package) for i in store.generation(venv).packages}
+    store.remember_wheels({"1" * 64: ids["nwdemo-sharedlib"], "2" * 64: ids["nwdemo-pure"]})
     store.uninstall(venv, ["nwdemo-sharedlib"])
     report = store.gc(keep=5)
     assert report.blobs == 0  # older generations still reach it
@@ -370,6 +374,10 @@ def test_gc_keeps_what_generations_reach(
     assert all(not store.bodies.exists(b) for b in lib_blobs)
     assert [g.number for g in store.history(venv)] == [4]
     assert "nwdemo_pure/__init__.py" in store.tree(venv)
+    # The collected package's wheel entry went with it; the kept one's stays.
+    with store.index.env.begin() as txn:
+        wheels = {bytes(k): bytes(v) for k, v in txn.cursor(db=store.index.db["wheels"])}
+    assert wheels == {schema.wheel_key("2" * 64): ids["nwdemo-pure"]}
 
 
 def test_fsck_finds_damage_and_sweep_repairs_debris(
