@@ -30,38 +30,59 @@ from .schema import FileRef
 
 # The worker runs inside the environment's interpreter (CPython 3.9+) with
 # -I -S -B: nothing of the environment's site-packages or of PYTHON*
-# variables can change what it compiles. It writes the pyc exactly as
-# py_compile does (magic, flags 0, mtime, size, marshalled code) and reports
-# one line per job. The file name compiled into the code object is a
-# constant, so that the pyc depends on the source's content alone; the
-# import system replaces it with the real path when it loads the pyc.
-WORKER = r"""
+# variables can change what it compiles; it reports one line per job. The
+# file name compiled into the code object is a constant, so that the pyc
+# depends on the source's content alone; the import system replaces it with
+# the real path when it loads the pyc.
+#
+# What every compile of a source runs, in the environment's interpreter (the
+# two workers below and daemon/demand.py's) or in the daemon's own: the pyc
+# exactly as py_compile writes it (magic, flags 0, mtime, size, marshalled
+# code), None when the source does not compile. One text, so that all of
+# them write the same pyc.
+PYC_OF = r"""
 import base64, importlib.util, json, marshal, sys, warnings
-warnings.simplefilter("ignore")  # SyntaxWarnings: Python shows them when it compiles itself
-magic = importlib.util.MAGIC_NUMBER
+DOES_NOT_COMPILE = (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError)
+
+def source_of(job):
+    if job["data"] is not None:
+        return base64.b64decode(job["data"])
+    with open(job["src"], "rb") as fh:
+        return fh.read()
+
+def pyc_of(source, mtime, level):
+    head = (importlib.util.MAGIC_NUMBER + b"\0\0\0\0" + (mtime & 0xFFFFFFFF).to_bytes(4, "little")
+            + (len(source) & 0xFFFFFFFF).to_bytes(4, "little"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarnings: Python shows them when it compiles itself
+        try:
+            code = compile(source, "<nwcache>", "exec", dont_inherit=True, optimize=level)
+        except DOES_NOT_COMPILE:
+            return None
+    return head + marshal.dumps(code)
+"""
+WORKER = (
+    PYC_OF
+    + r"""
 jobs, out = sys.argv[1], sys.argv[2]
 with open(jobs, "rb") as listing:
     for line in listing:
         job = json.loads(line)
         try:
-            if job["data"] is not None:
-                source = base64.b64decode(job["data"])
-            else:
-                with open(job["src"], "rb") as fh:
-                    source = fh.read()
-            head = (magic + b"\0\0\0\0" + (job["mtime"] & 0xFFFFFFFF).to_bytes(4, "little")
-                    + (len(source) & 0xFFFFFFFF).to_bytes(4, "little"))
-            for level in job["levels"]:
-                code = compile(source, "<nwcache>", "exec", dont_inherit=True, optimize=level)
+            source = source_of(job)
+            pycs = [(level, pyc_of(source, job["mtime"], level)) for level in job["levels"]]
+            if any(data is None for _, data in pycs):
+                print("fail", job["id"], flush=True)
+                continue
+            for level, data in pycs:
                 with open(out + job["id"] + "." + str(level), "wb") as fh:
-                    fh.write(head + marshal.dumps(code))
+                    fh.write(data)
             print("ok", job["id"], flush=True)
-        except (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError) as exc:
-            print("fail", job["id"], type(exc).__name__, flush=True)
         except OSError as exc:  # not the source's fault (a full disk): said, and the rest left
             print("error", job["id"], str(exc).replace("\n", " "), flush=True)
             sys.exit(3)
 """
+)
 # Jobs per worker process below which another process is not worth its start.
 JOBS_PER_WORKER = 64
 # A worker that reports nothing for this long is killed, and the source it

@@ -13,43 +13,36 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import marshal
 import os
 import subprocess
 import sys
-import warnings
+from typing import Any
 
 import trio
 
-from .bytecode import SOURCE_TIMEOUT
+from .bytecode import PYC_OF, SOURCE_TIMEOUT
 
 # One JSON job a line on stdin: {"src": path or null, "data": base64 of an
 # inline source or null, "mtime": s, "level": n, "out": path};
 # one verdict a line on stdout: "ok", "fail" (the source does not compile)
 # or "error <text>" (not the source's fault).
-WORKER = r"""
-import base64, importlib.util, json, marshal, sys, warnings
-warnings.simplefilter("ignore")
-magic = importlib.util.MAGIC_NUMBER
+WORKER = (
+    PYC_OF
+    + r"""
 for line in sys.stdin:
     job = json.loads(line)
     try:
-        if job["data"] is not None:
-            source = base64.b64decode(job["data"])
-        else:
-            with open(job["src"], "rb") as fh:
-                source = fh.read()
-        head = (magic + b"\0\0\0\0" + (job["mtime"] & 0xFFFFFFFF).to_bytes(4, "little")
-                + (len(source) & 0xFFFFFFFF).to_bytes(4, "little"))
-        code = compile(source, "<nwcache>", "exec", dont_inherit=True, optimize=job["level"])
+        data = pyc_of(source_of(job), job["mtime"], job["level"])
+        if data is None:
+            print("fail", flush=True)
+            continue
         with open(job["out"], "wb") as fh:
-            fh.write(head + marshal.dumps(code))
+            fh.write(data)
         print("ok", flush=True)
-    except (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError):
-        print("fail", flush=True)
     except OSError as exc:
         print("error", str(exc).replace("\n", " "), flush=True)
 """
+)
 
 
 # The daemon's own interpreter, as an environment's is named (schema:
@@ -58,22 +51,16 @@ for line in sys.stdin:
 HERE = f"{sys.implementation.cache_tag}:{importlib.util.MAGIC_NUMBER.hex()}"
 
 
+# The daemon compiles with the very text its workers run (bytecode.PYC_OF).
+_here: dict[str, Any] = {}
+exec(PYC_OF, _here)
+
+
 def compile_here(source: bytes, mtime: int, level: int) -> bytes | None:
     """The pyc the worker writes, compiled by the daemon's interpreter (in a
     worker thread); None if the source does not compile."""
-    head = (
-        importlib.util.MAGIC_NUMBER
-        + b"\0\0\0\0"
-        + (mtime & 0xFFFFFFFF).to_bytes(4, "little")
-        + (len(source) & 0xFFFFFFFF).to_bytes(4, "little")
-    )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Python shows them when it compiles itself
-            code = compile(source, "<nwcache>", "exec", dont_inherit=True, optimize=level)
-    except (SyntaxError, ValueError, UnicodeError, OverflowError, RecursionError, MemoryError):
-        return None
-    return head + marshal.dumps(code)
+    made: bytes | None = _here["pyc_of"](source, mtime, level)
+    return made
 
 
 class DemandWorker:
